@@ -1,0 +1,136 @@
+package httpsig
+
+import (
+	"context"
+	"crypto/ed25519"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// Verified describes a signature that [Verifier.Verify] accepted.
+type Verified struct {
+	// KeyID is the keyid parameter: the signer's sign-pub.
+	KeyID string
+	// Created is the created parameter.
+	Created time.Time
+	// Nonce is the nonce parameter. The caller must record (KeyID, Nonce)
+	// in its replay store and deny the request if it was seen before.
+	Nonce string
+	// Components are the covered component identifiers, in signed order.
+	Components []string
+}
+
+// Verifier checks request signatures.
+type Verifier struct {
+	// Resolve returns the public key for keyid. Any error => the request is
+	// denied with ErrUnknownKey wrapping it.
+	Resolve func(ctx context.Context, keyID string) (ed25519.PublicKey, error)
+	// Window is the accepted |now - created|; 0 means DefaultWindow.
+	Window time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// requiredComponents must be covered by every signature.
+var requiredComponents = []string{compMethod, compPath, compQuery}
+
+// Verify checks the request's signature. body is the full request body
+// already read by the caller (may be nil).
+//
+// It requires: exactly one signature with label [Label]; alg absent or
+// "ed25519"; keyid present; created present and within the window either
+// side of now; nonce present and non-empty (at most [MaxNonceBytes]);
+// covered components including "@method", "@path", "@query" and, when body is
+// non-empty, "content-digest"; when body is non-empty (or content-digest is
+// covered), a Content-Digest header whose sha-256 member equals SHA-256(body)
+// (other algorithms in the field are ignored).
+//
+// It does NOT check the nonce for replay: the caller records (keyid, nonce)
+// in its store after Verify succeeds. Resolve is called with req's context,
+// only after every cheaper check has passed.
+func (v *Verifier) Verify(req *http.Request, body []byte) (Verified, error) {
+	inputs := req.Header.Values(headerSignatureInput)
+	sigs := req.Header.Values(headerSignature)
+	if len(inputs) == 0 && len(sigs) == 0 {
+		return Verified{}, ErrMissingSignature
+	}
+	in, err := parseSignatureInput(inputs, Label)
+	if err != nil {
+		return Verified{}, err
+	}
+	sig, err := parseSignature(sigs, Label)
+	if err != nil {
+		return Verified{}, err
+	}
+
+	if in.hasAlg && in.alg != algorithm {
+		return Verified{}, detail(ErrUnsupportedAlg, "alg is %s", quoteShort(in.alg))
+	}
+	switch {
+	case in.keyID == "":
+		return Verified{}, detail(ErrMissingParam, "keyid is missing")
+	case !in.hasCreated:
+		return Verified{}, detail(ErrMissingParam, "created is missing")
+	case in.nonce == "":
+		return Verified{}, detail(ErrMissingParam, "nonce is missing")
+	}
+	for _, c := range requiredComponents {
+		if !slices.Contains(in.components, c) {
+			return Verified{}, detail(ErrMissingComponent, "%q is not covered", c)
+		}
+	}
+	digestCovered := slices.Contains(in.components, compContentDigest)
+	if len(body) > 0 && !digestCovered {
+		return Verified{}, detail(ErrMissingComponent, "the request has a body but %q is not covered", compContentDigest)
+	}
+
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	window := v.Window
+	if window == 0 {
+		window = DefaultWindow
+	}
+	t := now()
+	created := time.Unix(in.created, 0)
+	if skew := t.Sub(created); skew > window || skew < -window {
+		return Verified{}, detail(ErrExpired, "created is %s from the server clock; at most %s is accepted", skew.Round(time.Second), window)
+	}
+	if in.hasExpires && t.Unix() > in.expires {
+		return Verified{}, detail(ErrExpired, "expires has passed")
+	}
+
+	if len(body) > 0 || digestCovered {
+		if err := checkContentDigest(req.Header.Values(headerContentDigest), body); err != nil {
+			return Verified{}, err
+		}
+	}
+
+	base, err := SignatureBase(req, in.components, in.params)
+	if err != nil {
+		return Verified{}, err
+	}
+
+	if v.Resolve == nil {
+		return Verified{}, detail(ErrUnknownKey, "the verifier has no key resolver")
+	}
+	pub, err := v.Resolve(req.Context(), in.keyID)
+	if err != nil {
+		return Verified{}, detail(ErrUnknownKey, "keyid %s: %w", quoteShort(in.keyID), err)
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return Verified{}, detail(ErrUnknownKey, "keyid %s does not name an ed25519 key", quoteShort(in.keyID))
+	}
+	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, base, sig) {
+		return Verified{}, ErrBadSignature
+	}
+
+	return Verified{
+		KeyID:      in.keyID,
+		Created:    created,
+		Nonce:      in.nonce,
+		Components: in.components,
+	}, nil
+}
