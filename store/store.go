@@ -135,7 +135,10 @@ type Rotation struct {
 }
 
 // Store is the control-plane state. Implementations are safe for concurrent
-// use. Every method that takes a context may block on I/O.
+// use. Every method that takes a context may block on I/O. Reads see every
+// write that returned before them (read-your-writes): a backend must not
+// answer from a replica that is behind. A backend failure is wrapped in
+// ErrUnavailable, which callers treat as a denial.
 type Store interface {
 	// AddUser registers u. A sign-pub already present (whatever its status)
 	// is ErrAlreadyRegistered and changes nothing; a handle in use is
