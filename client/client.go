@@ -1,0 +1,215 @@
+// Package client is the unibus Go SDK: it connects a program to a unibus
+// deployment — the signed HTTP control plane and the ACL'd NATS data plane,
+// each with several seed URLs for fail-over — and gives it rooms, members,
+// and end-to-end encrypted messages.
+//
+// Everything secret stays in the process: room keys are opened from sealed
+// copies with the identity's KEM key, messages are encrypted and signed
+// before they leave, and received messages are verified (signature, sender
+// membership, sequence) before they are decrypted. A message that fails is
+// reported as an error, never delivered as plaintext.
+//
+//	c, err := client.Dial(ctx, client.Config{Identity: id})
+//	room, err := c.CreateRoom(ctx, "demo")
+//	err = c.Send(ctx, room.ID, "", []byte("hello"))
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/unibus/httpsig"
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/wire"
+)
+
+// Defaults point at a local single node.
+const (
+	DefaultServer = "http://127.0.0.1:8470"
+	DefaultNATS   = "nats://127.0.0.1:4250"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Identity is the user's identity (required).
+	Identity *identity.Identity
+	// Servers are control-plane base URLs, tried in order on failure.
+	Servers []string
+	// NATS are data-plane seed URLs.
+	NATS []string
+	// RootCAs verifies the servers' TLS certificates on both planes; nil
+	// means the system pool.
+	RootCAs *x509.CertPool
+	// Logger receives warnings (reconnects, reported bad messages).
+	Logger *slog.Logger
+	// RoomCacheTTL bounds how long room state (epoch, members) is reused
+	// before a send refreshes it; 0 means 2 s.
+	RoomCacheTTL time.Duration
+	// Timeout bounds each control-plane request; 0 means 15 s.
+	Timeout time.Duration
+}
+
+// LoadCA reads a PEM CA bundle into a pool.
+func LoadCA(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// Client is a connection to a unibus deployment. It is safe for concurrent use.
+type Client struct {
+	cfg    Config
+	id     *identity.Identity
+	http   *http.Client
+	signer *httpsig.Signer
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	rooms map[string]*roomState // by room id
+	nc    *nats.Conn
+	sendr *sender
+}
+
+// Dial checks the identity against the control plane (GET /v1/me) and
+// publishes the identity's KEM key if the server does not have it yet. The
+// data plane is connected on first use.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	if cfg.Identity == nil {
+		return nil, errors.New("client: an identity is required")
+	}
+	if len(cfg.Servers) == 0 {
+		cfg.Servers = []string{DefaultServer}
+	}
+	if len(cfg.NATS) == 0 {
+		cfg.NATS = []string{DefaultNATS}
+	}
+	if cfg.RoomCacheTTL == 0 {
+		cfg.RoomCacheTTL = 2 * time.Second
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	c := &Client{
+		cfg: cfg, id: cfg.Identity, log: cfg.Logger,
+		http:   &http.Client{Transport: tr, Timeout: cfg.Timeout},
+		signer: &httpsig.Signer{KeyID: cfg.Identity.SignPub().String(), Key: cfg.Identity.SigningKey()},
+		rooms:  map[string]*roomState{},
+	}
+	me, err := c.Me(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(me.KEMPub, c.id.KEMPub().Bytes()) {
+		if _, err := c.Register(ctx); err != nil {
+			return nil, fmt.Errorf("publish KEM key: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// Identity returns the client's identity.
+func (c *Client) Identity() *identity.Identity { return c.id }
+
+// Close closes the data-plane connection.
+func (c *Client) Close() { c.dropConn() }
+
+// APIError is an error answered by the control plane.
+type APIError struct {
+	Status  int
+	Code    string
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code)
+}
+
+// IsCode reports whether err is an APIError with this wire code.
+func IsCode(err error, code string) bool {
+	var ae *APIError
+	return errors.As(err, &ae) && ae.Code == code
+}
+
+// do sends one signed request and decodes the JSON answer into out. It tries
+// the next server only when one cannot be reached; a request that reached a
+// server is never resent (it was signed with a one-time nonce and may have
+// taken effect).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return err
+		}
+	}
+	var lastErr error
+	for _, base := range c.cfg.Servers {
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		if body != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if err := c.signer.Sign(req, body); err != nil {
+			return fmt.Errorf("sign request: %w", err)
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		return decodeResponse(resp, out)
+	}
+	return fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+}
+
+func decodeResponse(resp *http.Response, out any) error {
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var we wire.Error
+		if json.Unmarshal(raw, &we) == nil && we.Error.Code != "" {
+			return &APIError{Status: resp.StatusCode, Code: we.Error.Code, Message: we.Error.Message}
+		}
+		return &APIError{Status: resp.StatusCode, Code: "http", Message: strings.TrimSpace(string(raw))}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/wire"
+)
+
+// Me returns the caller's own record.
+func (c *Client) Me(ctx context.Context) (wire.User, error) {
+	var u wire.User
+	return u, c.do(ctx, "GET", "/v1/me", nil, &u)
+}
+
+// Register publishes the identity's KEM public key with its binding
+// signature, so that owners can seal room keys to it.
+func (c *Client) Register(ctx context.Context) (wire.User, error) {
+	var u wire.User
+	req := wire.KEMKeyRequest{KEMPub: c.id.KEMPub().Bytes(), Sig: c.id.SignKEMBinding()}
+	return u, c.do(ctx, "PUT", "/v1/me/kem-key", req, &u)
+}
+
+// AddUser registers a user (admin only).
+func (c *Client) AddUser(ctx context.Context, handle, signPub, role string) (wire.User, error) {
+	var u wire.User
+	return u, c.do(ctx, "POST", "/v1/users", wire.AddUserRequest{Handle: handle, SignPub: signPub, Role: role}, &u)
+}
+
+// ListUsers lists every user (admin only).
+func (c *Client) ListUsers(ctx context.Context) ([]wire.User, error) {
+	var l wire.UserList
+	return l.Users, c.do(ctx, "GET", "/v1/users", nil, &l)
+}
+
+// RevokeUser revokes a user by handle or sign-pub (admin only).
+func (c *Client) RevokeUser(ctx context.Context, user string) (wire.User, error) {
+	var u wire.User
+	return u, c.do(ctx, "POST", "/v1/users/"+url.PathEscape(user)+"/revoke", nil, &u)
+}
+
+// User looks up a user's public record by handle or sign-pub.
+func (c *Client) User(ctx context.Context, user string) (wire.User, error) {
+	var u wire.User
+	return u, c.do(ctx, "GET", "/v1/users/"+url.PathEscape(user), nil, &u)
+}
+
+// verifiedKEM checks the binding signature of a user's published KEM key:
+// the client never seals to a key its owner did not sign.
+func verifiedKEM(signPub string, kemPub, sig []byte) (identity.SignPub, identity.KEMPub, error) {
+	sp, err := identity.ParseSignPub(signPub)
+	if err != nil {
+		return sp, identity.KEMPub{}, err
+	}
+	if len(kemPub) == 0 {
+		return sp, identity.KEMPub{}, fmt.Errorf("user %s has not published a KEM key (unibus register)", sp.Short())
+	}
+	kp, err := identity.ParseKEMPub(kemPub)
+	if err != nil {
+		return sp, kp, fmt.Errorf("user %s: %w", sp.Short(), err)
+	}
+	if err := identity.VerifyKEMBinding(sp, kp, sig); err != nil {
+		return sp, kp, fmt.Errorf("user %s: %w", sp.Short(), err)
+	}
+	return sp, kp, nil
+}

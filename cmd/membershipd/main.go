@@ -1,0 +1,152 @@
+// Command membershipd runs unibus: the HTTP control plane and the embedded
+// NATS + JetStream data plane, on one node. With no flags it serves on
+// loopback with state under ./local_files, and on first run creates an admin
+// identity there. Subcommands administer users offline (user add|list|revoke).
+//
+// Every flag can also come from the environment: --http-port from
+// UNIBUS_HTTP_PORT, and so on.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/unibus/unibus/daemon"
+	"github.com/unibus/unibus/internal/envflag"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// exitError carries an exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func main() {
+	root := newRoot(os.Stdout, os.Stderr)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "membershipd:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
+		os.Exit(1)
+	}
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	var cfg daemon.Config
+	var noBootstrap bool
+	var logLevel, logFormat string
+	root := &cobra.Command{
+		Use:           "membershipd",
+		Short:         "unibus server: signed control plane (HTTP) and ACL'd NATS data plane",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(stderr, logLevel, logFormat)
+			if err != nil {
+				return &exitError{2, err}
+			}
+			cfg.Logger, cfg.Version, cfg.Bootstrap = log, version, !noBootstrap
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			d, err := daemon.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			if d.AdminIDFile != "" {
+				fmt.Fprintf(stderr, "membershipd: created admin identity %s\n  try: unibus --identity %s room create demo\n", d.AdminIDFile, d.AdminIDFile)
+			}
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down")
+			case <-d.Done():
+			}
+			return d.Close()
+		},
+	}
+	f := root.Flags()
+	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address both planes listen on")
+	f.IntVar(&cfg.HTTPPort, "http-port", 8470, "HTTP control-plane port")
+	f.IntVar(&cfg.NATSPort, "nats-port", 4250, "NATS data-plane port")
+	f.Int("cluster-port", 6250, "NATS cluster route port (cluster mode: not yet implemented)")
+	f.StringVar(&cfg.DataDir, "data-dir", "local_files", "writable state directory")
+	f.StringVar(&cfg.BusAuth, "bus-auth", "enforce", "data-plane auth: enforce (nkey login + per-room ACL) or off (loopback only)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for both planes (required off loopback)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	f.BoolVar(&cfg.InsecureNoTLS, "insecure-no-tls", false, "allow a non-loopback bind without TLS (traffic and metadata in clear)")
+	f.StringVar(&cfg.Store, "store", "sqlite", "control-plane store: sqlite (kv: not yet implemented)")
+	f.StringVar(&cfg.DB, "db", "", "SQLite file (default <data-dir>/unibus.db)")
+	f.StringVar(&cfg.NATSStore, "nats-store", "", "JetStream directory (default <data-dir>/jetstream)")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS URL (not yet implemented)")
+	f.IntVar(&cfg.KVReplicas, "kv-replicas", 1, "replicas of room streams (and KV buckets)")
+	f.StringVar(&cfg.InternalIDFile, "internal-id-file", "", "membershipd's internal identity, created 0600 on first start (default <data-dir>/internal.id)")
+	f.StringVar(&cfg.NodeName, "node-name", "", "node name (default unibus-<http-port>)")
+	f.StringVar(&cfg.JSSync, "js-sync", "always", "JetStream fsync: 'always' (fsync before ack) or an interval such as 2m; see docs/OPERATIONS.md")
+	f.DurationVar(&cfg.Window, "sig-window", daemonDefaultWindow, "allowed clock skew of a signed request's 'created' (nonces are kept twice as long)")
+	f.DurationVar(&cfg.RoomMaxAge, "room-max-age", 0, "cap and default for a room stream's message age (0 = unlimited)")
+	f.Int64Var(&cfg.RoomMaxBytes, "room-max-bytes", 0, "cap and default for a room stream's size in bytes (0 = unlimited)")
+	f.Int32Var(&cfg.RoomMaxMsgSize, "room-max-msg-size", 1<<20, "largest message a room stream accepts, in bytes")
+	f.DurationVar(&cfg.DedupWindow, "dedup-window", daemonDefaultDedup, "JetStream de-duplication window of room streams (Nats-Msg-Id)")
+	f.BoolVar(&noBootstrap, "no-bootstrap", false, "do not create an admin identity on first run")
+	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
+	root.AddCommand(newUserCmd(stdout))
+	return root
+}
+
+const (
+	daemonDefaultWindow = 60 * time.Second
+	daemonDefaultDedup  = 2 * time.Minute
+)
+
+// applyEnv fills every flag not given on the command line from UNIBUS_*.
+func applyEnv(cmd *cobra.Command) error {
+	if err := envflag.Apply(cmd.Flags(), nil); err != nil {
+		return &exitError{2, err}
+	}
+	if err := envflag.Apply(cmd.InheritedFlags(), nil); err != nil {
+		return &exitError{2, err}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level must be debug, info, warn or error, not %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "auto":
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text, json or auto, not %q", format)
+}

@@ -1,0 +1,300 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/api"
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/metrics"
+	"github.com/unibus/unibus/natsnode"
+	"github.com/unibus/unibus/store"
+	"github.com/unibus/unibus/store/sqlite"
+	"github.com/unibus/unibus/wire"
+)
+
+// Daemon is a running membershipd.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	node     *natsnode.Node
+	internal *identity.Identity
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	metrics  *metrics.Metrics
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	tls      *tls.Config
+	done     chan struct{}
+	closeMu  sync.Once
+	// AdminIDFile is the path of the bootstrapped admin identity, if any.
+	AdminIDFile string
+}
+
+// Start validates cfg, opens the store, starts the embedded NATS node and
+// the HTTP control plane, and bootstraps the first admin when allowed. On
+// error everything already started is stopped.
+func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d = &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.Close()
+			d = nil
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if cfg.tlsOn() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("load TLS certificate: %w", err)
+		}
+		d.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if d.store, err = sqlite.Open(ctx, cfg.DB); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if d.internal, err = loadOrCreateIdentity(cfg.InternalIDFile); err != nil {
+		return nil, fmt.Errorf("internal identity: %w", err)
+	}
+	if err := d.startNATS(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Bootstrap && natsnode.IsLoopback(cfg.Bind) {
+		if err := d.bootstrapAdmin(ctx); err != nil {
+			return nil, fmt.Errorf("bootstrap admin: %w", err)
+		}
+	}
+	if err := d.startHTTP(); err != nil {
+		return nil, err
+	}
+	d.log.Info("membershipd ready", "node", d.nodeName(), "http", d.HTTPURL(), "nats", d.NATSURL(),
+		"bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store, "js_sync", cfg.JSSync)
+	return d, nil
+}
+
+func (d *Daemon) nodeName() string {
+	if d.cfg.NodeName != "" {
+		return d.cfg.NodeName
+	}
+	return "unibus-" + strconv.Itoa(d.cfg.HTTPPort)
+}
+
+func (d *Daemon) startNATS(ctx context.Context) error {
+	always, interval, _ := d.cfg.syncPolicy()
+	port := d.cfg.NATSPort
+	if port == 0 {
+		port = -1
+	}
+	o := natsnode.Options{
+		Host: d.cfg.Bind, Port: port, ServerName: d.nodeName(), StoreDir: d.cfg.NATSStore,
+		BusAuth: d.cfg.BusAuth, TLS: d.tls, SyncAlways: always, SyncInterval: interval,
+		InternalNKey: d.internal.NKey(), Authorizer: storeAuthorizer{d.store},
+		Logger: d.log.With("component", "nats"), AllowNonLoopbackWithoutTLS: d.cfg.InsecureNoTLS,
+		OnAuth: d.metrics.OnBusAuth,
+	}
+	var err error
+	if d.node, err = natsnode.Start(ctx, o); err != nil {
+		return fmt.Errorf("start NATS: %w", err)
+	}
+	if d.nc, err = d.node.ConnectBus(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-internal")); err != nil {
+		return fmt.Errorf("internal NATS connection: %w", err)
+	}
+	if d.js, err = jetstream.New(d.nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) startHTTP() error {
+	srv, err := api.New(api.Options{
+		Store: d.store, DataPlane: dataPlane{d}, Metrics: d.metrics, Logger: d.log.With("component", "api"),
+		Window: d.cfg.Window, Health: d.health, RoomMaxAge: d.cfg.RoomMaxAge, RoomMaxBytes: d.cfg.RoomMaxBytes,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(d.cfg.Bind, strconv.Itoa(d.cfg.HTTPPort)))
+	if err != nil {
+		return fmt.Errorf("listen control plane: %w", err)
+	}
+	if d.tls != nil {
+		ln = tls.NewListener(ln, d.tls)
+	}
+	d.httpLn = ln
+	d.httpSrv = &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(d.log.With("component", "http").Handler(), slog.LevelWarn),
+	}
+	go func() {
+		defer close(d.done)
+		if err := d.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("control plane stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// HTTPURL is the control plane's base URL.
+func (d *Daemon) HTTPURL() string {
+	scheme := "http"
+	if d.tls != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + d.httpLn.Addr().String()
+}
+
+// NATSURL is the data plane's client URL.
+func (d *Daemon) NATSURL() string { return d.node.ClientURL() }
+
+// Store exposes the store (for tests and admin tooling in-process).
+func (d *Daemon) Store() store.Store { return d.store }
+
+// Done is closed when the control plane has stopped serving.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Close stops the control plane, the NATS node and the store, in that order.
+func (d *Daemon) Close() error {
+	var err error
+	d.closeMu.Do(func() {
+		if d.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = d.httpSrv.Shutdown(ctx)
+			cancel()
+			<-d.done
+		}
+		if d.nc != nil {
+			d.nc.Close()
+		}
+		if d.node != nil {
+			d.node.Shutdown()
+		}
+		if d.store != nil {
+			err = errors.Join(err, d.store.Close())
+		}
+	})
+	return err
+}
+
+func (d *Daemon) health(ctx context.Context) wire.Health {
+	h := wire.Health{Status: "ok", Node: d.nodeName(), Version: d.cfg.Version, Posture: wire.Posture{
+		BusAuth: d.cfg.BusAuth, ACL: d.cfg.BusAuth == "enforce", TLS: d.tls != nil, Store: d.cfg.Store,
+		KVReplicas: d.cfg.KVReplicas, JSSync: d.cfg.JSSync,
+	}}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := d.store.GetUser(ctx, "health-check"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.Status, h.Error = "unavailable", "store not readable"
+	} else if !d.node.Server().JetStreamEnabled() {
+		h.Status, h.Error = "unavailable", "JetStream not enabled"
+	}
+	return h
+}
+
+// loadOrCreateIdentity loads an identity file, creating it (0600) when absent.
+func loadOrCreateIdentity(path string) (*identity.Identity, error) {
+	id, err := identity.Load(path)
+	if err == nil {
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if id, err = identity.Generate(); err != nil {
+		return nil, err
+	}
+	if err := id.Save(path); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// bootstrapAdmin registers an admin identity from <data-dir>/admin.id when
+// the store has no active admin. It publishes the admin's KEM key too, so
+// `unibus --identity local_files/admin.id room create demo` works at once.
+func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
+	n, err := d.store.CountActiveAdmins(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	path := filepath.Join(d.cfg.DataDir, "admin.id")
+	id, err := loadOrCreateIdentity(path)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	err = d.store.AddUser(ctx, store.User{SignPub: id.SignPub().String(), Handle: "admin", Role: store.RoleAdmin, Status: store.StatusActive, CreatedAt: now, UpdatedAt: now})
+	if errors.Is(err, store.ErrAlreadyRegistered) || errors.Is(err, store.ErrHandleTaken) {
+		d.log.Warn("no active admin, and the bootstrap identity cannot be registered (revoked, or handle 'admin' taken); add an admin with 'membershipd user add'", "file", path)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := d.store.SetKEMKey(ctx, id.SignPub().String(), id.KEMPub().Bytes(), id.SignKEMBinding(), now); err != nil {
+		return err
+	}
+	d.AdminIDFile = path
+	d.log.Info("first run: created and registered an admin identity; keep this file secret", "file", path, "sign_pub", id.SignPub().String())
+	return nil
+}
+
+// storeAuthorizer grants data-plane access from the store: active users get
+// their rooms. Any store error denies (fail closed).
+type storeAuthorizer struct{ st store.Store }
+
+func (a storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Grant, error) {
+	sp, err := identity.SignPubFromNKey(nkey)
+	if err != nil {
+		return natsnode.Grant{}, err
+	}
+	u, err := a.st.GetUser(ctx, sp.String())
+	if err != nil {
+		return natsnode.Grant{}, err
+	}
+	if u.Status != store.StatusActive {
+		return natsnode.Grant{}, nil
+	}
+	rooms, err := a.st.RoomIDs(ctx, u.SignPub)
+	if err != nil {
+		return natsnode.Grant{}, err
+	}
+	return natsnode.Grant{Active: true, Rooms: rooms, SignPubHex: u.SignPub}, nil
+}
+
+// dataPlane adapts the node for the API.
+type dataPlane struct{ d *Daemon }
+
+func (p dataPlane) Kick(nkey string) (int, error) { return p.d.node.Kick(nkey) }
+
+func (p dataPlane) EnsureRoomStream(ctx context.Context, room string, maxAge time.Duration, maxBytes int64) error {
+	return natsnode.EnsureRoomStream(ctx, p.d.js, room, natsnode.StreamLimits{
+		Replicas: p.d.cfg.KVReplicas, MaxAge: maxAge, MaxBytes: maxBytes,
+		MaxMsgSize: p.d.cfg.RoomMaxMsgSize, Duplicates: p.d.cfg.DedupWindow,
+	})
+}

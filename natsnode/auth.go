@@ -1,0 +1,146 @@
+package natsnode
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
+)
+
+// Authorizer tells the authenticator what a data-plane user may do. An
+// error or an inactive Grant denies the login (fail closed).
+type Authorizer interface {
+	Grant(ctx context.Context, nkeyPub string) (Grant, error)
+}
+
+// AuthorizeTimeout bounds one Authorizer.Grant call; a login that takes
+// longer is denied.
+const AuthorizeTimeout = 5 * time.Second
+
+// Reasons passed to Options.OnAuth.
+const (
+	ReasonMember        = "member"         // allowed: an active member, with its room ACL
+	ReasonInternal      = "internal"       // allowed: the internal identity, full permissions
+	ReasonOpen          = "open"           // allowed: bus-auth off, full permissions in the bus account
+	ReasonNotClient     = "not_client"     // denied: not a client connection
+	ReasonBadNKey       = "bad_nkey"       // denied: missing or malformed user nkey
+	ReasonNoNonce       = "no_nonce"       // denied: the server sent no nonce
+	ReasonBadSignature  = "bad_signature"  // denied: signature missing, malformed or not over the nonce
+	ReasonAuthorizerErr = "authorizer_err" // denied: the Authorizer failed, timed out or panicked
+	ReasonInactive      = "inactive"       // denied: unknown or revoked user
+)
+
+// authenticator is nats-server's CustomClientAuthentication. It places
+// every client in an account (see accounts.go) with explicit permissions.
+type authenticator struct {
+	enforce  bool
+	internal string
+	authz    Authorizer
+	onAuth   func(string, bool)
+	log      *slog.Logger
+
+	bus, control *server.Account // set before the server starts
+}
+
+var _ server.Authentication = (*authenticator)(nil)
+
+// Check verifies the client's nkey signature over the server nonce and
+// registers the user with its account and permissions. Any doubt denies.
+func (a *authenticator) Check(c server.ClientAuthentication) bool {
+	reason, allowed := a.check(c)
+	if a.onAuth != nil {
+		a.onAuth(reason, allowed)
+	}
+	if !allowed {
+		a.log.Debug("data-plane login denied", "reason", reason, "cid", c.GetID(), "remote", remote(c))
+	}
+	return allowed
+}
+
+func (a *authenticator) check(c server.ClientAuthentication) (string, bool) {
+	if c.Kind() != server.CLIENT {
+		return ReasonNotClient, false
+	}
+	opts := c.GetOpts()
+	if opts == nil {
+		return ReasonBadNKey, false
+	}
+	if !a.enforce && opts.Nkey == "" {
+		c.RegisterUser(&server.User{Permissions: InternalPermissions(), Account: a.bus})
+		return ReasonOpen, true
+	}
+	if !nkeys.IsValidPublicUserKey(opts.Nkey) {
+		return ReasonBadNKey, false
+	}
+	nonce := c.GetNonce()
+	if len(nonce) == 0 {
+		return ReasonNoNonce, false
+	}
+	if !verifyNonce(opts.Nkey, opts.Sig, nonce) {
+		return ReasonBadSignature, false
+	}
+	if opts.Nkey == a.internal {
+		acc := a.control
+		if opts.Username == BusAccount {
+			acc = a.bus
+		}
+		c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: InternalPermissions(), Account: acc})
+		return ReasonInternal, true
+	}
+	if !a.enforce {
+		c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: InternalPermissions(), Account: a.bus})
+		return ReasonOpen, true
+	}
+	g, err := a.grant(opts.Nkey)
+	if err != nil {
+		a.log.Warn("data-plane authorizer failed; login denied", "nkey", opts.Nkey, "err", err)
+		return ReasonAuthorizerErr, false
+	}
+	if !g.Active {
+		return ReasonInactive, false
+	}
+	c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: Permissions(g), Account: a.bus})
+	return ReasonMember, true
+}
+
+// grant asks the Authorizer under a deadline; a panic is an error.
+func (a *authenticator) grant(nkey string) (g Grant, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			g, err = Grant{}, fmt.Errorf("authorizer panicked: %v", r)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), AuthorizeTimeout)
+	defer cancel()
+	return a.authz.Grant(ctx, nkey)
+}
+
+// verifyNonce checks sig (raw URL base64 as nats.go sends it, or standard
+// base64) as the ed25519 signature of nonce by the user nkey pub.
+func verifyNonce(pub, sig string, nonce []byte) bool {
+	if sig == "" {
+		return false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		if raw, err = base64.StdEncoding.DecodeString(sig); err != nil {
+			return false
+		}
+	}
+	kp, err := nkeys.FromPublicKey(pub)
+	if err != nil {
+		return false
+	}
+	return kp.Verify(nonce, raw) == nil
+}
+
+func remote(c server.ClientAuthentication) string {
+	if a := c.RemoteAddress(); a != nil {
+		return a.String()
+	}
+	return ""
+}

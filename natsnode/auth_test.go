@@ -1,0 +1,230 @@
+package natsnode
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// authLog records OnAuth calls.
+type authLog struct {
+	mu  sync.Mutex
+	got []string
+}
+
+func (l *authLog) hook(reason string, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := "deny:"
+	if ok {
+		v = "allow:"
+	}
+	l.got = append(l.got, v+reason)
+}
+
+func (l *authLog) has(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, g := range l.got {
+		if g == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAuthenticator(t *testing.T) {
+	var log authLog
+	tn := startNode(t, func(o *Options) { o.OnAuth = log.hook })
+	url := tn.ClientURL()
+
+	alice := newUser(t)
+	tn.authz.set(alice, true, "aaaa")
+	if _, err := connectUser(t, url, alice); err != nil {
+		t.Fatalf("active member: %v", err)
+	}
+
+	revoked := newUser(t)
+	tn.authz.set(revoked, false, "aaaa")
+	stranger := newUser(t) // unknown: the Authorizer returns an error
+	broken := newUser(t)
+	tn.authz.set(broken, true, "aaaa")
+	tn.authz.errs[broken.pub] = errors.New("store unavailable")
+	panicky := newUser(t)
+	tn.authz.panics[panicky.pub] = true
+	forger := newUser(t) // claims alice's nkey, signs with its own key
+	for name, try := range map[string]func() error{
+		"inactive":         func() error { _, err := connectUser(t, url, revoked); return err },
+		"unknown":          func() error { _, err := connectUser(t, url, stranger); return err },
+		"authorizer error": func() error { _, err := connectUser(t, url, broken); return err },
+		"authorizer panic": func() error { _, err := connectUser(t, url, panicky); return err },
+		"bad signature": func() error {
+			_, err := nats.Connect(url, nats.Nkey(alice.pub, forger.sign), nats.Timeout(2*time.Second))
+			return err
+		},
+		"no credentials": func() error { _, err := nats.Connect(url, nats.Timeout(2*time.Second)); return err },
+		"user/password":  func() error { _, err := nats.Connect(url, nats.UserInfo(alice.pub, "x")); return err },
+	} {
+		err := try()
+		if err == nil || !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+			t.Errorf("%s: got %v, want an authorization violation", name, err)
+		}
+	}
+	if n := tn.authz.callCount(forger); n != 0 {
+		t.Errorf("the Authorizer was asked about a login with a bad signature (%d calls)", n)
+	}
+	for _, want := range []string{"allow:member", "allow:internal", "deny:inactive", "deny:authorizer_err", "deny:bad_signature", "deny:bad_nkey"} {
+		if !log.has(want) {
+			t.Errorf("OnAuth never saw %s (saw %v)", want, log.got)
+		}
+	}
+}
+
+func TestVerifyNonceEncodings(t *testing.T) {
+	u := newUser(t)
+	nonce := []byte("nonce-123")
+	sig, _ := u.sign(nonce)
+	for name, enc := range map[string]string{
+		"raw url": b64RawURL(sig), "std": b64Std(sig),
+	} {
+		if !verifyNonce(u.pub, enc, nonce) {
+			t.Errorf("%s encoding rejected", name)
+		}
+	}
+	for name, enc := range map[string]string{
+		"empty": "", "garbage": "!!!", "other nonce": b64RawURL(must(u.sign([]byte("other")))),
+	} {
+		if verifyNonce(u.pub, enc, nonce) {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+// TestAccounts checks where each identity lands and that JetStream works
+// there: members and ConnectBus in BusAccount, the internal identity in
+// ControlAccount, nobody in $G.
+func TestAccounts(t *testing.T) {
+	tn := startNode(t, nil)
+	alice := newUser(t)
+	tn.authz.set(alice, true, "aaaa")
+	tn.ensureRoom(t, "aaaa")
+	mustConnect(t, tn.ClientURL(), alice)
+	overTCP, err := nats.Connect(tn.ClientURL(), nats.Nkey(tn.internal.pub, tn.internal.sign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer overTCP.Close()
+
+	cz, err := tn.Server().Connz(&server.ConnzOptions{Username: true, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][]string{}
+	for _, c := range cz.Conns {
+		got[c.AuthorizedUser] = append(got[c.AuthorizedUser], c.Account)
+	}
+	if a := got[alice.pub]; len(a) != 1 || a[0] != BusAccount {
+		t.Errorf("member landed in %v, want [%s]", a, BusAccount)
+	}
+	var control, bus int
+	for _, a := range got[tn.internal.pub] {
+		switch a {
+		case ControlAccount:
+			control++
+		case BusAccount:
+			bus++
+		default:
+			t.Errorf("internal identity landed in %s", a)
+		}
+	}
+	if control != 2 || bus != 1 { // Connect and TCP in control, ConnectBus in bus
+		t.Errorf("internal identity: %d control, %d bus connections; want 2 and 1", control, bus)
+	}
+	for _, name := range []string{BusAccount, ControlAccount} {
+		acc, err := tn.Server().LookupAccount(name)
+		if err != nil || !acc.JetStreamEnabled() {
+			t.Errorf("account %s: JetStream not enabled (%v)", name, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := tn.cjs.Stream(ctx, "ROOM_aaaa"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("room stream visible from the control account: %v", err)
+	}
+}
+
+// TestEngineDefaultAccount pins the engine fact SPEC §9 states, which the
+// node deliberately does not rely on: a user registered without an account
+// lands in $G, where JetStream is on when no accounts are configured.
+func TestEngineDefaultAccount(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		AlwaysEnableNonce: true, CustomClientAuthentication: registerAll{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("not ready")
+	}
+	u := newUser(t)
+	nc, err := nats.Connect(srv.ClientURL(), nats.Nkey(u.pub, u.sign))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatalf("JetStream in $G: %v", err)
+	}
+	cz, _ := srv.Connz(&server.ConnzOptions{Username: true})
+	// Connz leaves the account name empty for $G.
+	if len(cz.Conns) != 1 || cz.Conns[0].Account != "" || cz.Conns[0].AuthorizedUser != u.pub {
+		t.Errorf("want one connection of %s in $G, got %+v", u.pub, cz.Conns[0])
+	}
+}
+
+type registerAll struct{}
+
+func (registerAll) Check(c server.ClientAuthentication) bool {
+	c.RegisterUser(&server.User{Username: c.GetOpts().Nkey, Permissions: InternalPermissions()})
+	return true
+}
+
+func TestBusAuthOff(t *testing.T) {
+	tn := startNode(t, func(o *Options) { o.BusAuth = BusAuthOff; o.Authorizer = nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := tn.cjs.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "UNIBUS_users"}); err != nil {
+		t.Fatal(err)
+	}
+	tn.ensureRoom(t, "aaaa")
+	anon, err := nats.Connect(tn.ClientURL())
+	if err != nil {
+		t.Fatalf("anonymous client with bus-auth off: %v", err)
+	}
+	defer anon.Close()
+	js, _ := jetstream.New(anon)
+	if _, err := js.Publish(ctx, "unibus.room.aaaa.x", []byte("hi")); err != nil {
+		t.Errorf("publish with bus-auth off: %v", err)
+	}
+	if _, err := js.KeyValue(ctx, "UNIBUS_users"); err == nil {
+		t.Error("anonymous client reached the control-plane KV with bus-auth off")
+	}
+	// A forged nkey login is still refused, even with bus-auth off.
+	forger := newUser(t)
+	if _, err := nats.Connect(tn.ClientURL(), nats.Nkey(tn.internal.pub, forger.sign)); err == nil {
+		t.Error("forged internal-identity login accepted")
+	}
+}

@@ -1,0 +1,181 @@
+// Package natsnode runs unibus's data plane: an embedded nats-server with
+// JetStream, the nkey authenticator that asks the control plane about each
+// login, and the per-subject ACL that confines a member to its rooms. It
+// also kicks users whose access changed and creates room streams.
+//
+// It is not a NATS client library and holds no state of its own: who is a
+// member of what comes from the Authorizer on every login.
+package natsnode
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// readyTimeout bounds how long Start waits for the listener and JetStream
+// (a variable so that tests of failed starts need not wait for it).
+var readyTimeout = 10 * time.Second
+
+// Node is a running embedded nats-server.
+type Node struct {
+	srv  *server.Server
+	opts Options
+	log  *slog.Logger
+}
+
+// Start validates o, starts the server and returns once it accepts
+// connections and JetStream is enabled; otherwise it shuts the server down
+// and returns an error.
+func Start(ctx context.Context, o Options) (*Node, error) {
+	if err := o.Validate(); err != nil {
+		return nil, fmt.Errorf("nats node options: %w", err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	so := &server.Options{}
+	if err := so.ProcessConfigString(accountsConfig); err != nil {
+		return nil, fmt.Errorf("nats node accounts: %w", err)
+	}
+	so.ServerName = o.ServerName
+	so.Host, so.Port = o.Host, o.Port
+	if so.Host == "" {
+		so.Host = "0.0.0.0"
+	}
+	so.JetStream = true
+	so.StoreDir = o.StoreDir
+	so.SyncAlways = o.SyncAlways || o.SyncInterval == 0
+	if !so.SyncAlways {
+		so.SyncInterval = o.SyncInterval
+	}
+	so.AlwaysEnableNonce = true
+	so.NoSigs = true
+	so.MaxPayload = o.MaxPayload
+	if o.TLS != nil {
+		so.TLSConfig = o.TLS.Clone()
+		so.TLS = true
+		so.TLSTimeout = 2
+	}
+	auth := &authenticator{
+		enforce:  o.busAuth() == BusAuthEnforce,
+		internal: o.InternalNKey,
+		authz:    o.Authorizer,
+		onAuth:   o.OnAuth,
+		log:      log.With("component", "natsnode"),
+	}
+	so.CustomClientAuthentication = auth
+	srv, err := server.NewServer(so)
+	if err != nil {
+		return nil, fmt.Errorf("nats node: %w", err)
+	}
+	if auth.bus, auth.control, err = lookupAccounts(srv); err != nil {
+		return nil, fmt.Errorf("nats node: %w", err)
+	}
+	srv.SetLoggerV2(slogAdapter{log}, log.Enabled(ctx, slog.LevelDebug), false, false)
+	go srv.Start()
+
+	ready := make(chan bool, 1)
+	go func() { ready <- srv.ReadyForConnections(readyTimeout) && srv.JetStreamEnabled() }()
+	select {
+	case ok := <-ready:
+		if !ok {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			return nil, fmt.Errorf("nats node did not become ready with JetStream within %v; see the nats-server log (port in use? store directory not writable?)", readyTimeout)
+		}
+	case <-ctx.Done():
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("nats node start: %w", ctx.Err())
+	}
+	return &Node{srv: srv, opts: o, log: log}, nil
+}
+
+// Server returns the embedded server.
+func (n *Node) Server() *server.Server { return n.srv }
+
+// ClientURL is the client listener's URL: tls:// with TLS, else nats://.
+func (n *Node) ClientURL() string {
+	addr, ok := n.srv.Addr().(*net.TCPAddr)
+	if !ok {
+		return n.srv.ClientURL()
+	}
+	host := n.opts.Host
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	scheme := "nats"
+	if n.opts.TLS != nil {
+		scheme = "tls"
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(addr.Port))
+}
+
+// Connect opens an in-process connection authenticated as the nkey user
+// pub, signing the server's nonce with sign. It never crosses the network,
+// so TLS is not involved. The internal identity lands in ControlAccount
+// (KV buckets, object store); any other user in BusAccount with its ACL.
+func (n *Node) Connect(pub string, sign func([]byte) ([]byte, error), opts ...nats.Option) (*nats.Conn, error) {
+	all := append([]nats.Option{nats.InProcessServer(n.srv), nats.Nkey(pub, sign)}, opts...)
+	nc, err := nats.Connect("", all...)
+	if err != nil {
+		return nil, fmt.Errorf("in-process connect: %w", err)
+	}
+	return nc, nil
+}
+
+// ConnectBus is Connect for the internal identity into BusAccount, where
+// the room streams live: use its JetStream context with EnsureRoomStream.
+func (n *Node) ConnectBus(pub string, sign func([]byte) ([]byte, error), opts ...nats.Option) (*nats.Conn, error) {
+	return n.Connect(pub, sign, append(opts, BusLogin())...)
+}
+
+// BusLogin is the connect option that asks for BusAccount; only the
+// internal identity's login honours it. Use it where the internal identity
+// connects over the network to manage room streams.
+func BusLogin() nats.Option { return nats.UserInfo(BusAccount, "") }
+
+// Kick closes every live client connection of the user nkey on this node
+// and returns how many it closed. nats.go clients reconnect and are
+// authenticated again, with their new permissions or not at all.
+func (n *Node) Kick(nkey string) (int, error) {
+	var cids []uint64
+	for offset := 0; ; {
+		cz, err := n.srv.Connz(&server.ConnzOptions{User: nkey, Username: true, Offset: offset, Limit: 1024, State: server.ConnOpen})
+		if err != nil {
+			return 0, fmt.Errorf("kick: list connections: %w", err)
+		}
+		for _, c := range cz.Conns {
+			cids = append(cids, c.Cid)
+		}
+		offset += len(cz.Conns)
+		if len(cz.Conns) == 0 || offset >= cz.Total {
+			break
+		}
+	}
+	kicked := 0
+	for _, cid := range cids {
+		// An error means the connection closed in the meantime.
+		if n.srv.DisconnectClientByID(cid) == nil {
+			kicked++
+		}
+	}
+	if kicked > 0 {
+		n.log.Info("kicked data-plane connections", "nkey", nkey, "count", kicked)
+	}
+	return kicked, nil
+}
+
+// Shutdown stops the server and waits until it has stopped.
+func (n *Node) Shutdown() {
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+}

@@ -1,0 +1,125 @@
+package natsnode
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nkeys"
+)
+
+// Bus-auth modes.
+const (
+	// BusAuthEnforce requires every client to log in with its nkey and
+	// grants it the per-subject ACL of its rooms. The default.
+	BusAuthEnforce = "enforce"
+	// BusAuthOff accepts any client with full permissions. Only allowed
+	// when the listener binds a loopback address.
+	BusAuthOff = "off"
+)
+
+// Options configure a Node. The zero value of every field is the secure
+// default; insecure choices are explicit fields with loud names.
+type Options struct {
+	Host string // client listener address; must be loopback unless TLS is set
+	Port int    // client listener port; -1 picks a random free port
+
+	ServerName string // unique node name (nats-server server_name)
+	StoreDir   string // JetStream store directory (required)
+
+	BusAuth string      // BusAuthEnforce (default when empty) or BusAuthOff
+	TLS     *tls.Config // nil = plaintext; when set, TLS is required on the client listener
+
+	// JetStream fsync policy. The default (SyncAlways false, SyncInterval
+	// 0) and SyncAlways true both fsync before every acknowledgement (SPEC
+	// §5). A positive SyncInterval without SyncAlways flushes on that
+	// interval instead, trading durability on power loss for throughput.
+	SyncAlways   bool
+	SyncInterval time.Duration
+
+	// InternalNKey is the public user nkey ("U…") of membershipd's internal
+	// identity: the only user granted full permissions, and the only one
+	// that can log in to ControlAccount (required).
+	InternalNKey string
+	// Authorizer is asked for the grant of every other user (required with
+	// BusAuthEnforce).
+	Authorizer Authorizer
+	// OnAuth, if set, is called once per authentication attempt with the
+	// reason (one of the Reason* constants) and the verdict, e.g. to count
+	// them in Prometheus. It must not block.
+	OnAuth func(reason string, allowed bool)
+
+	Logger     *slog.Logger // nats-server's log goes here; nil = slog.Default()
+	MaxPayload int32        // maximum message size; 0 = nats-server default (1 MiB)
+
+	// AllowNonLoopbackWithoutTLS lets the client listener bind a
+	// non-loopback address in plaintext. Member nkeys, signatures and
+	// ciphertext metadata then travel in clear.
+	AllowNonLoopbackWithoutTLS bool
+}
+
+// IsLoopback reports whether host names only the loopback interface:
+// "localhost" or a loopback IP literal. The empty host, "0.0.0.0" and "::"
+// bind every interface and are not loopback.
+func IsLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+// busAuth returns the effective bus-auth mode.
+func (o Options) busAuth() string {
+	if o.BusAuth == "" {
+		return BusAuthEnforce
+	}
+	return o.BusAuth
+}
+
+// Validate returns every problem with o at once, joined, or nil.
+func (o Options) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	mode := o.busAuth()
+	switch mode {
+	case BusAuthEnforce, BusAuthOff:
+	default:
+		add("bus-auth %q is not valid: use %q or %q", o.BusAuth, BusAuthEnforce, BusAuthOff)
+	}
+	loop := IsLoopback(o.Host)
+	if mode == BusAuthOff && !loop {
+		add("--bus-auth off is only allowed when every listener binds a loopback address (data-plane host is %q): bind 127.0.0.1 or use --bus-auth enforce", o.Host)
+	}
+	if !loop && o.TLS == nil && !o.AllowNonLoopbackWithoutTLS {
+		add("data-plane host %q is not a loopback address and TLS is not configured: set --tls-cert and --tls-key, or opt out explicitly", o.Host)
+	}
+	if mode == BusAuthEnforce {
+		if o.Authorizer == nil {
+			add("bus-auth enforce needs an Authorizer")
+		}
+	}
+	if o.InternalNKey == "" {
+		add("the internal identity's public nkey is required (it alone can reach the control-plane account)")
+	} else if !nkeys.IsValidPublicUserKey(o.InternalNKey) {
+		add("internal nkey is not a valid public user nkey (want \"U…\", 56 characters)")
+	}
+	if o.Port < -1 || o.Port > 65535 {
+		add("data-plane port %d is out of range (use 1-65535, or -1 for a random port)", o.Port)
+	}
+	if o.StoreDir == "" {
+		add("JetStream store directory is required")
+	}
+	if o.SyncInterval < 0 {
+		add("JetStream sync interval %v is negative", o.SyncInterval)
+	}
+	if o.MaxPayload < 0 {
+		add("max payload %d is negative", o.MaxPayload)
+	}
+	return errors.Join(errs...)
+}

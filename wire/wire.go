@@ -1,0 +1,181 @@
+// Package wire holds the JSON bodies of the unibus control-plane API
+// (/v1/...). The server (package api) and the client SDK both import it, so
+// the two can never disagree on a field name. Byte fields travel as standard
+// base64 (encoding/json's []byte encoding); ids and sign-pubs as lowercase hex.
+package wire
+
+import "time"
+
+// Error is every error body: {"error":{"code":"…","message":"…"}}.
+type Error struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody is the inside of Error.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Error codes. The HTTP status says the class; the code says which.
+const (
+	CodeBadRequest        = "bad_request"
+	CodeUnknownField      = "unknown_field"
+	CodeBadJSON           = "bad_json"
+	CodeTooLarge          = "too_large"
+	CodeUnauthorized      = "unauthorized"
+	CodeStaleSignature    = "stale_signature"
+	CodeBadSignature      = "bad_signature"
+	CodeBadDigest         = "bad_digest"
+	CodeUnknownKey        = "unknown_key"
+	CodeForbidden         = "forbidden"
+	CodeNotFound          = "not_found"
+	CodeNotMember         = "not_member"
+	CodeConflict          = "conflict"
+	CodeReplay            = "replay"
+	CodeAlreadyRegistered = "already_registered"
+	CodeHandleTaken       = "handle_taken"
+	CodeAlreadyMember     = "already_member"
+	CodeNoKEMKey          = "no_kem_key"
+	CodeStaleEpoch        = "stale_epoch"
+	CodeIncompleteKeys    = "incomplete_keys"
+	CodeUnavailable       = "unavailable"
+	CodeInternal          = "internal"
+)
+
+// User is a user's public record.
+type User struct {
+	SignPub   string    `json:"sign_pub"`
+	Handle    string    `json:"handle"`
+	Role      string    `json:"role"`
+	Status    string    `json:"status"`
+	KEMPub    []byte    `json:"kem_pub,omitempty"`
+	KEMSig    []byte    `json:"kem_sig,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// AddUserRequest is POST /v1/users (admin).
+type AddUserRequest struct {
+	Handle  string `json:"handle"`
+	SignPub string `json:"sign_pub"`
+	Role    string `json:"role"`
+}
+
+// KEMKeyRequest is PUT /v1/me/kem-key: the caller's KEM public key and its
+// binding signature (identity.KEMBindingMessage).
+type KEMKeyRequest struct {
+	KEMPub []byte `json:"kem_pub"`
+	Sig    []byte `json:"sig"`
+}
+
+// SealedKey is a room key sealed to one member (see docs/FORMATS.md).
+type SealedKey struct {
+	Room   string `json:"room"`
+	Epoch  uint64 `json:"epoch"`
+	Member string `json:"member"`
+	Sealer string `json:"sealer"`
+	Sealed []byte `json:"sealed"`
+	Sig    []byte `json:"sig"`
+}
+
+// CreateRoomRequest is POST /v1/rooms. The client picks the room id (it is
+// bound into the sealed key) and seals epoch 1 to itself.
+type CreateRoomRequest struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	Key           SealedKey `json:"key"`
+	MaxAgeSeconds int64     `json:"max_age_seconds,omitempty"`
+	MaxBytes      int64     `json:"max_bytes,omitempty"`
+}
+
+// Room is a room's record.
+type Room struct {
+	ID              string    `json:"id"`
+	Name            string    `json:"name"`
+	CreatedBy       string    `json:"created_by"`
+	CreatedAt       time.Time `json:"created_at"`
+	Epoch           uint64    `json:"epoch"`
+	RotationPending bool      `json:"rotation_pending"`
+	MaxAgeSeconds   int64     `json:"max_age_seconds"`
+	MaxBytes        int64     `json:"max_bytes"`
+}
+
+// Member is a room member with the public keys needed to seal to it.
+type Member struct {
+	SignPub string `json:"sign_pub"`
+	Handle  string `json:"handle"`
+	Role    string `json:"role"`
+	Status  string `json:"status"`
+	KEMPub  []byte `json:"kem_pub,omitempty"`
+	KEMSig  []byte `json:"kem_sig,omitempty"`
+}
+
+// Epoch says who created an epoch and why.
+type Epoch struct {
+	Epoch     uint64    `json:"epoch"`
+	CreatedBy string    `json:"created_by"`
+	Reason    string    `json:"reason"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// RoomInfo is GET /v1/rooms/{room}.
+type RoomInfo struct {
+	Room    Room     `json:"room"`
+	Members []Member `json:"members"`
+	Epochs  []Epoch  `json:"epochs"`
+}
+
+// RoomList is GET /v1/rooms.
+type RoomList struct {
+	Rooms []Room `json:"rooms"`
+}
+
+// UserList is GET /v1/users.
+type UserList struct {
+	Users []User `json:"users"`
+}
+
+// AddMemberRequest is POST /v1/rooms/{room}/members (owner): the new
+// member and its sealed keys, which must include the current epoch.
+type AddMemberRequest struct {
+	Member string      `json:"member"`
+	Role   string      `json:"role"`
+	Keys   []SealedKey `json:"keys"`
+}
+
+// RotateRequest is POST /v1/rooms/{room}/rotate, and the body of DELETE
+// /v1/rooms/{room}/members/{user}: the next epoch sealed to every (remaining)
+// member. An admin's incident-response removal sends an empty body.
+type RotateRequest struct {
+	Epoch uint64      `json:"epoch"`
+	Keys  []SealedKey `json:"keys"`
+}
+
+// Keys is GET /v1/rooms/{room}/keys: the caller's sealed keys.
+type Keys struct {
+	Room            string      `json:"room"`
+	Epoch           uint64      `json:"epoch"`
+	RotationPending bool        `json:"rotation_pending"`
+	Keys            []SealedKey `json:"keys"`
+}
+
+// Health is GET /healthz.
+type Health struct {
+	Status  string  `json:"status"`
+	Node    string  `json:"node"`
+	Version string  `json:"version"`
+	Posture Posture `json:"posture"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// Posture is what a monitor checks on every node.
+type Posture struct {
+	BusAuth    string `json:"bus_auth"`
+	ACL        bool   `json:"acl"`
+	TLS        bool   `json:"tls"`
+	RouteTLS   bool   `json:"route_tls"`
+	Cluster    bool   `json:"cluster"`
+	Store      string `json:"store"`
+	KVReplicas int    `json:"kv_replicas"`
+	JSSync     string `json:"js_sync"`
+}
