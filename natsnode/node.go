@@ -82,14 +82,15 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	srv.SetLoggerV2(slogAdapter{log}, log.Enabled(ctx, slog.LevelDebug), false, false)
 	go srv.Start()
 
+	wait := readyTimeout
 	ready := make(chan bool, 1)
-	go func() { ready <- srv.ReadyForConnections(readyTimeout) && srv.JetStreamEnabled() }()
+	go func() { ready <- srv.ReadyForConnections(wait) && srv.JetStreamEnabled() }()
 	select {
 	case ok := <-ready:
 		if !ok {
 			srv.Shutdown()
 			srv.WaitForShutdown()
-			return nil, fmt.Errorf("nats node did not become ready with JetStream within %v; see the nats-server log (port in use? store directory not writable?)", readyTimeout)
+			return nil, fmt.Errorf("nats node did not become ready with JetStream within %v; see the nats-server log (port in use? store directory not writable?)", wait)
 		}
 	case <-ctx.Done():
 		srv.Shutdown()

@@ -181,3 +181,19 @@ func TestStartFailureIsReported(t *testing.T) {
 		t.Errorf("cancelled start: %v", err)
 	}
 }
+
+func TestSyncPolicy(t *testing.T) {
+	for name, tc := range map[string]struct {
+		always   bool
+		interval time.Duration
+		want     bool
+	}{
+		"default": {false, 0, true}, "always": {true, time.Minute, true}, "interval": {false, time.Second, false},
+	} {
+		tn := startNode(t, func(o *Options) { o.SyncAlways, o.SyncInterval = tc.always, tc.interval })
+		cfg := tn.Server().JetStreamConfig()
+		if cfg == nil || cfg.SyncAlways != tc.want || (!tc.want && cfg.SyncInterval != tc.interval) {
+			t.Errorf("%s: JetStream config %+v, want SyncAlways=%v", name, cfg, tc.want)
+		}
+	}
+}
