@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/unibus/unibus/blobstore"
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/metrics"
@@ -52,7 +53,14 @@ type Options struct {
 	// defaults for room streams (0 = unlimited).
 	RoomMaxAge   time.Duration
 	RoomMaxBytes int64
+	// Blobs stores encrypted blobs; nil disables the blob endpoints.
+	Blobs blobstore.Store
+	// BlobMaxSize bounds one blob's ciphertext; 0 means DefaultBlobMaxSize.
+	BlobMaxSize int64
 }
+
+// DefaultBlobMaxSize is the default per-blob size limit (1 GiB).
+const DefaultBlobMaxSize = 1 << 30
 
 // Server is the HTTP control plane.
 type Server struct {
@@ -74,6 +82,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.BlobMaxSize <= 0 {
+		o.BlobMaxSize = DefaultBlobMaxSize
 	}
 	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux()}
 	s.routes()
@@ -99,6 +110,11 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/rooms/{room}/members/{user}", s.removeMember)
 	s.handle("POST /v1/rooms/{room}/rotate", s.rotate)
 	s.handle("GET /v1/rooms/{room}/keys", s.getKeys)
+	if s.o.Blobs != nil {
+		s.handleStream("PUT /v1/rooms/{room}/blobs/{id}", s.putBlob)
+		s.handle("GET /v1/rooms/{room}/blobs/{id}", s.getBlob)
+		s.handle("GET /v1/rooms/{room}/blobs/{id}/info", s.statBlob)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.o.Metrics.Requests.WithLabelValues("unknown", "404").Inc()
 		writeError(w, &apiError{http.StatusNotFound, wire.CodeNotFound, "no such endpoint: " + r.Method + " " + r.URL.Path})
@@ -107,22 +123,45 @@ func (s *Server) routes() {
 
 // caller is the authenticated user of a request.
 type caller struct {
-	user store.User
-	key  identity.SignPub
-	body []byte
+	user   store.User
+	key    identity.SignPub
+	body   []byte // the body, except on streaming endpoints
+	digest []byte // on streaming endpoints: the signed sha-256 of the body
 }
 
 func (c *caller) isAdmin() bool { return c.user.Role == store.RoleAdmin }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request, c *caller) error
 
+// Request deadlines: a small body must arrive within bodyTimeout (no
+// slow-body attacks); a blob transfer gets blobTimeout.
+const (
+	bodyTimeout = 30 * time.Second
+	blobTimeout = 2 * time.Hour
+)
+
 // handle registers a signed /v1 endpoint: read the bounded body, verify the
 // signature, record the nonce (fail closed), then run h. Every failure goes
 // through classify, so the status codes are decided in one place.
-func (s *Server) handle(pattern string, h handlerFunc) {
+func (s *Server) handle(pattern string, h handlerFunc) { s.register(pattern, false, h) }
+
+// handleStream registers a signed endpoint whose body the handler streams
+// (blob upload): the signature covers the body's Content-Digest, and the
+// handler must check the streamed bytes against c.digest.
+func (s *Server) handleStream(pattern string, h handlerFunc) { s.register(pattern, true, h) }
+
+func (s *Server) register(pattern string, streaming bool, h handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		err := s.serveSigned(rec, r, h)
+		rc := http.NewResponseController(w)
+		if streaming {
+			rc.SetReadDeadline(time.Now().Add(blobTimeout))
+			rc.SetWriteDeadline(time.Now().Add(blobTimeout))
+		} else {
+			rc.SetReadDeadline(time.Now().Add(bodyTimeout))
+			rc.SetWriteDeadline(time.Now().Add(bodyTimeout))
+		}
+		err := s.serveSigned(rec, r, streaming, h)
 		if err != nil {
 			ae := classify(err)
 			if ae.status == http.StatusInternalServerError {
@@ -137,14 +176,17 @@ func (s *Server) handle(pattern string, h handlerFunc) {
 	})
 }
 
-func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, h handlerFunc) error {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return err
+func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming bool, h handlerFunc) error {
+	var body []byte
+	if !streaming {
+		var err error
+		if body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes)); err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return err
+			}
+			return badRequest("could not read the request body")
 		}
-		return badRequest("could not read the request body")
 	}
 	c := &caller{body: body}
 	var lookupErr error
@@ -168,7 +210,13 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, h handlerFu
 			return ed25519.PublicKey(pub[:]), nil
 		},
 	}
-	vr, err := v.Verify(r, body)
+	var vr httpsig.Verified
+	var err error
+	if streaming {
+		vr, c.digest, err = v.VerifyStreaming(r)
+	} else {
+		vr, err = v.Verify(r, body)
+	}
 	if err != nil {
 		// A store failure while resolving the key is unavailability, not
 		// an unknown key: deny with 503 (fail closed) so operators see it.

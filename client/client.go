@@ -78,11 +78,14 @@ func LoadCA(path string) (*x509.CertPool, error) {
 
 // Client is a connection to a unibus deployment. It is safe for concurrent use.
 type Client struct {
-	cfg    Config
-	id     *identity.Identity
-	http   *http.Client
-	signer *httpsig.Signer
-	log    *slog.Logger
+	cfg  Config
+	id   *identity.Identity
+	http *http.Client
+	// blobHTTP has no overall timeout: blob transfers take as long as
+	// their size needs; the context bounds them.
+	blobHTTP *http.Client
+	signer   *httpsig.Signer
+	log      *slog.Logger
 
 	mu    sync.Mutex
 	rooms map[string]*roomState // by room id
@@ -116,9 +119,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	c := &Client{
 		cfg: cfg, id: cfg.Identity, log: cfg.Logger,
-		http:   &http.Client{Transport: tr, Timeout: cfg.Timeout},
-		signer: &httpsig.Signer{KeyID: cfg.Identity.SignPub().String(), Key: cfg.Identity.SigningKey()},
-		rooms:  map[string]*roomState{},
+		http:     &http.Client{Transport: tr, Timeout: cfg.Timeout},
+		blobHTTP: &http.Client{Transport: tr},
+		signer:   &httpsig.Signer{KeyID: cfg.Identity.SignPub().String(), Key: cfg.Identity.SigningKey()},
+		rooms:    map[string]*roomState{},
 	}
 	me, err := c.Me(ctx)
 	if err != nil {

@@ -41,6 +41,8 @@ type Config struct {
 	RoomMaxBytes   int64
 	RoomMaxMsgSize int32
 	DedupWindow    time.Duration
+	BlobDir        string // default <data-dir>/blobs
+	BlobMaxSize    int64  // per-blob ciphertext limit; default 1 GiB
 	// Bootstrap creates and registers an admin identity in DataDir on first
 	// start when the store has no active admin and the bind is loopback.
 	Bootstrap bool
@@ -67,6 +69,12 @@ func (c *Config) Defaults() {
 	}
 	if c.NATSStore == "" {
 		c.NATSStore = filepath.Join(c.DataDir, "jetstream")
+	}
+	if c.BlobDir == "" {
+		c.BlobDir = filepath.Join(c.DataDir, "blobs")
+	}
+	if c.BlobMaxSize == 0 {
+		c.BlobMaxSize = 1 << 30
 	}
 	if c.InternalIDFile == "" {
 		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")
@@ -152,6 +160,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Window < time.Second || c.Window > 10*time.Minute {
 		add("--sig-window must be between 1s and 10m")
+	}
+	if c.BlobMaxSize < 0 {
+		add("--blob-max-size must not be negative")
 	}
 	if c.RoomMaxAge < 0 || c.RoomMaxBytes < 0 || c.RoomMaxMsgSize < 0 {
 		add("room retention limits must not be negative")

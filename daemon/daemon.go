@@ -19,6 +19,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/api"
+	"github.com/unibus/unibus/blobstore"
+	"github.com/unibus/unibus/blobstore/fileblobs"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/metrics"
 	"github.com/unibus/unibus/natsnode"
@@ -32,6 +34,7 @@ type Daemon struct {
 	cfg      Config
 	log      *slog.Logger
 	store    store.Store
+	blobs    blobstore.Store
 	node     *natsnode.Node
 	internal *identity.Identity
 	nc       *nats.Conn
@@ -73,6 +76,9 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	if d.store, err = sqlite.Open(ctx, cfg.DB); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if d.blobs, err = fileblobs.Open(cfg.BlobDir); err != nil {
+		return nil, fmt.Errorf("open blob store: %w", err)
 	}
 	if d.internal, err = loadOrCreateIdentity(cfg.InternalIDFile); err != nil {
 		return nil, fmt.Errorf("internal identity: %w", err)
@@ -130,6 +136,7 @@ func (d *Daemon) startHTTP() error {
 	srv, err := api.New(api.Options{
 		Store: d.store, DataPlane: dataPlane{d}, Metrics: d.metrics, Logger: d.log.With("component", "api"),
 		Window: d.cfg.Window, Health: d.health, RoomMaxAge: d.cfg.RoomMaxAge, RoomMaxBytes: d.cfg.RoomMaxBytes,
+		Blobs: d.blobs, BlobMaxSize: d.cfg.BlobMaxSize,
 	})
 	if err != nil {
 		return err

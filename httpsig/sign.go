@@ -3,6 +3,7 @@ package httpsig
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -38,6 +39,24 @@ type Signer struct {
 // Sign each request just before sending it: the verifier accepts it only
 // within its window of created, and only once.
 func (s *Signer) Sign(req *http.Request, body []byte) error {
+	if len(body) == 0 {
+		return s.sign(req, nil)
+	}
+	sum := sha256.Sum256(body)
+	return s.sign(req, sum[:])
+}
+
+// SignDigest signs a request whose body is streamed: sha256 is the SHA-256
+// of the exact bytes the body will carry. It sets Content-Digest and covers
+// it, as Sign does for a body in memory.
+func (s *Signer) SignDigest(req *http.Request, sha256sum []byte) error {
+	if len(sha256sum) != sha256.Size {
+		return errors.New("httpsig: sign: digest must be a SHA-256 sum")
+	}
+	return s.sign(req, sha256sum)
+}
+
+func (s *Signer) sign(req *http.Request, digest []byte) error {
 	if req == nil || req.URL == nil {
 		return errors.New("httpsig: sign: no request")
 	}
@@ -65,8 +84,8 @@ func (s *Signer) Sign(req *http.Request, body []byte) error {
 		req.Header = make(http.Header)
 	}
 	components := []string{compMethod, compPath, compQuery}
-	if len(body) > 0 {
-		req.Header.Set(headerContentDigest, ContentDigest(body))
+	if digest != nil {
+		req.Header.Set(headerContentDigest, digestAlg+"=:"+base64.StdEncoding.EncodeToString(digest)+":")
 		components = append(components, compContentDigest)
 	}
 

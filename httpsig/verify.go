@@ -50,39 +50,56 @@ var requiredComponents = []string{compMethod, compPath, compQuery}
 // in its store after Verify succeeds. Resolve is called with req's context,
 // only after every cheaper check has passed.
 func (v *Verifier) Verify(req *http.Request, body []byte) (Verified, error) {
+	vr, _, err := v.verify(req, body, false)
+	return vr, err
+}
+
+// VerifyStreaming checks the signature of a request whose body is too large
+// to hold in memory (a blob upload). It requires "content-digest" to be
+// covered and returns the signed sha-256 digest of the body; the caller
+// hashes the body as it streams it and must refuse the request (and keep
+// nothing of it) unless the hash equals the returned digest.
+func (v *Verifier) VerifyStreaming(req *http.Request) (Verified, []byte, error) {
+	return v.verify(req, nil, true)
+}
+
+func (v *Verifier) verify(req *http.Request, body []byte, streaming bool) (Verified, []byte, error) {
 	inputs := req.Header.Values(headerSignatureInput)
 	sigs := req.Header.Values(headerSignature)
 	if len(inputs) == 0 && len(sigs) == 0 {
-		return Verified{}, ErrMissingSignature
+		return Verified{}, nil, ErrMissingSignature
 	}
 	in, err := parseSignatureInput(inputs, Label)
 	if err != nil {
-		return Verified{}, err
+		return Verified{}, nil, err
 	}
 	sig, err := parseSignature(sigs, Label)
 	if err != nil {
-		return Verified{}, err
+		return Verified{}, nil, err
 	}
 
 	if in.hasAlg && in.alg != algorithm {
-		return Verified{}, detail(ErrUnsupportedAlg, "alg is %s", quoteShort(in.alg))
+		return Verified{}, nil, detail(ErrUnsupportedAlg, "alg is %s", quoteShort(in.alg))
 	}
 	switch {
 	case in.keyID == "":
-		return Verified{}, detail(ErrMissingParam, "keyid is missing")
+		return Verified{}, nil, detail(ErrMissingParam, "keyid is missing")
 	case !in.hasCreated:
-		return Verified{}, detail(ErrMissingParam, "created is missing")
+		return Verified{}, nil, detail(ErrMissingParam, "created is missing")
 	case in.nonce == "":
-		return Verified{}, detail(ErrMissingParam, "nonce is missing")
+		return Verified{}, nil, detail(ErrMissingParam, "nonce is missing")
 	}
 	for _, c := range requiredComponents {
 		if !slices.Contains(in.components, c) {
-			return Verified{}, detail(ErrMissingComponent, "%q is not covered", c)
+			return Verified{}, nil, detail(ErrMissingComponent, "%q is not covered", c)
 		}
 	}
 	digestCovered := slices.Contains(in.components, compContentDigest)
+	if streaming && !digestCovered {
+		return Verified{}, nil, detail(ErrMissingComponent, "a streamed body needs %q covered", compContentDigest)
+	}
 	if len(body) > 0 && !digestCovered {
-		return Verified{}, detail(ErrMissingComponent, "the request has a body but %q is not covered", compContentDigest)
+		return Verified{}, nil, detail(ErrMissingComponent, "the request has a body but %q is not covered", compContentDigest)
 	}
 
 	now := time.Now
@@ -96,35 +113,41 @@ func (v *Verifier) Verify(req *http.Request, body []byte) (Verified, error) {
 	t := now()
 	created := time.Unix(in.created, 0)
 	if skew := t.Sub(created); skew > window || skew < -window {
-		return Verified{}, detail(ErrExpired, "created is %s from the server clock; at most %s is accepted", skew.Round(time.Second), window)
+		return Verified{}, nil, detail(ErrExpired, "created is %s from the server clock; at most %s is accepted", skew.Round(time.Second), window)
 	}
 	if in.hasExpires && t.Unix() > in.expires {
-		return Verified{}, detail(ErrExpired, "expires has passed")
+		return Verified{}, nil, detail(ErrExpired, "expires has passed")
 	}
 
-	if len(body) > 0 || digestCovered {
+	var digest []byte
+	switch {
+	case streaming:
+		if digest, err = parseContentDigest(req.Header.Values(headerContentDigest)); err != nil {
+			return Verified{}, nil, err
+		}
+	case len(body) > 0 || digestCovered:
 		if err := checkContentDigest(req.Header.Values(headerContentDigest), body); err != nil {
-			return Verified{}, err
+			return Verified{}, nil, err
 		}
 	}
 
 	base, err := SignatureBase(req, in.components, in.params)
 	if err != nil {
-		return Verified{}, err
+		return Verified{}, nil, err
 	}
 
 	if v.Resolve == nil {
-		return Verified{}, detail(ErrUnknownKey, "the verifier has no key resolver")
+		return Verified{}, nil, detail(ErrUnknownKey, "the verifier has no key resolver")
 	}
 	pub, err := v.Resolve(req.Context(), in.keyID)
 	if err != nil {
-		return Verified{}, detail(ErrUnknownKey, "keyid %s: %w", quoteShort(in.keyID), err)
+		return Verified{}, nil, detail(ErrUnknownKey, "keyid %s: %w", quoteShort(in.keyID), err)
 	}
 	if len(pub) != ed25519.PublicKeySize {
-		return Verified{}, detail(ErrUnknownKey, "keyid %s does not name an ed25519 key", quoteShort(in.keyID))
+		return Verified{}, nil, detail(ErrUnknownKey, "keyid %s does not name an ed25519 key", quoteShort(in.keyID))
 	}
 	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, base, sig) {
-		return Verified{}, ErrBadSignature
+		return Verified{}, nil, ErrBadSignature
 	}
 
 	return Verified{
@@ -132,5 +155,5 @@ func (v *Verifier) Verify(req *http.Request, body []byte) (Verified, error) {
 		Created:    created,
 		Nonce:      in.nonce,
 		Components: in.components,
-	}, nil
+	}, digest, nil
 }

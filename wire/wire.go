@@ -179,3 +179,23 @@ type Posture struct {
 	KVReplicas int    `json:"kv_replicas"`
 	JSSync     string `json:"js_sync"`
 }
+
+// Blob is a stored blob's metadata (PUT and GET .../blobs/{id}/info).
+type Blob struct {
+	Room      string    `json:"room"`
+	ID        string    `json:"id"`
+	Size      int64     `json:"size"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// BlobAnnouncement is the plaintext of a room message that announces a
+// blob: everything a receiver needs to fetch and decrypt it. It travels
+// only inside an encrypted room message.
+type BlobAnnouncement struct {
+	Type        string `json:"type"` // "unibus.blob"
+	ID          string `json:"id"`
+	Key         []byte `json:"key"`
+	Name        string `json:"name,omitempty"`
+	Size        int64  `json:"size"` // plaintext size
+	ContentType string `json:"content_type,omitempty"`
+}

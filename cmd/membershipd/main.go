@@ -108,6 +108,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	f.Int64Var(&cfg.RoomMaxBytes, "room-max-bytes", 0, "cap and default for a room stream's size in bytes (0 = unlimited)")
 	f.Int32Var(&cfg.RoomMaxMsgSize, "room-max-msg-size", 1<<20, "largest message a room stream accepts, in bytes")
 	f.DurationVar(&cfg.DedupWindow, "dedup-window", daemonDefaultDedup, "JetStream de-duplication window of room streams (Nats-Msg-Id)")
+	f.StringVar(&cfg.BlobDir, "blob-dir", "", "encrypted blob directory (default <data-dir>/blobs)")
+	f.Int64Var(&cfg.BlobMaxSize, "blob-max-size", 1<<30, "largest blob (ciphertext bytes) an upload may carry; larger is refused with 413")
 	f.BoolVar(&noBootstrap, "no-bootstrap", false, "do not create an admin identity on first run")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
