@@ -111,7 +111,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", 15*time.Second, "timeout of each control-plane request")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log reconnects and warnings to stderr")
 	root.AddCommand(newKeygenCmd(a), newWhoamiCmd(a), newRegisterCmd(a), newRoomCmd(a),
-		newSendCmd(a), newListenCmd(a), newUserCmd(a))
+		newSendCmd(a), newListenCmd(a), newUserCmd(a), newBlobCmd(a))
 	return root
 }
 

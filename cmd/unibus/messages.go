@@ -29,12 +29,29 @@ func (a *app) room(cmd *cobra.Command, arg string) (*client.Client, string, erro
 }
 
 func newSendCmd(a *app) *cobra.Command {
-	var topic string
+	var topic, file string
 	cmd := &cobra.Command{
-		Use:   "send ROOM MESSAGE|-",
-		Short: "Encrypt, sign and publish one message ('-' reads it from stdin)",
-		Args:  cobra.ExactArgs(2),
+		Use:   "send ROOM MESSAGE|- | send ROOM --file FILE",
+		Short: "Encrypt, sign and publish one message ('-' reads it from stdin), or put and announce a file",
+		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if file != "" {
+				if len(args) != 1 {
+					return usageErr("send --file takes no MESSAGE")
+				}
+				c, room, err := a.room(cmd, args[0])
+				if err != nil {
+					return err
+				}
+				ann, err := a.sendFile(cmd, c, room, topic, file)
+				if err != nil {
+					return err
+				}
+				return a.print(map[string]any{"room": room, "id": ann.ID, "name": ann.Name, "size": ann.Size}, "sent file "+ann.Name+" as blob "+ann.ID)
+			}
+			if len(args) != 2 {
+				return usageErr("send needs ROOM and MESSAGE (or --file FILE)")
+			}
 			data := []byte(args[1])
 			if args[1] == "-" {
 				b, err := io.ReadAll(io.LimitReader(a.stdin, maxStdinMessage+1))
@@ -58,6 +75,7 @@ func newSendCmd(a *app) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&topic, "topic", "", "topic (subject tokens below the room; default msg)")
+	cmd.Flags().StringVar(&file, "file", "", "encrypt and upload this file, and announce it")
 	return cmd
 }
 
@@ -108,6 +126,10 @@ plaintext.`,
 				if a.json {
 					enc.Encode(messageJSON{Room: m.Room, Topic: m.Topic, Sender: m.Sender, Handle: m.Handle, Epoch: m.Epoch,
 						Seq: m.Seq, MsgID: m.MsgID, Time: m.Time, Data: string(m.Data)})
+				} else if ann, ok := client.ParseBlobAnnouncement(m.Data); ok {
+					// Never print the blob key on a terminal.
+					// The name is the sender's: quote it, never trust it as a path.
+					fmt.Fprintf(a.stdout, "%s: [file %q, %s] blob %s\n", m.Handle, ann.Name, human(ann.Size), ann.ID)
 				} else {
 					fmt.Fprintf(a.stdout, "%s: %s\n", m.Handle, m.Data)
 				}

@@ -188,3 +188,6 @@ func Command(ctx context.Context, t testing.TB, dir string, env []string, name s
 	cmd.Env = append(cleanEnv(), env...)
 	return cmd
 }
+
+// PID is the membershipd process id.
+func (b *Bus) PID() int { return b.cmd.Process.Pid }

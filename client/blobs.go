@@ -1,0 +1,264 @@
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/blobstream"
+	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
+)
+
+// BlobType is the announcement type of a blob message.
+const BlobType = "unibus.blob"
+
+// BlobMeta describes a blob for its announcement.
+type BlobMeta struct {
+	Name        string
+	ContentType string
+}
+
+// Progress is called with the number of plaintext bytes processed so far.
+type Progress func(done int64)
+
+// PutBlob encrypts r on the client with a fresh key (64 KiB STREAM chunks)
+// and uploads the ciphertext to the room, addressed by its SHA-256. It
+// returns the announcement that lets another member fetch and decrypt it;
+// send it in the room (SendBlob does both). The ciphertext is staged in a
+// temporary file so that memory stays bounded whatever the blob's size.
+func (c *Client) PutBlob(ctx context.Context, room string, r io.Reader, meta BlobMeta, progress Progress) (wire.BlobAnnouncement, error) {
+	key, err := blobstream.NewKey()
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	tmp, err := os.CreateTemp("", "unibus-blob-*")
+	if err != nil {
+		return wire.BlobAnnouncement{}, fmt.Errorf("stage blob: %w", err)
+	}
+	defer func() { tmp.Close(); os.Remove(tmp.Name()) }()
+	h := sha256.New()
+	enc, err := blobstream.NewWriter(io.MultiWriter(tmp, h), key)
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	size, err := io.Copy(enc, &progressReader{r: r, fn: progress})
+	if err != nil {
+		return wire.BlobAnnouncement{}, fmt.Errorf("read blob: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	sum := h.Sum(nil)
+	id := hex.EncodeToString(sum)
+	ctSize, err := tmp.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	var out wire.Blob
+	err = c.doStream(ctx, "PUT", "/v1/rooms/"+room+"/blobs/"+id, func() (io.Reader, error) {
+		_, err := tmp.Seek(0, io.SeekStart)
+		return tmp, err
+	}, ctSize, sum, &out)
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	kb := key
+	return wire.BlobAnnouncement{Type: BlobType, ID: id, Key: kb[:], Name: meta.Name, Size: size, ContentType: meta.ContentType}, nil
+}
+
+// SendBlob uploads r and announces it in the room on topic; it returns the
+// announcement.
+func (c *Client) SendBlob(ctx context.Context, room, topic string, r io.Reader, meta BlobMeta, progress Progress) (wire.BlobAnnouncement, error) {
+	ann, err := c.PutBlob(ctx, room, r, meta, progress)
+	if err != nil {
+		return ann, err
+	}
+	body, err := json.Marshal(ann)
+	if err != nil {
+		return ann, err
+	}
+	_, err = c.Send(ctx, room, topic, body)
+	return ann, err
+}
+
+// ParseBlobAnnouncement returns the announcement a message carries, if any.
+func ParseBlobAnnouncement(data []byte) (wire.BlobAnnouncement, bool) {
+	var a wire.BlobAnnouncement
+	if len(data) == 0 || data[0] != '{' || json.Unmarshal(data, &a) != nil || a.Type != BlobType || len(a.Key) != 32 {
+		return wire.BlobAnnouncement{}, false
+	}
+	return a, true
+}
+
+// ErrBlobCorrupt is returned when downloaded bytes do not hash to the blob id.
+var ErrBlobCorrupt = errors.New("downloaded blob does not hash to its id")
+
+// GetBlob downloads the announced blob and writes its plaintext to w,
+// streaming: only authenticated chunks are written, and a truncated,
+// reordered or altered ciphertext fails with an error (what was written to
+// w before then is authenticated plaintext of the blob's start).
+func (c *Client) GetBlob(ctx context.Context, room string, ann wire.BlobAnnouncement, w io.Writer, progress Progress) (int64, error) {
+	if len(ann.Key) != 32 {
+		return 0, fmt.Errorf("blob announcement has no valid key")
+	}
+	var key blobstream.Key
+	copy(key[:], ann.Key)
+	resp, err := c.doRaw(ctx, "GET", "/v1/rooms/"+room+"/blobs/"+ann.ID)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	dec, err := blobstream.NewReader(io.TeeReader(resp.Body, h), key)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(w, &progressReader{r: dec, fn: progress})
+	if err != nil {
+		return n, fmt.Errorf("blob %s: %w", ann.ID[:16], err)
+	}
+	if !hashIs(h, ann.ID) {
+		return n, ErrBlobCorrupt
+	}
+	return n, nil
+}
+
+func hashIs(h hash.Hash, id string) bool {
+	want, err := hex.DecodeString(id)
+	return err == nil && subtle.ConstantTimeCompare(h.Sum(nil), want) == 1
+}
+
+// FindBlob looks through the room's stored messages for the announcement
+// of blob id.
+func (c *Client) FindBlob(ctx context.Context, room, id string) (wire.BlobAnnouncement, error) {
+	nc, err := c.conn()
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	s, err := js.Stream(ctx, subjects.Stream(room))
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return wire.BlobAnnouncement{}, err
+	}
+	last := info.State.LastSeq
+	if last == 0 {
+		return wire.BlobAnnouncement{}, fmt.Errorf("no announcement of blob %s in the room", id)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var found wire.BlobAnnouncement
+	err = c.Listen(lctx, room, ListenOptions{FromStart: true, OnError: func(error) {}}, func(m Message) {
+		if a, ok := ParseBlobAnnouncement(m.Data); ok && a.ID == id {
+			found = a
+			cancel()
+		}
+		if m.StreamS >= last {
+			cancel()
+		}
+	})
+	if err != nil {
+		return found, err
+	}
+	if found.ID == "" {
+		if ctx.Err() != nil {
+			return found, ctx.Err()
+		}
+		return found, fmt.Errorf("no announcement of blob %s in the room (you can only fetch blobs announced in rooms you can read)", id)
+	}
+	return found, nil
+}
+
+type progressReader struct {
+	r    io.Reader
+	n    int64
+	fn   Progress
+	last int64
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	if p.fn != nil && (p.n-p.last >= 1<<20 || err == io.EOF) {
+		p.last = p.n
+		p.fn(p.n)
+	}
+	return n, err
+}
+
+// doStream sends a signed request whose body (of size bytes, SHA-256 sum)
+// is streamed from body(); body is called again for each server tried.
+func (c *Client) doStream(ctx context.Context, method, path string, body func() (io.Reader, error), size int64, sum []byte, out any) error {
+	var lastErr error
+	for _, base := range c.cfg.Servers {
+		rd, err := body()
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, io.NopCloser(rd))
+		if err != nil {
+			return err
+		}
+		req.ContentLength = size
+		req.Header.Set("Content-Type", "application/octet-stream")
+		if err := c.signer.SignDigest(req, sum); err != nil {
+			return fmt.Errorf("sign request: %w", err)
+		}
+		resp, err := c.blobHTTP.Do(req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		return decodeResponse(resp, out)
+	}
+	return fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+}
+
+// doRaw sends a signed bodiless request and returns the response for the
+// caller to stream (non-2xx answers are decoded into an *APIError).
+func (c *Client) doRaw(ctx context.Context, method, path string) (*http.Response, error) {
+	var lastErr error
+	for _, base := range c.cfg.Servers {
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.signer.Sign(req, nil); err != nil {
+			return nil, err
+		}
+		resp, err := c.blobHTTP.Do(req)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			continue
+		}
+		if resp.StatusCode >= 300 {
+			return nil, decodeResponse(resp, nil)
+		}
+		return resp, nil
+	}
+	return nil, fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+}
