@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -207,58 +206,40 @@ func (p *progressReader) Read(b []byte) (int, error) {
 // doStream sends a signed request whose body (of size bytes, SHA-256 sum)
 // is streamed from body(); body is called again for each server tried.
 func (c *Client) doStream(ctx context.Context, method, path string, body func() (io.Reader, error), size int64, sum []byte, out any) error {
-	var lastErr error
-	for _, base := range c.cfg.Servers {
+	resp, err := c.roundTrip(ctx, c.blobHTTP, func(base string) (*http.Request, error) {
 		rd, err := body()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, io.NopCloser(rd))
+		req, err := http.NewRequestWithContext(ctx, method, base+path, io.NopCloser(rd))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		req.ContentLength = size
 		req.Header.Set("Content-Type", "application/octet-stream")
-		if err := c.signer.SignDigest(req, sum); err != nil {
-			return fmt.Errorf("sign request: %w", err)
-		}
-		resp, err := c.blobHTTP.Do(req)
-		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			continue
-		}
-		return decodeResponse(resp, out)
+		return req, c.signer.SignDigest(req, sum)
+	})
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+	return decodeResponse(resp, out)
 }
 
 // doRaw sends a signed bodiless request and returns the response for the
 // caller to stream (non-2xx answers are decoded into an *APIError).
 func (c *Client) doRaw(ctx context.Context, method, path string) (*http.Response, error) {
-	var lastErr error
-	for _, base := range c.cfg.Servers {
-		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, nil)
+	resp, err := c.roundTrip(ctx, c.blobHTTP, func(base string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 		if err != nil {
 			return nil, err
 		}
-		if err := c.signer.Sign(req, nil); err != nil {
-			return nil, err
-		}
-		resp, err := c.blobHTTP.Do(req)
-		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			continue
-		}
-		if resp.StatusCode >= 300 {
-			return nil, decodeResponse(resp, nil)
-		}
-		return resp, nil
+		return req, c.signer.Sign(req, nil)
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+	if resp.StatusCode >= 300 {
+		return nil, decodeResponse(resp, nil)
+	}
+	return resp, nil
 }

@@ -159,10 +159,7 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &ae) && ae.Code == code
 }
 
-// do sends one signed request and decodes the JSON answer into out. It tries
-// the next server only when one cannot be reached; a request that reached a
-// server is never resent (it was signed with a one-time nonce and may have
-// taken effect).
+// do sends one signed JSON request and decodes the JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -171,29 +168,44 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			return err
 		}
 	}
-	var lastErr error
-	for _, base := range c.cfg.Servers {
-		req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(base, "/")+path, bytes.NewReader(body))
+	resp, err := c.roundTrip(ctx, c.http, func(base string) (*http.Request, error) {
+		req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if body != nil {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		if err := c.signer.Sign(req, body); err != nil {
-			return fmt.Errorf("sign request: %w", err)
+		return req, c.signer.Sign(req, body)
+	})
+	if err != nil {
+		return err
+	}
+	return decodeResponse(resp, out)
+}
+
+// roundTrip sends a request built (and signed) by build for each server in
+// turn, moving on only when a server cannot be reached; a request that
+// reached a server is never resent (it was signed with a one-time nonce and
+// may have taken effect).
+func (c *Client) roundTrip(ctx context.Context, hc *http.Client, build func(base string) (*http.Request, error)) (*http.Response, error) {
+	var lastErr error
+	for _, base := range c.cfg.Servers {
+		req, err := build(strings.TrimRight(base, "/"))
+		if err != nil {
+			return nil, fmt.Errorf("build request: %w", err)
 		}
-		resp, err := c.http.Do(req)
+		resp, err := hc.Do(req)
 		if err != nil {
 			lastErr = err
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 			continue
 		}
-		return decodeResponse(resp, out)
+		return resp, nil
 	}
-	return fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
+	return nil, fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)
 }
 
 func decodeResponse(resp *http.Response, out any) error {
