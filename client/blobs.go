@@ -15,7 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/unibus/unibus/blobstream"
+	"github.com/unibus/unibus/blobcrypt"
 	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
 )
@@ -38,7 +38,7 @@ type Progress func(done int64)
 // send it in the room (SendBlob does both). The ciphertext is staged in a
 // temporary file so that memory stays bounded whatever the blob's size.
 func (c *Client) PutBlob(ctx context.Context, room string, r io.Reader, meta BlobMeta, progress Progress) (wire.BlobAnnouncement, error) {
-	key, err := blobstream.NewKey()
+	key, err := blobcrypt.NewKey()
 	if err != nil {
 		return wire.BlobAnnouncement{}, err
 	}
@@ -48,7 +48,7 @@ func (c *Client) PutBlob(ctx context.Context, room string, r io.Reader, meta Blo
 	}
 	defer func() { tmp.Close(); os.Remove(tmp.Name()) }()
 	h := sha256.New()
-	enc, err := blobstream.NewWriter(io.MultiWriter(tmp, h), key)
+	enc, err := blobcrypt.NewWriter(io.MultiWriter(tmp, h), key)
 	if err != nil {
 		return wire.BlobAnnouncement{}, err
 	}
@@ -112,7 +112,7 @@ func (c *Client) GetBlob(ctx context.Context, room string, ann wire.BlobAnnounce
 	if len(ann.Key) != 32 {
 		return 0, fmt.Errorf("blob announcement has no valid key")
 	}
-	var key blobstream.Key
+	var key blobcrypt.Key
 	copy(key[:], ann.Key)
 	resp, err := c.doRaw(ctx, "GET", "/v1/rooms/"+room+"/blobs/"+ann.ID)
 	if err != nil {
@@ -120,7 +120,7 @@ func (c *Client) GetBlob(ctx context.Context, room string, ann wire.BlobAnnounce
 	}
 	defer resp.Body.Close()
 	h := sha256.New()
-	dec, err := blobstream.NewReader(io.TeeReader(resp.Body, h), key)
+	dec, err := blobcrypt.NewReader(io.TeeReader(resp.Body, h), key)
 	if err != nil {
 		return 0, err
 	}
