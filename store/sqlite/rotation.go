@@ -30,7 +30,7 @@ func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.Seal
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
-		if err := checkJoinKeys(m, keys, epoch); err != nil {
+		if err := store.CheckJoinKeys(m, keys, epoch); err != nil {
 			return err
 		}
 		if err := insertMember(ctx, tx, m); err != nil {
@@ -41,28 +41,6 @@ func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.Seal
 		}
 		return insertKeys(ctx, tx, keys, true)
 	})
-}
-
-// checkJoinKeys checks a new member's keys against the room's current epoch.
-func checkJoinKeys(m store.Member, keys []store.SealedKey, epoch uint64) error {
-	seen := map[uint64]bool{}
-	for _, k := range keys {
-		switch {
-		case k.Member != m.SignPub:
-			return fmt.Errorf("a key is sealed to %s, not to the new member: %w", k.Member, store.ErrIncompleteRotation)
-		case k.Room != m.Room:
-			return fmt.Errorf("a key is for room %s: %w", k.Room, store.ErrIncompleteRotation)
-		case k.Epoch < 1 || k.Epoch > epoch:
-			return fmt.Errorf("a key is for epoch %d, the room is at epoch %d: %w", k.Epoch, epoch, store.ErrIncompleteRotation)
-		case seen[k.Epoch]:
-			return fmt.Errorf("two keys for epoch %d: %w", k.Epoch, store.ErrIncompleteRotation)
-		}
-		seen[k.Epoch] = true
-	}
-	if !seen[epoch] {
-		return fmt.Errorf("no key for the current epoch %d: %w", epoch, store.ErrIncompleteRotation)
-	}
-	return nil
 }
 
 // RemoveMember removes signPub from the room, and with rot non-nil moves
@@ -128,7 +106,7 @@ func rotate(ctx context.Context, tx *sql.Tx, rot store.Rotation) error {
 	if err != nil {
 		return err
 	}
-	if err := checkCoverage(rot, members); err != nil {
+	if err := store.CheckCoverage(rot, members); err != nil {
 		return err
 	}
 	if err := insertEpoch(ctx, tx, store.Epoch{Room: rot.Room, Epoch: rot.Epoch, CreatedBy: rot.By, Reason: rot.Reason, CreatedAt: rot.At}); err != nil {
@@ -139,29 +117,6 @@ func rotate(ctx context.Context, tx *sql.Tx, rot store.Rotation) error {
 	}
 	_, err = tx.ExecContext(ctx, `UPDATE rooms SET epoch = ?, rotation_pending = 0 WHERE id = ?`, rot.Epoch, rot.Room)
 	return err
-}
-
-// checkCoverage requires exactly one key per member, each for the
-// rotation's room and epoch.
-func checkCoverage(rot store.Rotation, members map[string]bool) error {
-	seen := make(map[string]bool, len(rot.Keys))
-	for _, k := range rot.Keys {
-		switch {
-		case k.Room != rot.Room || k.Epoch != rot.Epoch:
-			return fmt.Errorf("a key is for room %s epoch %d: %w", k.Room, k.Epoch, store.ErrIncompleteRotation)
-		case !members[k.Member]:
-			return fmt.Errorf("a key is sealed to %s, who is not a member: %w", k.Member, store.ErrIncompleteRotation)
-		case seen[k.Member]:
-			return fmt.Errorf("two keys are sealed to %s: %w", k.Member, store.ErrIncompleteRotation)
-		}
-		seen[k.Member] = true
-	}
-	for m := range members {
-		if !seen[m] {
-			return fmt.Errorf("no key is sealed to member %s: %w", m, store.ErrIncompleteRotation)
-		}
-	}
-	return nil
 }
 
 // roomEpoch returns the room's current epoch, or ErrNotFound.
