@@ -31,7 +31,6 @@ func (c *clock) add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-
 var (
 	alice = strings.Repeat("a", 64)
 	bob   = strings.Repeat("b", 64)
