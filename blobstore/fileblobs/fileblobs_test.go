@@ -14,6 +14,7 @@ import (
 	"testing/iotest"
 
 	"github.com/unibus/unibus/blobstore"
+	"github.com/unibus/unibus/blobstore/blobtest"
 )
 
 const room = "00112233445566778899aabbccddeeff"
@@ -112,4 +113,15 @@ func TestOpenRemovesStaleTemps(t *testing.T) {
 	if left := entries(t, dir); len(left) != 0 {
 		t.Fatalf("stale temp files kept: %v", left)
 	}
+}
+
+func TestConformance(t *testing.T) {
+	blobtest.Run(t, func(t *testing.T) blobtest.Backend {
+		dir := t.TempDir()
+		s, err := Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return blobtest.Backend{Store: s, Stored: func() int { return len(entries(t, dir)) }}
+	})
 }
