@@ -63,8 +63,10 @@ func blobFiles(t *testing.T, b *bus) []string {
 	return out
 }
 
-func TestBlobAccessAndIntegrity(t *testing.T) {
-	b := startBus(t, withConfig(func(c *daemon.Config) { c.BlobMaxSize = 1 << 20 }))
+func TestBlobAccessAndIntegrity(t *testing.T) { forEachStore(t, testBlobAccessAndIntegrity) }
+
+func testBlobAccessAndIntegrity(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option(), withConfig(func(c *daemon.Config) { c.BlobMaxSize = 1 << 20 }))
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	bobID, _ := b.user(t, "bob")
@@ -124,8 +126,10 @@ func TestBlobAccessAndIntegrity(t *testing.T) {
 
 // TestBlobInterruptedUpload cuts the connection halfway through an upload:
 // nothing becomes visible and no temporary file remains.
-func TestBlobInterruptedUpload(t *testing.T) {
-	b := startBus(t)
+func TestBlobInterruptedUpload(t *testing.T) { forEachStore(t, testBlobInterruptedUpload) }
+
+func testBlobInterruptedUpload(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	room, err := alice.CreateRoom(ctx, "files")

@@ -27,12 +27,15 @@ type Config struct {
 	TLSCert  string // PEM certificate for both planes
 	TLSKey   string // PEM key for both planes
 	// InsecureNoTLS allows a non-loopback bind without TLS. Loud by design.
-	InsecureNoTLS  bool
-	Store          string // sqlite (default) | kv (not yet implemented)
-	DB             string // SQLite file (default <data-dir>/unibus.db)
-	NATSStore      string // JetStream dir (default <data-dir>/jetstream)
-	NATSURL        string // external NATS (not yet implemented)
-	KVReplicas     int    // replicas of room streams (and KV buckets); default 1
+	InsecureNoTLS bool
+	Store         string // sqlite (default) | kv (JetStream KV buckets on the embedded node)
+	DB            string // SQLite file (default <data-dir>/unibus.db)
+	NATSStore     string // JetStream dir (default <data-dir>/jetstream)
+	NATSURL       string // external NATS (not yet implemented)
+	KVReplicas    int    // replicas of room streams, KV buckets and the object store; default 1
+	// KVBootstrap is how long opening the KV buckets retries while JetStream
+	// has no meta leader (a cold cluster); default 120 s.
+	KVBootstrap    time.Duration
 	InternalIDFile string // default <data-dir>/internal.id
 	NodeName       string // default "unibus-<http port>"
 	JSSync         string // "always" (default) or a Go duration such as "2m"
@@ -78,6 +81,9 @@ func (c *Config) Defaults() {
 	}
 	if c.InternalIDFile == "" {
 		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")
+	}
+	if c.KVBootstrap == 0 {
+		c.KVBootstrap = 120 * time.Second
 	}
 	if c.KVReplicas == 0 {
 		c.KVReplicas = 1
@@ -137,7 +143,6 @@ func (c *Config) Validate() error {
 	switch c.Store {
 	case "sqlite":
 	case "kv":
-		add("--store kv is not implemented in this version; use --store sqlite")
 	default:
 		add("--store must be sqlite or kv, not %q", c.Store)
 	}

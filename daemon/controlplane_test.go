@@ -60,8 +60,10 @@ func userCount(t *testing.T, b *bus) int {
 // TestSignedRequestAttacks: every attack on the request signature is
 // refused with its precise status, and the state-changing request it
 // carried (adding a user) has no effect.
-func TestSignedRequestAttacks(t *testing.T) {
-	b := startBus(t)
+func TestSignedRequestAttacks(t *testing.T) { forEachStore(t, testSignedRequestAttacks) }
+
+func testSignedRequestAttacks(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	adminKey := b.adm.SigningKey()
 	adminID := b.adm.SignPub().String()
 	stranger, _ := identity.Generate()
@@ -162,8 +164,10 @@ func TestSignedRequestAttacks(t *testing.T) {
 
 // TestBadInput: malformed or invalid bodies get precise 4xx answers and the
 // store is unchanged.
-func TestBadInput(t *testing.T) {
-	b := startBus(t)
+func TestBadInput(t *testing.T) { forEachStore(t, testBadInput) }
+
+func testBadInput(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	adminKey := b.adm.SigningKey()
 	adminID := b.adm.SignPub().String()
 	ok, _ := identity.Generate()
@@ -215,8 +219,10 @@ func TestBadInput(t *testing.T) {
 }
 
 // TestAuthorization: who may do what on the control plane.
-func TestAuthorization(t *testing.T) {
-	b := startBus(t)
+func TestAuthorization(t *testing.T) { forEachStore(t, testAuthorization) }
+
+func testAuthorization(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
 	_, bob := b.user(t, "bob")

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,20 +32,23 @@ import (
 
 // Daemon is a running membershipd.
 type Daemon struct {
-	cfg      Config
-	log      *slog.Logger
-	store    store.Store
-	blobs    blobstore.Store
-	node     *natsnode.Node
-	internal *identity.Identity
-	nc       *nats.Conn
-	js       jetstream.JetStream
-	metrics  *metrics.Metrics
-	httpSrv  *http.Server
-	httpLn   net.Listener
-	tls      *tls.Config
-	done     chan struct{}
-	closeMu  sync.Once
+	cfg       Config
+	log       *slog.Logger
+	store     store.Store
+	blobs     blobstore.Store
+	node      *natsnode.Node
+	internal  *identity.Identity
+	nc        *nats.Conn // internal identity, bus account (room streams)
+	cnc       *nats.Conn // internal identity, control account (kv mode)
+	js        jetstream.JetStream
+	authz     *storeAuthorizer
+	stopWatch context.CancelFunc
+	metrics   *metrics.Metrics
+	httpSrv   *http.Server
+	httpLn    net.Listener
+	tls       *tls.Config
+	done      chan struct{}
+	closeMu   sync.Once
 	// AdminIDFile is the path of the bootstrapped admin identity, if any.
 	AdminIDFile string
 }
@@ -74,17 +78,26 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		}
 		d.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	if d.store, err = sqlite.Open(ctx, cfg.DB); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	if d.blobs, err = fileblobs.Open(cfg.BlobDir); err != nil {
-		return nil, fmt.Errorf("open blob store: %w", err)
+	d.authz = &storeAuthorizer{}
+	if cfg.Store == "sqlite" {
+		if d.store, err = sqlite.Open(ctx, cfg.DB); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		if d.blobs, err = fileblobs.Open(cfg.BlobDir); err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+		d.authz.set(d.store)
 	}
 	if d.internal, err = loadOrCreateIdentity(cfg.InternalIDFile); err != nil {
 		return nil, fmt.Errorf("internal identity: %w", err)
 	}
 	if err := d.startNATS(ctx); err != nil {
 		return nil, err
+	}
+	if cfg.Store == "kv" {
+		if err := d.openKV(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Bootstrap && natsnode.IsLoopback(cfg.Bind) {
 		if err := d.bootstrapAdmin(ctx); err != nil {
@@ -115,7 +128,7 @@ func (d *Daemon) startNATS(ctx context.Context) error {
 	o := natsnode.Options{
 		Host: d.cfg.Bind, Port: port, ServerName: d.nodeName(), StoreDir: d.cfg.NATSStore,
 		BusAuth: d.cfg.BusAuth, TLS: d.tls, SyncAlways: always, SyncInterval: interval,
-		InternalNKey: d.internal.NKey(), Authorizer: storeAuthorizer{d.store},
+		InternalNKey: d.internal.NKey(), Authorizer: d.authz,
 		Logger: d.log.With("component", "nats"), AllowNonLoopbackWithoutTLS: d.cfg.InsecureNoTLS,
 		OnAuth: d.metrics.OnBusAuth,
 	}
@@ -195,8 +208,14 @@ func (d *Daemon) Close() error {
 			cancel()
 			<-d.done
 		}
+		if d.stopWatch != nil {
+			d.stopWatch()
+		}
 		if d.nc != nil {
 			d.nc.Close()
+		}
+		if d.cnc != nil {
+			d.cnc.Close()
 		}
 		if d.node != nil {
 			d.node.Shutdown()
@@ -272,22 +291,30 @@ func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
 }
 
 // storeAuthorizer grants data-plane access from the store: active users get
-// their rooms. Any store error denies (fail closed).
-type storeAuthorizer struct{ st store.Store }
+// their rooms. Until the store is open, and on any store error, it denies
+// (fail closed).
+type storeAuthorizer struct{ st atomic.Pointer[store.Store] }
 
-func (a storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Grant, error) {
+func (a *storeAuthorizer) set(st store.Store) { a.st.Store(&st) }
+
+func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Grant, error) {
+	stp := a.st.Load()
+	if stp == nil {
+		return natsnode.Grant{}, fmt.Errorf("store not open yet: %w", store.ErrUnavailable)
+	}
+	st := *stp
 	sp, err := identity.SignPubFromNKey(nkey)
 	if err != nil {
 		return natsnode.Grant{}, err
 	}
-	u, err := a.st.GetUser(ctx, sp.String())
+	u, err := st.GetUser(ctx, sp.String())
 	if err != nil {
 		return natsnode.Grant{}, err
 	}
 	if u.Status != store.StatusActive {
 		return natsnode.Grant{}, nil
 	}
-	rooms, err := a.st.RoomIDs(ctx, u.SignPub)
+	rooms, err := st.RoomIDs(ctx, u.SignPub)
 	if err != nil {
 		return natsnode.Grant{}, err
 	}

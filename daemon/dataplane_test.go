@@ -81,8 +81,10 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, room string) uint64 {
 
 // TestNonMemberDeniedOnDataPlane tries, with a raw nats.go connection, what
 // the ACL must deny to an active user who is not a member of a room.
-func TestNonMemberDeniedOnDataPlane(t *testing.T) {
-	b := startBus(t)
+func TestNonMemberDeniedOnDataPlane(t *testing.T) { forEachStore(t, testNonMemberDeniedOnDataPlane) }
+
+func testNonMemberDeniedOnDataPlane(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	malloryID, mallory := b.user(t, "mallory")
@@ -159,7 +161,11 @@ func TestNonMemberDeniedOnDataPlane(t *testing.T) {
 // TestMemberCannotAdministerStreams: even a room's owner cannot delete,
 // purge or edit its stream, nor touch the control-plane buckets.
 func TestMemberCannotAdministerStreams(t *testing.T) {
-	b := startBus(t)
+	forEachStore(t, testMemberCannotAdministerStreams)
+}
+
+func testMemberCannotAdministerStreams(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	room, err := alice.CreateRoom(ctx, "mine")
@@ -195,8 +201,10 @@ func TestMemberCannotAdministerStreams(t *testing.T) {
 // TestRemovedMember: the removed member's connection is closed; after it
 // reconnects it cannot subscribe; messages sent after the removal are in a
 // new epoch whose key it never received.
-func TestRemovedMember(t *testing.T) {
-	b := startBus(t)
+func TestRemovedMember(t *testing.T) { forEachStore(t, testRemovedMember) }
+
+func testRemovedMember(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
 	bobID, bob := b.user(t, "bob")
@@ -280,8 +288,10 @@ func TestRemovedMember(t *testing.T) {
 
 // TestRevokedUser: 401 on the API, live NATS connection closed within 1 s,
 // reconnect denied.
-func TestRevokedUser(t *testing.T) {
-	b := startBus(t)
+func TestRevokedUser(t *testing.T) { forEachStore(t, testRevokedUser) }
+
+func testRevokedUser(t *testing.T, kind storeKind) {
+	b := startBus(t, kind.option())
 	ctx := ctxT(t)
 	bobID, bob := b.user(t, "bob")
 	if _, err := bob.CreateRoom(ctx, "bobs"); err != nil {

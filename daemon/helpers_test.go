@@ -92,6 +92,19 @@ func (b *bus) user(t testing.TB, handle string) (*identity.Identity, *client.Cli
 	return id, b.dial(t, id)
 }
 
+// storeKind is a control-plane backend the daemon tests run against.
+type storeKind string
+
+func (k storeKind) option() option { return withConfig(func(c *daemon.Config) { c.Store = string(k) }) }
+
+// forEachStore runs a test against both backends (SPEC §5: the single-node
+// scenarios hold on SQLite and on JetStream KV alike).
+func forEachStore(t *testing.T, test func(t *testing.T, kind storeKind)) {
+	for _, k := range []storeKind{"sqlite", "kv"} {
+		t.Run(string(k), func(t *testing.T) { test(t, k) })
+	}
+}
+
 func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)

@@ -95,11 +95,12 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for both planes (required off loopback)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
 	f.BoolVar(&cfg.InsecureNoTLS, "insecure-no-tls", false, "allow a non-loopback bind without TLS (traffic and metadata in clear)")
-	f.StringVar(&cfg.Store, "store", "sqlite", "control-plane store: sqlite (kv: not yet implemented)")
+	f.StringVar(&cfg.Store, "store", "sqlite", "control-plane store: sqlite (one file) or kv (replicated JetStream KV buckets)")
 	f.StringVar(&cfg.DB, "db", "", "SQLite file (default <data-dir>/unibus.db)")
 	f.StringVar(&cfg.NATSStore, "nats-store", "", "JetStream directory (default <data-dir>/jetstream)")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS URL (not yet implemented)")
-	f.IntVar(&cfg.KVReplicas, "kv-replicas", 1, "replicas of room streams (and KV buckets)")
+	f.IntVar(&cfg.KVReplicas, "kv-replicas", 1, "replicas of room streams, KV buckets and the blob object store (3 in a cluster)")
+	f.DurationVar(&cfg.KVBootstrap, "kv-bootstrap", 120*time.Second, "how long --store kv retries opening its buckets while JetStream has no meta leader (cold cluster start)")
 	f.StringVar(&cfg.InternalIDFile, "internal-id-file", "", "membershipd's internal identity, created 0600 on first start (default <data-dir>/internal.id)")
 	f.StringVar(&cfg.NodeName, "node-name", "", "node name (default unibus-<http-port>)")
 	f.StringVar(&cfg.JSSync, "js-sync", "always", "JetStream fsync: 'always' (fsync before ack) or an interval such as 2m; see docs/OPERATIONS.md")
@@ -113,7 +114,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	f.BoolVar(&noBootstrap, "no-bootstrap", false, "do not create an admin identity on first run")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
-	root.AddCommand(newUserCmd(stdout))
+	root.AddCommand(newUserCmd(stdout), newMigrateCmd(stdout))
 	return root
 }
 

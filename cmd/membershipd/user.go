@@ -15,6 +15,7 @@ import (
 	"github.com/unibus/unibus/api"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/store"
+	"github.com/unibus/unibus/store/kvstore"
 	"github.com/unibus/unibus/store/sqlite"
 )
 
@@ -23,6 +24,7 @@ type userOpts struct {
 	db        string
 	storeKind string
 	json      bool
+	kv        kvFlags
 }
 
 func newUserCmd(stdout io.Writer) *cobra.Command {
@@ -35,24 +37,54 @@ func newUserCmd(stdout io.Writer) *cobra.Command {
 With --store sqlite (default) these commands open the SQLite file (--db) and
 work whether or not membershipd is running. A revocation made here is denied
 at the user's next request or login; to also close the user's live
-connections at once, revoke through the API instead (unibus user revoke).`,
+connections at once, revoke through the API instead (unibus user revoke).
+
+With --store kv they work against a live node's replicated KV buckets, over
+membershipd's internal identity (--nats-url, --internal-id-file, --ca): the
+write commits through the JetStream quorum, every node's watcher applies it
+(a revocation closes the user's connections on every node), and 'user add'
+prints the users bucket's replication.`,
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&o.db, "db", filepath.Join("local_files", "unibus.db"), "SQLite file")
-	pf.StringVar(&o.storeKind, "store", "sqlite", "store: sqlite (kv: not yet implemented)")
+	pf.StringVar(&o.storeKind, "store", "sqlite", "store: sqlite (the --db file) or kv (a live node's KV buckets)")
 	pf.BoolVar(&o.json, "json", false, "print JSON")
+	o.kv.register(pf, "kv-replicas")
 	cmd.AddCommand(newUserAddCmd(stdout, o), newUserListCmd(stdout, o), newUserRevokeCmd(stdout, o))
 	return cmd
 }
 
-func (o *userOpts) open(ctx context.Context) (store.Store, error) {
+// openedStore is a store and what to release with it.
+type openedStore struct {
+	store.Store
+	kv    *kvstore.Store
+	close func()
+}
+
+func (s openedStore) Close() error {
+	err := s.Store.Close()
+	if s.close != nil {
+		s.close()
+	}
+	return err
+}
+
+func (o *userOpts) open(ctx context.Context) (openedStore, error) {
 	switch o.storeKind {
 	case "sqlite":
-		return sqlite.Open(ctx, o.db)
+		st, err := sqlite.Open(ctx, o.db)
+		if err != nil {
+			return openedStore{}, err
+		}
+		return openedStore{Store: st}, nil
 	case "kv":
-		return nil, &exitError{2, errors.New("--store kv is not implemented in this version")}
+		kv, nc, err := o.kv.openKV(ctx, false)
+		if err != nil {
+			return openedStore{}, err
+		}
+		return openedStore{Store: kv, kv: kv, close: nc.Close}, nil
 	}
-	return nil, &exitError{2, fmt.Errorf("--store must be sqlite or kv, not %q", o.storeKind)}
+	return openedStore{}, &exitError{2, fmt.Errorf("--store must be sqlite or kv, not %q", o.storeKind)}
 }
 
 func newUserAddCmd(stdout io.Writer, o *userOpts) *cobra.Command {
@@ -84,7 +116,17 @@ func newUserAddCmd(stdout io.Writer, o *userOpts) *cobra.Command {
 				}
 				return err
 			}
-			return printUser(stdout, o.json, u, "added user")
+			if err := printUser(stdout, o.json, u, "added user"); err != nil {
+				return err
+			}
+			if st.kv != nil && !o.json {
+				line, err := replication(cmd.Context(), st.kv.StreamFor(kvstore.BucketUsers))
+				if err != nil {
+					return fmt.Errorf("user added; reading the users bucket's replication failed: %w", err)
+				}
+				fmt.Fprintln(stdout, line)
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()

@@ -89,6 +89,10 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now is the clock for leases (tests); nil = time.Now.
 	Now func() time.Time
+	// NoCreate binds existing buckets only: admin tools use it so that
+	// pointing them at a node that is not in kv mode fails instead of
+	// creating empty buckets there.
+	NoCreate bool
 }
 
 func (o *Options) defaults() {
@@ -136,7 +140,7 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	s := &Store{o: o, js: js, streams: map[string]jetstream.Stream{}}
 	deadline := time.Now().Add(o.Bootstrap)
 	for _, name := range Buckets {
-		kv, stream, err := OpenBucket(ctx, js, s.bucketConfig(name), deadline, o.Logger)
+		kv, stream, err := OpenBucket(ctx, js, s.bucketConfig(name), !o.NoCreate, deadline, o.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -174,14 +178,14 @@ func (s *Store) bucketConfig(name string) jetstream.KeyValueConfig {
 	return c
 }
 
-// OpenBucket binds bucket cfg.Bucket, creating it when absent, and turns
+// OpenBucket binds bucket cfg.Bucket, creating it when absent (if create), and turns
 // its direct gets off so that every get is answered by the stream leader.
 // It retries until deadline while JetStream is not ready.
-func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, deadline time.Time, log *slog.Logger) (jetstream.KeyValue, jetstream.Stream, error) {
+func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool, deadline time.Time, log *slog.Logger) (jetstream.KeyValue, jetstream.Stream, error) {
 	start, wait := time.Now(), 250*time.Millisecond
 	lastLog := time.Time{}
 	for {
-		kv, stream, err := openBucketOnce(ctx, js, cfg)
+		kv, stream, err := openBucketOnce(ctx, js, cfg, create)
 		if err == nil {
 			if time.Since(start) > time.Second {
 				log.Info("kv bucket open", "bucket", cfg.Bucket, "after", time.Since(start).Round(time.Millisecond))
@@ -190,6 +194,9 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 		}
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, ctx.Err())
+		}
+		if errors.Is(err, errNoBucket) {
+			return nil, nil, err
 		}
 		if time.Now().After(deadline) {
 			return nil, nil, fmt.Errorf("open kv bucket %s: JetStream did not accept it within the bootstrap budget (%v); is a quorum of the cluster up? last error: %w",
@@ -209,11 +216,14 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 	}
 }
 
-func openBucketOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, jetstream.Stream, error) {
+func openBucketOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool) (jetstream.KeyValue, jetstream.Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	name := "KV_" + cfg.Bucket
 	stream, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && !create {
+		return nil, nil, fmt.Errorf("%w: bucket %s does not exist: is the node running with --store kv?", errNoBucket, cfg.Bucket)
+	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err = js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return nil, nil, err
@@ -282,6 +292,9 @@ func wrap(op string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", op, unavailable(err))
 }
+
+// errNoBucket: a bind-only open found no bucket.
+var errNoBucket = errors.New("no such bucket")
 
 // errInvalid marks arguments that cannot name a key (the caller's bug or
 // hostile input), as distinct from an unavailable store.

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/pflag"
+
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/natsnode"
+	"github.com/unibus/unibus/store/kvstore"
+)
+
+// kvFlags select a live node's KV store over its internal identity.
+type kvFlags struct {
+	natsURL  string
+	idFile   string
+	ca       string
+	replicas int
+}
+
+func (k *kvFlags) register(f *pflag.FlagSet, replicasName string) {
+	f.StringVar(&k.natsURL, "nats-url", "nats://127.0.0.1:4250", "the live node's NATS URL (comma-separated seeds for fail-over)")
+	f.StringVar(&k.idFile, "internal-id-file", filepath.Join("local_files", "internal.id"), "membershipd's internal identity file (0600)")
+	f.StringVar(&k.ca, "ca", "", "CA certificate that signed the node's TLS certificate (required for a non-loopback --nats-url)")
+	f.IntVar(&k.replicas, replicasName, 1, "replicas of buckets this command creates")
+}
+
+// checkTarget refuses a non-loopback URL without --ca before any
+// connection is made: the allowlist (handles, roles, sign-pubs) and the
+// internal identity's login would otherwise travel unauthenticated.
+func (k *kvFlags) checkTarget() error {
+	if k.natsURL == "" {
+		return &exitError{2, errors.New("--nats-url is required")}
+	}
+	for _, raw := range strings.Split(k.natsURL, ",") {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil || u.Host == "" {
+			return &exitError{2, fmt.Errorf("--nats-url %q is not a URL such as nats://127.0.0.1:4250", raw)}
+		}
+		if u.User != nil {
+			return &exitError{2, errors.New("--nats-url must not carry credentials; the internal identity file is used")}
+		}
+		host := u.Hostname()
+		if k.ca == "" && !natsnode.IsLoopback(host) {
+			return &exitError{2, fmt.Errorf("refusing %s without --ca: a non-loopback target needs TLS pinned to its CA (the allowlist would otherwise travel in clear)", u.Host)}
+		}
+	}
+	return nil
+}
+
+// dial connects as the internal identity (control account).
+func (k *kvFlags) dial(ctx context.Context) (*nats.Conn, error) {
+	if err := k.checkTarget(); err != nil {
+		return nil, err
+	}
+	id, err := identity.Load(k.idFile)
+	if err != nil {
+		return nil, fmt.Errorf("internal identity: %w", err)
+	}
+	opts := []nats.Option{nats.Nkey(id.NKey(), id.SignNonce), nats.Name("membershipd-admin"), nats.Timeout(5 * time.Second)}
+	if k.ca != "" {
+		opts = append(opts, nats.RootCAs(k.ca))
+	}
+	nc, err := nats.Connect(k.natsURL, opts...)
+	if err != nil {
+		return nil, &exitError{3, fmt.Errorf("connect to %s: %w", k.natsURL, err)}
+	}
+	return nc, nil
+}
+
+// openKV dials and binds the store's buckets; with create false it fails
+// if the node is not in kv mode instead of creating buckets there.
+func (k *kvFlags) openKV(ctx context.Context, create bool) (*kvstore.Store, *nats.Conn, error) {
+	nc, err := k.dial(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := kvstore.Open(ctx, nc, kvstore.Options{Replicas: k.replicas, Bootstrap: 30 * time.Second, NoCreate: !create})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return s, nc, nil
+}
+
+// replication describes a bucket's stream from the leader's stream info:
+// "KV_UNIBUS_users: leader=n1 followers_current=2/2 msgs=5 (replicated, HA)".
+func replication(ctx context.Context, stream jetstream.Stream) (string, error) {
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	leader, current, followers := "", 0, 0
+	if c := info.Cluster; c != nil {
+		leader = c.Leader
+		for _, p := range c.Replicas {
+			followers++
+			if p.Current {
+				current++
+			}
+		}
+	}
+	verdict := "single replica, NOT HA"
+	switch r := info.Config.Replicas; {
+	case r >= 3 && followers == r-1 && current == followers:
+		verdict = "replicated, HA"
+	case r >= 2:
+		verdict = "replicated, DEGRADED: not every replica is current"
+	}
+	return fmt.Sprintf("%s: leader=%s followers_current=%d/%d msgs=%d (%s)", info.Config.Name, leader, current, followers, info.State.Msgs, verdict), nil
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/testbin"
+)
+
+// Issue #4 must-show 4: migrate-to-kv copies a populated SQLite deployment
+// — users (a revoked one too), a room at epoch 2 with its members and
+// keys, and a blob — into a kv-mode node on the same data directory (the
+// seeds' procedure); the members read the room's history and the blob
+// through the kv node; a second run is a no-op and says so; a remote
+// target without --ca is refused before any connection.
+func TestMigrateToKV(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	// 1. A populated SQLite deployment.
+	old := testbin.StartBus(t, dir)
+	adminID, err := identity.Load(filepath.Join(dir, "local_files", "admin.id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, carol := newID(t, dir, "bob"), newID(t, dir, "carol")
+	dial := func(b *testbin.Bus, id *identity.Identity) *client.Client {
+		c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{b.HTTPURL}, NATS: []string{b.NATSURL}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	admin := dial(old, adminID)
+	for _, u := range []struct {
+		h  string
+		id *identity.Identity
+	}{{"bob", bob}, {"carol", carol}} {
+		if _, err := admin.AddUser(ctx, u.h, u.id.SignPub().String(), "member"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dial(old, bob) // publishes bob's KEM key
+	room, err := admin.CreateRoom(ctx, "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.AddMember(ctx, room.ID, "bob", "member"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Send(ctx, room.ID, "t", []byte("epoch one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Rotate(ctx, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Send(ctx, room.ID, "t", []byte("epoch two")); err != nil {
+		t.Fatal(err)
+	}
+	blob := make([]byte, 300<<10)
+	rand.Read(blob)
+	ann, err := admin.SendBlob(ctx, room.ID, "files", bytes.NewReader(blob), client.BlobMeta{Name: "b.bin"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RevokeUser(ctx, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close()
+	old.Stop(t)
+
+	// 2. The same directory served in kv mode (room streams stay in its
+	// JetStream directory), then the migration.
+	kvNode := testbin.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
+	args := []string{"migrate-to-kv", "--db", filepath.Join("local_files", "unibus.db"), "--nats-url", kvNode.NATSURL, "--replicas", "1"}
+	r := testbin.Run(t, dir, nil, "", "membershipd", args...)
+	if r.Code != 0 {
+		t.Fatalf("migrate-to-kv: %+v", r)
+	}
+	for _, want := range []string{"users: 3 copied, 0 already present", "rooms: 1 copied (2 members, 4 sealed keys), 0 already present", "blobs: 1 copied"} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("migration report lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	us := kvList(t, dir, []string{"--nats-url", kvNode.NATSURL})
+	got := map[string]string{}
+	for _, u := range us {
+		got[u.Handle] = u.Role + "/" + u.Status
+	}
+	if got["admin"] != "admin/active" || got["bob"] != "member/active" || got["carol"] != "member/revoked" || len(got) != 3 {
+		t.Errorf("users in the KV: %v", got)
+	}
+
+	// 3. bob reads both epochs and the blob through the kv node.
+	bc := dial(kvNode, bob)
+	info, err := bc.RoomInfo(ctx, room.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Room.Epoch != 2 || len(info.Members) != 2 {
+		t.Errorf("room after migration: epoch %d, %d members", info.Room.Epoch, len(info.Members))
+	}
+	var mu sync.Mutex
+	var texts []string
+	lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
+	go bc.Listen(lctx, room.ID, client.ListenOptions{Topic: "t", FromStart: true, OnError: func(err error) { t.Errorf("listen: %v", err) }}, func(m client.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		texts = append(texts, string(m.Data))
+		if len(texts) == 2 {
+			lcancel()
+		}
+	})
+	<-lctx.Done()
+	lcancel()
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(texts, "|") != "epoch one|epoch two" {
+		t.Errorf("history through the kv node: %q", texts)
+	}
+	var out bytes.Buffer
+	if _, err := bc.GetBlob(ctx, room.ID, ann, &out, nil); err != nil || !bytes.Equal(out.Bytes(), blob) {
+		t.Errorf("blob through the kv node: %v (%d bytes)", err, out.Len())
+	}
+
+	// 4. A second run changes nothing and says so.
+	r = testbin.Run(t, dir, nil, "", "membershipd", args...)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "nothing to do") || !strings.Contains(r.Stdout, "users: 0 copied, 3 already present") {
+		t.Fatalf("second run: %+v", r)
+	}
+
+	// 5. A remote target without --ca is refused before connecting.
+	r = testbin.Run(t, dir, nil, "", "membershipd", "migrate-to-kv", "--db", filepath.Join("local_files", "unibus.db"), "--nats-url", "nats://192.0.2.10:4250", "--replicas", "3")
+	if r.Code != 2 || !strings.Contains(r.Stderr, "refusing 192.0.2.10:4250 without --ca") || strings.Contains(r.Stderr, "connect") {
+		t.Fatalf("remote target without --ca: %+v", r)
+	}
+}

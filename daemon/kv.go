@@ -1,0 +1,59 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/unibus/blobstore/objblobs"
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/store/kvstore"
+)
+
+// openKV opens the KV store and the object store over the internal
+// identity's control-account connection, repairs the membership index,
+// and starts the watch that kicks users whose access changed on any node.
+func (d *Daemon) openKV(ctx context.Context) error {
+	var err error
+	if d.cnc, err = d.node.Connect(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-control")); err != nil {
+		return fmt.Errorf("internal control connection: %w", err)
+	}
+	log := d.log.With("component", "kvstore")
+	kv, err := kvstore.Open(ctx, d.cnc, kvstore.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log})
+	if err != nil {
+		return fmt.Errorf("open kv store: %w", err)
+	}
+	d.store = kv
+	if d.blobs, err = objblobs.Open(ctx, d.cnc, objblobs.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log}); err != nil {
+		return fmt.Errorf("open blob object store: %w", err)
+	}
+	if n, err := kv.Repair(ctx); err != nil {
+		return fmt.Errorf("repair the rooms_by_member index: %w", err)
+	} else if n > 0 {
+		log.Warn("repaired the rooms_by_member index (a write was interrupted)", "entries", n)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	d.stopWatch = cancel
+	if err := kv.WatchAccess(wctx, d.accessChanged); err != nil {
+		return fmt.Errorf("watch users and members: %w", err)
+	}
+	d.authz.set(kv)
+	return nil
+}
+
+// accessChanged closes the user's live data-plane connections on this node;
+// the client reconnects and is authorized again with its new rooms, or not
+// at all.
+func (d *Daemon) accessChanged(signPub string) {
+	sp, err := identity.ParseSignPub(signPub)
+	if err != nil {
+		return
+	}
+	n, err := d.node.Kick(sp.NKey())
+	if err != nil {
+		d.log.Warn("kick after an access change failed", "sign_pub", signPub, "err", err)
+		return
+	}
+	d.metrics.Kicked.Add(float64(n))
+}
