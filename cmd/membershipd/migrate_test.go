@@ -20,7 +20,8 @@ import (
 // keys, and a blob — into a kv-mode node on the same data directory (the
 // seeds' procedure); the members read the room's history and the blob
 // through the kv node; a second run is a no-op and says so; a remote
-// target without --ca is refused before any connection.
+// target without --ca is refused before any connection; a rollback to
+// SQLite serves the SQLite file and leaves the KV in place.
 func TestMigrateToKV(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -143,5 +144,20 @@ func TestMigrateToKV(t *testing.T) {
 	r = testbin.Run(t, dir, nil, "", "membershipd", "migrate-to-kv", "--db", filepath.Join("local_files", "unibus.db"), "--nats-url", "nats://192.0.2.10:4250", "--replicas", "3")
 	if r.Code != 2 || !strings.Contains(r.Stderr, "refusing 192.0.2.10:4250 without --ca") || strings.Contains(r.Stderr, "connect") {
 		t.Fatalf("remote target without --ca: %+v", r)
+	}
+
+	// 6. Rollback: the same directory started without --store kv serves its
+	// SQLite file again, and the KV data is left in place.
+	kvNode.Stop(t)
+	back := testbin.StartBus(t, dir, "--no-bootstrap")
+	ac := dial(back, adminID)
+	users, err := ac.ListUsers(ctx)
+	if err != nil || len(users) != 3 {
+		t.Fatalf("users after rollback to sqlite: %d, %v", len(users), err)
+	}
+	back.Stop(t)
+	again := testbin.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
+	if us := kvList(t, dir, []string{"--nats-url", again.NATSURL}); len(us) != 3 {
+		t.Fatalf("KV after a rollback and return: %d users", len(us))
 	}
 }
