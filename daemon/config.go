@@ -51,7 +51,25 @@ type Config struct {
 	Bootstrap bool
 	Version   string
 	Logger    *slog.Logger
+
+	// Cluster mode (SPEC §7): on when ClusterName is set.
+	ClusterName string
+	ClusterPort int      // route port (default 6250; 0 = random, for tests)
+	Routes      []string // the other nodes' route URLs, bare: nats://host:6250
+	// ClusterPass is the route secret (from UNIBUS_CLUSTER_PASS, or the
+	// discouraged --cluster-pass); ClusterPassFile names a 0600 file with it.
+	ClusterPass     string
+	ClusterPassFile string
+	// ClusterPassOnArgv is set when the secret came from the command line
+	// (visible in ps and the journal): it still works, with a warning.
+	ClusterPassOnArgv bool
+	RouteTLSCert      string
+	RouteTLSKey       string
+	RouteTLSCA        string
 }
+
+// clustered reports whether cluster mode is on.
+func (c *Config) clustered() bool { return c.ClusterName != "" }
 
 // Defaults fills unset fields.
 func (c *Config) Defaults() {
@@ -81,6 +99,9 @@ func (c *Config) Defaults() {
 	}
 	if c.InternalIDFile == "" {
 		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")
+	}
+	if c.ClusterPort == 0 && c.clustered() {
+		c.ClusterPort = 6250
 	}
 	if c.KVBootstrap == 0 {
 		c.KVBootstrap = 120 * time.Second
@@ -152,6 +173,7 @@ func (c *Config) Validate() error {
 	if _, _, err := c.syncPolicy(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.validateCluster()...)
 	for name, p := range map[string]int{"--http-port": c.HTTPPort, "--nats-port": c.NATSPort} {
 		if p < 0 || p > 65535 {
 			add("%s %d is out of range", name, p)

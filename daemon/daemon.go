@@ -43,6 +43,11 @@ type Daemon struct {
 	js        jetstream.JetStream
 	authz     *storeAuthorizer
 	stopWatch context.CancelFunc
+	watchCtx  context.Context
+	lazy      *lazyStore // kv mode: the store the API sees, set once open
+	lazyBlobs *lazyBlobs
+	errMu     sync.Mutex
+	err       error // why the daemon stopped on its own
 	metrics   *metrics.Metrics
 	httpSrv   *http.Server
 	httpLn    net.Listener
@@ -95,11 +100,19 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 	if cfg.Store == "kv" {
+		d.lazy, d.lazyBlobs = &lazyStore{}, &lazyBlobs{}
+		d.store, d.blobs = d.lazy, d.lazyBlobs
+		d.authz.set(d.lazy)
+		if err := d.connectControl(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Store == "kv" && !cfg.clustered() {
 		if err := d.openKV(ctx); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.Bootstrap && natsnode.IsLoopback(cfg.Bind) {
+	if cfg.Bootstrap && natsnode.IsLoopback(cfg.Bind) && !cfg.clustered() {
 		if err := d.bootstrapAdmin(ctx); err != nil {
 			return nil, fmt.Errorf("bootstrap admin: %w", err)
 		}
@@ -107,8 +120,20 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if err := d.startHTTP(); err != nil {
 		return nil, err
 	}
+	if cfg.clustered() {
+		// A cold cluster has no meta leader until a quorum of nodes is up:
+		// serve /healthz (503) meanwhile, and open the store in the
+		// background; everything that needs it is denied until then.
+		go func() {
+			if err := d.openKV(d.watchCtx); err != nil && d.watchCtx.Err() == nil {
+				d.log.Error("could not open the kv store; stopping", "err", err)
+				d.fail(err)
+			}
+		}()
+	}
 	d.log.Info("membershipd ready", "node", d.nodeName(), "http", d.HTTPURL(), "nats", d.NATSURL(),
-		"bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store, "js_sync", cfg.JSSync)
+		"route", d.node.RouteURL(), "bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store,
+		"cluster", cfg.ClusterName, "js_sync", cfg.JSSync)
 	return d, nil
 }
 
@@ -131,6 +156,13 @@ func (d *Daemon) startNATS(ctx context.Context) error {
 		InternalNKey: d.internal.NKey(), Authorizer: d.authz,
 		Logger: d.log.With("component", "nats"), AllowNonLoopbackWithoutTLS: d.cfg.InsecureNoTLS,
 		OnAuth: d.metrics.OnBusAuth,
+	}
+	if d.cfg.clustered() {
+		cl, err := d.clusterOptions()
+		if err != nil {
+			return err
+		}
+		o.Cluster = cl
 	}
 	var err error
 	if d.node, err = natsnode.Start(ctx, o); err != nil {
@@ -195,6 +227,21 @@ func (d *Daemon) NATSURL() string { return d.node.ClientURL() }
 // Store exposes the store (for tests and admin tooling in-process).
 func (d *Daemon) Store() store.Store { return d.store }
 
+// Err is why the daemon stopped on its own (nil after Close).
+func (d *Daemon) Err() error {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	return d.err
+}
+
+// fail records err and stops serving.
+func (d *Daemon) fail(err error) {
+	d.errMu.Lock()
+	d.err = err
+	d.errMu.Unlock()
+	go d.Close()
+}
+
 // Done is closed when the control plane has stopped serving.
 func (d *Daemon) Done() <-chan struct{} { return d.done }
 
@@ -230,11 +277,16 @@ func (d *Daemon) Close() error {
 func (d *Daemon) health(ctx context.Context) wire.Health {
 	h := wire.Health{Status: "ok", Node: d.nodeName(), Version: d.cfg.Version, Posture: wire.Posture{
 		BusAuth: d.cfg.BusAuth, ACL: d.cfg.BusAuth == "enforce", TLS: d.tls != nil, Store: d.cfg.Store,
-		KVReplicas: d.cfg.KVReplicas, JSSync: d.cfg.JSSync,
+		KVReplicas: d.cfg.KVReplicas, JSSync: d.cfg.JSSync, Cluster: d.cfg.clustered(),
+		RouteTLS: d.cfg.clustered() && d.cfg.RouteTLSCert != "",
 	}}
+	leader, peers := d.node.MetaLeader()
+	h.Posture.MetaLeader, h.Posture.Peers = leader, peers
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if _, err := d.store.GetUser(ctx, "health-check"); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if leader == "" {
+		h.Status, h.Error = "unavailable", "JetStream has no meta leader (a cluster needs a quorum of its nodes up)"
+	} else if _, err := d.store.GetUser(ctx, "health-check"); err != nil && !errors.Is(err, store.ErrNotFound) {
 		h.Status, h.Error = "unavailable", "store not readable"
 	} else if !d.node.Server().JetStreamEnabled() {
 		h.Status, h.Error = "unavailable", "JetStream not enabled"

@@ -11,21 +11,28 @@ import (
 	"github.com/unibus/unibus/store/kvstore"
 )
 
-// openKV opens the KV store and the object store over the internal
-// identity's control-account connection, repairs the membership index,
-// and starts the watch that kicks users whose access changed on any node.
-func (d *Daemon) openKV(ctx context.Context) error {
+// connectControl opens the internal identity's control-account connection
+// (in-process: it needs no quorum) and the context that stops the watch.
+func (d *Daemon) connectControl() error {
 	var err error
 	if d.cnc, err = d.node.Connect(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-control")); err != nil {
 		return fmt.Errorf("internal control connection: %w", err)
 	}
+	d.watchCtx, d.stopWatch = context.WithCancel(context.Background())
+	return nil
+}
+
+// openKV opens the KV store and the object store over the internal
+// identity's control-account connection, repairs the membership index,
+// and starts the watch that kicks users whose access changed on any node.
+func (d *Daemon) openKV(ctx context.Context) error {
 	log := d.log.With("component", "kvstore")
 	kv, err := kvstore.Open(ctx, d.cnc, kvstore.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log})
 	if err != nil {
 		return fmt.Errorf("open kv store: %w", err)
 	}
-	d.store = kv
-	if d.blobs, err = objblobs.Open(ctx, d.cnc, objblobs.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log}); err != nil {
+	blobs, err := objblobs.Open(ctx, d.cnc, objblobs.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log})
+	if err != nil {
 		return fmt.Errorf("open blob object store: %w", err)
 	}
 	if n, err := kv.Repair(ctx); err != nil {
@@ -33,12 +40,12 @@ func (d *Daemon) openKV(ctx context.Context) error {
 	} else if n > 0 {
 		log.Warn("repaired the rooms_by_member index (a write was interrupted)", "entries", n)
 	}
-	wctx, cancel := context.WithCancel(context.Background())
-	d.stopWatch = cancel
-	if err := kv.WatchAccess(wctx, d.accessChanged); err != nil {
+	if err := kv.WatchAccess(d.watchCtx, d.accessChanged); err != nil {
 		return fmt.Errorf("watch users and members: %w", err)
 	}
-	d.authz.set(kv)
+	d.lazy.set(kv)
+	d.lazyBlobs.set(blobs)
+	log.Info("kv store open", "replicas", d.cfg.KVReplicas)
 	return nil
 }
 

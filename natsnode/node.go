@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -64,6 +65,22 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		so.TLS = true
 		so.TLSTimeout = 2
 	}
+	if c := o.Cluster; c != nil {
+		so.Cluster.Name = c.Name
+		so.Cluster.Host, so.Cluster.Port = c.Host, c.Port
+		so.Cluster.Username, so.Cluster.Password = c.User, c.Pass
+		so.Cluster.NoAdvertise = true // cold-start fix: gossip no addresses (SPEC §7)
+		so.Cluster.PoolSize = -1      // cold-start fix: one route per peer
+		if c.TLS != nil {
+			so.Cluster.TLSConfig = c.TLS.Clone()
+			so.Cluster.TLSTimeout = 2
+		}
+		for _, r := range c.Routes {
+			u := *r
+			u.User = url.UserPassword(c.User, c.Pass)
+			so.Routes = append(so.Routes, &u)
+		}
+	}
 	auth := &authenticator{
 		enforce:  o.busAuth() == BusAuthEnforce,
 		internal: o.InternalNKey,
@@ -98,6 +115,34 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("nats node start: %w", ctx.Err())
 	}
 	return &Node{srv: srv, opts: o, log: log}, nil
+}
+
+// MetaLeader returns the JetStream meta-group leader's name ("" while
+// there is none: a cold cluster without quorum) and how many peers the
+// meta group has. A single node is its own leader.
+func (n *Node) MetaLeader() (leader string, peers int) {
+	jsz, err := n.srv.Jsz(&server.JSzOptions{})
+	if err != nil || jsz == nil {
+		return "", 0
+	}
+	if jsz.Meta == nil {
+		if n.srv.JetStreamEnabled() && n.opts.Cluster == nil {
+			return n.opts.ServerName, 1
+		}
+		return "", 0
+	}
+	return jsz.Meta.Leader, jsz.Meta.Size
+}
+
+// RouteURL is the route listener's address, in cluster mode.
+func (n *Node) RouteURL() string {
+	if n.opts.Cluster == nil {
+		return ""
+	}
+	if a := n.srv.ClusterAddr(); a != nil {
+		return "nats://" + net.JoinHostPort(n.opts.Cluster.Host, strconv.Itoa(a.Port))
+	}
+	return ""
 }
 
 // Server returns the embedded server.

@@ -2,6 +2,8 @@ package natsnode
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"net/url"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +62,39 @@ type Options struct {
 	// non-loopback address in plaintext. Member nkeys, signatures and
 	// ciphertext metadata then travel in clear.
 	AllowNonLoopbackWithoutTLS bool
+
+	// Cluster, when set, joins the node to a JetStream cluster over routes.
+	Cluster *Cluster
+}
+
+// Cluster configures the route listener and the routes to the other nodes.
+type Cluster struct {
+	Name string // cluster name, the same on every node
+	Host string // route listener address
+	Port int    // route listener port; -1 picks a random free port
+	// Routes are the other nodes' route URLs, bare (nats://host:6250): the
+	// credentials below are injected into each, so the secret never needs
+	// to appear in a URL on a command line.
+	Routes []*url.URL
+	// User and Pass authenticate routes in both directions (required).
+	User, Pass string
+	// TLS, if set, is mutual route TLS: it must require and verify client
+	// certificates against the route CA (see RouteTLSConfig). Required when
+	// Host is not loopback.
+	TLS *tls.Config
+}
+
+// RouteTLSConfig is mutual TLS for routes: this node's certificate, and the
+// route CA as the only root for both the peers it dials and the peers that
+// dial it.
+func RouteTLSConfig(cert tls.Certificate, routeCA *x509.CertPool) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      routeCA,
+		ClientCAs:    routeCA,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS12,
+	}
 }
 
 // IsLoopback reports whether host names only the loopback interface:
@@ -120,6 +155,34 @@ func (o Options) Validate() error {
 	}
 	if o.MaxPayload < 0 {
 		add("max payload %d is negative", o.MaxPayload)
+	}
+	if c := o.Cluster; c != nil {
+		if mode != BusAuthEnforce {
+			add("cluster mode requires --bus-auth enforce (a cluster's posture must be the same on every node)")
+		}
+		if c.Name == "" {
+			add("cluster mode needs a cluster name")
+		}
+		if o.ServerName == "" {
+			add("cluster mode needs a unique node name")
+		}
+		if c.User == "" || c.Pass == "" {
+			add("cluster mode needs a route secret (--cluster-pass-file or UNIBUS_CLUSTER_PASS)")
+		}
+		if c.Port < -1 || c.Port > 65535 {
+			add("route port %d is out of range", c.Port)
+		}
+		if !IsLoopback(c.Host) && c.TLS == nil {
+			add("route listener %q is not loopback: mutual route TLS is required (--route-tls-cert, --route-tls-key, --route-tls-ca)", c.Host)
+		}
+		if c.TLS != nil && c.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+			add("route TLS must require and verify client certificates")
+		}
+		for _, r := range c.Routes {
+			if r == nil || (r.Scheme != "nats" && r.Scheme != "nats-route" && r.Scheme != "tls") || r.Hostname() == "" || r.Port() == "" {
+				add("route %v is not a URL such as nats://host:6250", r)
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -178,6 +178,10 @@ type Posture struct {
 	Store      string `json:"store"`
 	KVReplicas int    `json:"kv_replicas"`
 	JSSync     string `json:"js_sync"`
+	// MetaLeader is the JetStream meta-group leader ("" without quorum);
+	// Peers the meta group's size (the nodes this node knows of).
+	MetaLeader string `json:"meta_leader"`
+	Peers      int    `json:"peers"`
 }
 
 // Blob is a stored blob's metadata (PUT and GET .../blobs/{id}/info).

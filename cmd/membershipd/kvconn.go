@@ -93,10 +93,25 @@ func (k *kvFlags) openKV(ctx context.Context, create bool) (*kvstore.Store, *nat
 
 // replication describes a bucket's stream from the leader's stream info:
 // "KV_UNIBUS_users: leader=n1 followers_current=2/2 msgs=5 (replicated, HA)".
-func replication(ctx context.Context, stream jetstream.Stream) (string, error) {
+//
+// A follower that has not yet applied the write just made is not current:
+// it polls for up to settle for every follower to catch up, then reports
+// what it sees.
+func replication(ctx context.Context, stream jetstream.Stream, settle time.Duration) (string, error) {
+	deadline := time.Now().Add(settle)
+	for {
+		line, done, err := replicationOnce(ctx, stream)
+		if err != nil || done || time.Now().After(deadline) {
+			return line, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func replicationOnce(ctx context.Context, stream jetstream.Stream) (string, bool, error) {
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	leader, current, followers := "", 0, 0
 	if c := info.Cluster; c != nil {
@@ -115,5 +130,6 @@ func replication(ctx context.Context, stream jetstream.Stream) (string, error) {
 	case r >= 2:
 		verdict = "replicated, DEGRADED: not every replica is current"
 	}
-	return fmt.Sprintf("%s: leader=%s followers_current=%d/%d msgs=%d (%s)", info.Config.Name, leader, current, followers, info.State.Msgs, verdict), nil
+	line := fmt.Sprintf("%s: leader=%s followers_current=%d/%d msgs=%d (%s)", info.Config.Name, leader, current, followers, info.State.Msgs, verdict)
+	return line, current == followers, nil
 }

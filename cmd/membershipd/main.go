@@ -60,6 +60,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.ClusterPassOnArgv = cmd.Flags().Changed("cluster-pass")
 			return applyEnv(cmd)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -82,14 +83,21 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				log.Info("shutting down")
 			case <-d.Done():
 			}
-			return d.Close()
+			return errors.Join(d.Err(), d.Close())
 		},
 	}
 	f := root.Flags()
 	f.StringVar(&cfg.Bind, "bind", "127.0.0.1", "address both planes listen on")
 	f.IntVar(&cfg.HTTPPort, "http-port", 8470, "HTTP control-plane port")
 	f.IntVar(&cfg.NATSPort, "nats-port", 4250, "NATS data-plane port")
-	f.Int("cluster-port", 6250, "NATS cluster route port (cluster mode: not yet implemented)")
+	f.IntVar(&cfg.ClusterPort, "cluster-port", 6250, "NATS cluster route port (cluster mode)")
+	f.StringVar(&cfg.ClusterName, "cluster-name", "", "cluster name: turns cluster mode on (needs --store kv, --bus-auth enforce, --node-name, a route secret)")
+	f.StringSliceVar(&cfg.Routes, "routes", nil, "the other nodes' route URLs, bare (nats://host:6250); the secret is injected")
+	f.StringVar(&cfg.ClusterPassFile, "cluster-pass-file", "", "file (0600) holding the route secret; or set UNIBUS_CLUSTER_PASS")
+	f.StringVar(&cfg.ClusterPass, "cluster-pass", "", "route secret on the command line (discouraged: visible in ps; use --cluster-pass-file or UNIBUS_CLUSTER_PASS)")
+	f.StringVar(&cfg.RouteTLSCert, "route-tls-cert", "", "this node's route certificate (signed by the route CA)")
+	f.StringVar(&cfg.RouteTLSKey, "route-tls-key", "", "key of --route-tls-cert")
+	f.StringVar(&cfg.RouteTLSCA, "route-tls-ca", "", "the route CA (must not be the data-plane CA)")
 	f.StringVar(&cfg.DataDir, "data-dir", "local_files", "writable state directory")
 	f.StringVar(&cfg.BusAuth, "bus-auth", "enforce", "data-plane auth: enforce (nkey login + per-room ACL) or off (loopback only)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for both planes (required off loopback)")

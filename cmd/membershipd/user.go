@@ -120,7 +120,7 @@ func newUserAddCmd(stdout io.Writer, o *userOpts) *cobra.Command {
 				return err
 			}
 			if st.kv != nil && !o.json {
-				line, err := replication(cmd.Context(), st.kv.StreamFor(kvstore.BucketUsers))
+				line, err := replication(cmd.Context(), st.kv.StreamFor(kvstore.BucketUsers), 5*time.Second)
 				if err != nil {
 					return fmt.Errorf("user added; reading the users bucket's replication failed: %w", err)
 				}
