@@ -3,11 +3,11 @@ package natsnode
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"net/url"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
