@@ -46,6 +46,9 @@ func (c *Config) validateCluster() []error {
 	if c.ClusterPort < 0 || c.ClusterPort > 65535 {
 		add("--cluster-port %d is out of range", c.ClusterPort)
 	}
+	if len(c.Routes) == 0 {
+		add("cluster mode needs --routes: the other nodes' route URLs (nats://host:6250)")
+	}
 	for _, r := range c.Routes {
 		u, err := url.Parse(r)
 		if err != nil || (u.Scheme != "nats" && u.Scheme != "nats-route" && u.Scheme != "tls") || u.Hostname() == "" || u.Port() == "" {

@@ -54,7 +54,7 @@ type Config struct {
 
 	// Cluster mode (SPEC §7): on when ClusterName is set.
 	ClusterName string
-	ClusterPort int      // route port (default 6250; 0 = random, for tests)
+	ClusterPort int      // route port (the flag's default is 6250; 0 = random, for tests)
 	Routes      []string // the other nodes' route URLs, bare: nats://host:6250
 	// ClusterPass is the route secret (from UNIBUS_CLUSTER_PASS, or the
 	// discouraged --cluster-pass); ClusterPassFile names a 0600 file with it.
@@ -99,9 +99,6 @@ func (c *Config) Defaults() {
 	}
 	if c.InternalIDFile == "" {
 		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")
-	}
-	if c.ClusterPort == 0 && c.clustered() {
-		c.ClusterPort = 6250
 	}
 	if c.KVBootstrap == 0 {
 		c.KVBootstrap = 120 * time.Second

@@ -66,10 +66,12 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d = &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), done: make(chan struct{})}
+	started := &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), done: make(chan struct{})}
+	d = started
 	defer func() {
+		// The error returns set d to nil: close what was started.
 		if err != nil {
-			d.Close()
+			started.Close()
 			d = nil
 		}
 	}()
