@@ -61,6 +61,12 @@ type Config struct {
 	RoomCacheTTL time.Duration
 	// Timeout bounds each control-plane request; 0 means 15 s.
 	Timeout time.Duration
+	// KnownKeysFile is where the client pins the sign-pub of every handle
+	// and the KEM key of every sign-pub it seals to, the first time it sees
+	// them, and refuses later changes (KeyChangedError; format in pin.go).
+	// Empty keeps the pins in memory for the Client's life only; the CLI
+	// uses DefaultKnownKeysFile of its identity file.
+	KnownKeysFile string
 }
 
 // LoadCA reads a PEM CA bundle into a pool.
@@ -86,6 +92,7 @@ type Client struct {
 	blobHTTP *http.Client
 	signer   *httpsig.Signer
 	log      *slog.Logger
+	pins     *knownKeys
 
 	mu    sync.Mutex
 	rooms map[string]*roomState // by room id
@@ -115,6 +122,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	pins, err := newKnownKeys(cfg.KnownKeysFile)
+	if err != nil {
+		return nil, err
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	c := &Client{
@@ -123,6 +134,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		blobHTTP: &http.Client{Transport: tr},
 		signer:   &httpsig.Signer{KeyID: cfg.Identity.SignPub().String(), Key: cfg.Identity.SigningKey()},
 		rooms:    map[string]*roomState{},
+		pins:     pins,
 	}
 	me, err := c.Me(ctx)
 	if err != nil {

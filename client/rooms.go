@@ -112,6 +112,7 @@ func (c *Client) state(ctx context.Context, room string, force bool) (*roomState
 			ns.members[sp] = m
 		}
 	}
+	c.observe(info.Members)
 	if st != nil { // keys already accepted stay accepted
 		for ep, k := range st.keys {
 			ns.keys[ep] = k
@@ -167,7 +168,8 @@ func sealedWire(sk e2e.SealedKey) wire.SealedKey {
 
 // AddMember adds a user (handle or sign-pub) to the room with the given
 // role ("member" or "owner"), sealing the current epoch's key to the user's
-// published KEM key after checking its binding signature.
+// published KEM key after checking its binding signature and the pinned
+// keys (a changed key is a KeyChangedError; nothing is sealed).
 func (c *Client) AddMember(ctx context.Context, room, user, role string) error {
 	st, err := c.state(ctx, room, true)
 	if err != nil {
@@ -185,7 +187,10 @@ func (c *Client) AddMember(ctx context.Context, room, user, role string) error {
 	if err != nil {
 		return err
 	}
-	sp, kp, err := verifiedKEM(u.SignPub, u.KEMPub, u.KEMSig)
+	if _, err := answerFor(user, u); err != nil {
+		return err
+	}
+	sp, kp, err := c.sealable(u.Handle, u.SignPub, u.KEMPub, u.KEMSig)
 	if err != nil {
 		return err
 	}
@@ -204,7 +209,8 @@ func (c *Client) AddMember(ctx context.Context, room, user, role string) error {
 
 // nextEpoch makes a fresh key for epoch current+1 sealed to every member
 // except the excluded one. It needs the members' published keys only, not
-// the room's current key.
+// the room's current key; each is checked against the pins first, so a
+// swapped key stops the rotation before anything is sealed or sent.
 func (c *Client) nextEpoch(id e2e.RoomID, info wire.RoomInfo, exclude string) (wire.RotateRequest, *e2e.RoomKey, error) {
 	key, err := e2e.NewRoomKey(nil)
 	if err != nil {
@@ -215,7 +221,7 @@ func (c *Client) nextEpoch(id e2e.RoomID, info wire.RoomInfo, exclude string) (w
 		if m.SignPub == exclude {
 			continue
 		}
-		sp, kp, err := verifiedKEM(m.SignPub, m.KEMPub, m.KEMSig)
+		sp, kp, err := c.sealable(m.Handle, m.SignPub, m.KEMPub, m.KEMSig)
 		if err != nil {
 			return req, nil, err
 		}
@@ -244,6 +250,15 @@ func (c *Client) RemoveMember(ctx context.Context, room, user string) error {
 	u, err := c.User(ctx, user)
 	if err != nil {
 		return err
+	}
+	if _, err := answerFor(user, u); err != nil {
+		return err
+	}
+	if u.SignPub != c.id.SignPub().String() {
+		// Remove the user the caller pinned under this handle, no one else.
+		if _, err := c.pins.check(pin{handle: u.Handle, signPub: u.SignPub}); err != nil {
+			return err
+		}
 	}
 	path := "/v1/rooms/" + room + "/members/" + u.SignPub
 	me := c.id.SignPub().String()

@@ -41,7 +41,8 @@ func (c *Client) RevokeUser(ctx context.Context, user string) (wire.User, error)
 	return u, c.do(ctx, "POST", "/v1/users/"+url.PathEscape(user)+"/revoke", nil, &u)
 }
 
-// User looks up a user's public record by handle or sign-pub.
+// User looks up a user's public record by handle or sign-pub, as the server
+// gives it: nothing is checked against the pinned keys (Whois does that).
 func (c *Client) User(ctx context.Context, user string) (wire.User, error) {
 	var u wire.User
 	return u, c.do(ctx, "GET", "/v1/users/"+url.PathEscape(user), nil, &u)

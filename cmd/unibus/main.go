@@ -71,6 +71,7 @@ type app struct {
 	servers  []string
 	nats     []string
 	idFile   string
+	known    string
 	ca       string
 	json     bool
 	timeout  time.Duration
@@ -107,11 +108,12 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.StringSliceVar(&a.nats, "nats", []string{client.DefaultNATS}, "data-plane seed URL(s), comma-separated")
 	pf.StringVar(&a.idFile, "identity", "", "identity file (from unibus keygen)")
 	pf.StringVar(&a.ca, "ca", "", "CA certificate (PEM) that signed the servers' certificates")
+	pf.StringVar(&a.known, "known-keys", "", "file of the users' keys pinned on first sight (default: the identity file's path + "+client.KnownKeysSuffix+")")
 	pf.BoolVar(&a.json, "json", false, "print JSON (one object per line)")
 	pf.DurationVar(&a.timeout, "timeout", 15*time.Second, "timeout of each control-plane request")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log reconnects and warnings to stderr")
 	root.AddCommand(newKeygenCmd(a), newWhoamiCmd(a), newRegisterCmd(a), newRoomCmd(a),
-		newSendCmd(a), newListenCmd(a), newUserCmd(a), newBlobCmd(a))
+		newSendCmd(a), newListenCmd(a), newUserCmd(a), newBlobCmd(a), newWhoisCmd(a))
 	return root
 }
 
@@ -140,7 +142,11 @@ func (a *app) client(ctx context.Context) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := client.Config{Identity: id, Servers: a.servers, NATS: a.nats, Timeout: a.timeout, Logger: newLogger(a.stderr, a.verbose)}
+	cfg := client.Config{Identity: id, Servers: a.servers, NATS: a.nats, Timeout: a.timeout, Logger: newLogger(a.stderr, a.verbose),
+		KnownKeysFile: a.known}
+	if cfg.KnownKeysFile == "" {
+		cfg.KnownKeysFile = client.DefaultKnownKeysFile(a.idFile)
+	}
 	if a.ca != "" {
 		if cfg.RootCAs, err = client.LoadCA(a.ca); err != nil {
 			return nil, &exitError{exitUsage, err}
