@@ -167,9 +167,14 @@ func (d *Daemon) startNATS(ctx context.Context) error {
 		o.Cluster = cl
 	}
 	var err error
+	var started atomic.Pointer[natsnode.Node]
+	if d.cfg.clustered() {
+		d.authz.quorum = func() bool { n := started.Load(); return n != nil && n.Quorum() }
+	}
 	if d.node, err = natsnode.Start(ctx, o); err != nil {
 		return fmt.Errorf("start NATS: %w", err)
 	}
+	started.Store(d.node)
 	if d.nc, err = d.node.ConnectBus(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-internal")); err != nil {
 		return fmt.Errorf("internal NATS connection: %w", err)
 	}
@@ -286,8 +291,8 @@ func (d *Daemon) health(ctx context.Context) wire.Health {
 	h.Posture.MetaLeader, h.Posture.Peers = leader, peers
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	if leader == "" {
-		h.Status, h.Error = "unavailable", "JetStream has no meta leader (a cluster needs a quorum of its nodes up)"
+	if leader == "" || !d.node.Quorum() {
+		h.Status, h.Error = "unavailable", "JetStream has no meta leader or quorum (a cluster needs a quorum of its nodes up)"
 	} else if _, err := d.store.GetUser(ctx, "health-check"); err != nil && !errors.Is(err, store.ErrNotFound) {
 		h.Status, h.Error = "unavailable", "store not readable"
 	} else if !d.node.Server().JetStreamEnabled() {
@@ -345,9 +350,13 @@ func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
 }
 
 // storeAuthorizer grants data-plane access from the store: active users get
-// their rooms. Until the store is open, and on any store error, it denies
-// (fail closed).
-type storeAuthorizer struct{ st atomic.Pointer[store.Store] }
+// their rooms. Until the store is open, on any store error, and — in a
+// cluster — while this node cannot see a quorum (a stale leader would
+// still answer reads), it denies (fail closed).
+type storeAuthorizer struct {
+	st     atomic.Pointer[store.Store]
+	quorum func() bool
+}
 
 func (a *storeAuthorizer) set(st store.Store) { a.st.Store(&st) }
 
@@ -357,6 +366,9 @@ func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Gran
 		return natsnode.Grant{}, fmt.Errorf("store not open yet: %w", store.ErrUnavailable)
 	}
 	st := *stp
+	if a.quorum != nil && !a.quorum() {
+		return natsnode.Grant{}, fmt.Errorf("no JetStream quorum visible from this node: %w", store.ErrUnavailable)
+	}
 	sp, err := identity.SignPubFromNKey(nkey)
 	if err != nil {
 		return natsnode.Grant{}, err

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -35,14 +36,37 @@ func (d *Daemon) openKV(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open blob object store: %w", err)
 	}
-	if n, err := kv.Repair(ctx); err != nil {
-		return fmt.Errorf("repair the rooms_by_member index: %w", err)
-	} else if n > 0 {
-		log.Warn("repaired the rooms_by_member index (a write was interrupted)", "entries", n)
+	// The watch must run before the store serves: it is what closes the
+	// connections of users whose access another node changed. Right after a
+	// cold start or a loss of quorum the buckets' own leaders may still be
+	// electing: retry within the bootstrap budget.
+	deadline := time.Now().Add(d.cfg.KVBootstrap)
+	for {
+		err := kv.WatchAccess(d.watchCtx, d.accessChanged)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("watch users and members: %w", err)
+		}
+		log.Warn("cannot watch the users and members buckets yet; retrying", "err", err)
+		time.Sleep(time.Second)
 	}
-	if err := kv.WatchAccess(d.watchCtx, d.accessChanged); err != nil {
-		return fmt.Errorf("watch users and members: %w", err)
-	}
+	// The index repair is an optimisation of availability (readers check
+	// the index against the room records anyway): a failure is logged.
+	go func() {
+		for attempt := 0; attempt < 10 && d.watchCtx.Err() == nil; attempt++ {
+			n, err := kv.Repair(d.watchCtx)
+			if err == nil {
+				if n > 0 {
+					log.Warn("repaired the rooms_by_member index (a write was interrupted)", "entries", n)
+				}
+				return
+			}
+			log.Warn("rooms_by_member index repair failed; retrying", "err", err)
+			time.Sleep(5 * time.Second)
+		}
+	}()
 	d.lazy.set(kv)
 	d.lazyBlobs.set(blobs)
 	log.Info("kv store open", "replicas", d.cfg.KVReplicas)

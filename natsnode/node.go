@@ -134,6 +134,37 @@ func (n *Node) MetaLeader() (leader string, peers int) {
 	return jsz.Meta.Leader, jsz.Meta.Size
 }
 
+// quorumActive is how recently a meta-group peer must have been heard from
+// to count towards a quorum in Quorum.
+const quorumActive = 3 * time.Second
+
+// Quorum reports whether this node can vouch that the JetStream meta group
+// has a quorum now. A single node always has. In a cluster, a leader that
+// has lost its followers goes on believing it leads for a few seconds (and
+// its streams go on answering reads from local state) until it notices; so
+// a leader counts itself plus the peers heard from in the last
+// quorumActive, and a follower needs a known leader. Callers in the auth
+// path deny when it is false (fail closed).
+func (n *Node) Quorum() bool {
+	if n.opts.Cluster == nil {
+		return n.srv.JetStreamEnabled()
+	}
+	jsz, err := n.srv.Jsz(&server.JSzOptions{})
+	if err != nil || jsz == nil || jsz.Meta == nil || jsz.Meta.Leader == "" || jsz.Meta.Size == 0 {
+		return false
+	}
+	if jsz.Meta.Leader != n.opts.ServerName {
+		return true
+	}
+	alive := 1
+	for _, p := range jsz.Meta.Replicas {
+		if p != nil && !p.Offline && p.Active < quorumActive {
+			alive++
+		}
+	}
+	return alive >= jsz.Meta.Size/2+1
+}
+
 // RouteURL is the route listener's address, in cluster mode.
 func (n *Node) RouteURL() string {
 	if n.opts.Cluster == nil {

@@ -94,7 +94,15 @@ func waitHealthy(t *testing.T, nodes ...*node) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s not healthy: %d %+v\n%s", n.name, code, h, n.bus.Stderr())
+				for _, o := range nodes {
+					t.Logf("--- %s route log:", o.name)
+					for _, l := range strings.Split(o.bus.Stderr(), "\n") {
+						if strings.Contains(l, "oute") && !strings.Contains(l, "Waiting for routing") {
+							t.Log(l)
+						}
+					}
+				}
+				t.Fatalf("%s not healthy: %d %+v", n.name, code, h)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -211,6 +219,26 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 	if _, err := nats.Connect(nodes[2].bus.NATSURL, nats.Nkey(bob.NKey(), bob.SignNonce)); err == nil {
 		t.Error("revoked bob logged in to node 3")
 	}
+}
+
+var httpClient = &http.Client{Timeout: 30 * time.Second}
+
+func dialClient(ctx context.Context, t *testing.T, id *identity.Identity, n *node) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{n.bus.HTTPURL}, NATS: []string{n.bus.NATSURL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func natsConnect(url string, id *identity.Identity) (*nats.Conn, error) {
+	nc, err := nats.Connect(url, nats.Nkey(id.NKey(), id.SignNonce), nats.Timeout(15*time.Second))
+	if err == nil {
+		nc.Close()
+	}
+	return nc, err
 }
 
 // signedRequest signs a request the way the SDK does.

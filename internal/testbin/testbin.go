@@ -36,7 +36,7 @@ func Build(t testing.TB) string {
 			return
 		}
 		root := moduleRoot()
-		for _, cmd := range []string{"membershipd", "unibus"} {
+		for _, cmd := range []string{"membershipd", "unibus", "clientcheck"} {
 			c := exec.Command("go", "build", "-o", filepath.Join(binDir, cmd), "./cmd/"+cmd)
 			c.Dir = root
 			c.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -187,6 +187,13 @@ func Command(ctx context.Context, t testing.TB, dir string, env []string, name s
 	cmd.Dir = dir
 	cmd.Env = append(cleanEnv(), env...)
 	return cmd
+}
+
+// Kill stops the process with SIGKILL (a crash: nothing is flushed or
+// closed cleanly) and waits for it to exit.
+func (b *Bus) Kill() {
+	b.cmd.Process.Kill()
+	<-b.exited
 }
 
 // PID is the membershipd process id.

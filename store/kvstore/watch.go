@@ -4,9 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/store"
 )
+
+// WatchReadyTimeout bounds how long WatchAccess waits for the buckets'
+// current state (a bucket without a leader delivers none).
+var WatchReadyTimeout = 30 * time.Second
 
 // WatchAccess calls changed(signPub) for every user whose data-plane access
 // may have changed — a user record whose status changed, a room whose state
@@ -19,17 +26,21 @@ import (
 // The members watch keeps each room's member set in memory to tell who
 // changed; a state record that is deleted changes all its members.
 func (s *Store) WatchAccess(ctx context.Context, changed func(signPub string)) error {
+	ctx, cancel := context.WithCancel(ctx)
 	uw, err := s.users.WatchFiltered(ctx, []string{"u.*"})
 	if err != nil {
+		cancel()
 		return fmt.Errorf("watch %s: %w", BucketUsers, unavailable(err))
 	}
 	mw, err := s.members.WatchAll(ctx)
 	if err != nil {
 		uw.Stop()
+		cancel()
 		return fmt.Errorf("watch %s: %w", BucketMembers, unavailable(err))
 	}
 	uready, mready := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer cancel() // one watch ending ends both
 		defer uw.Stop()
 		status := map[string]string{}
 		live := false
@@ -56,6 +67,7 @@ func (s *Store) WatchAccess(ctx context.Context, changed func(signPub string)) e
 		}
 	}()
 	go func() {
+		defer cancel()
 		defer mw.Stop()
 		rooms := map[string]map[string]bool{}
 		live := false
@@ -89,11 +101,17 @@ func (s *Store) WatchAccess(ctx context.Context, changed func(signPub string)) e
 			}
 		}
 	}()
+	timeout := time.After(WatchReadyTimeout)
 	for _, ready := range []chan struct{}{uready, mready} {
 		select {
 		case <-ready:
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-timeout:
+			cancel() // stops both watches
+			uw.Stop()
+			mw.Stop()
+			return fmt.Errorf("watch %s and %s: the current state did not arrive within %v: %w", BucketUsers, BucketMembers, WatchReadyTimeout, store.ErrUnavailable)
 		}
 	}
 	return nil
