@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/unibus/unibus/internal/testbin"
+)
+
+// Issue #8 must-show 4: no secret value — identity seeds (internal and
+// admin), the route secret — appears in the logs, /healthz, /metrics or
+// the argv of membershipd processes started the way the project's docs
+// start them (secrets in 0600 files, never on the command line).
+func TestNoSecretsInLogsHealthMetricsArgv(t *testing.T) {
+	dir := t.TempDir()
+	single := testbin.StartBus(t, dir, "--store", "kv")
+
+	cdir := t.TempDir()
+	pass := filepath.Join(cdir, "cluster.pass")
+	secret := "route-secret-4c1b9e"
+	if err := os.WriteFile(pass, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clustered := testbin.StartBus(t, cdir, "--store", "kv", "--cluster-name", "c", "--node-name", "n1",
+		"--cluster-port", fmt.Sprint(freePort(t)), "--routes", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)),
+		"--cluster-pass-file", pass)
+
+	secrets := map[string]string{"route secret": secret}
+	for name, path := range map[string]string{
+		"internal seed":         filepath.Join(dir, "local_files", "internal.id"),
+		"admin seed":            filepath.Join(dir, "local_files", "admin.id"),
+		"cluster internal seed": filepath.Join(cdir, "local_files", "internal.id"),
+	} {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed := strings.TrimSpace(string(b))
+		if !strings.HasPrefix(seed, "SU") {
+			t.Fatalf("%s: unexpected file format", name)
+		}
+		secrets[name] = seed
+		secrets[name+" (without prefix)"] = seed[2:20]
+	}
+	// Exercise the paths that log: a failed admin login, user add.
+	testbin.Run(t, dir, nil, "", "membershipd", "user", "add", "--store", "kv", "--nats-url", single.NATSURL,
+		"--handle", "x", "--sign-pub", strings.Repeat("ab", 32))
+
+	surfaces := map[string]string{}
+	for name, b := range map[string]*testbin.Bus{"single": single, "cluster": clustered} {
+		surfaces[name+" log"] = b.Stderr()
+		for _, path := range []string{"/healthz", "/metrics"} {
+			resp, err := http.Get(b.HTTPURL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			surfaces[name+" "+path] = string(body)
+		}
+		argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", b.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		surfaces[name+" argv"] = strings.ReplaceAll(string(argv), "\x00", " ")
+	}
+	if !strings.Contains(surfaces["single /metrics"], "unibus_") || !strings.Contains(surfaces["cluster argv"], "--cluster-pass-file") {
+		t.Fatal("the surfaces were not captured (control)")
+	}
+	for sname, surface := range surfaces {
+		for name, value := range secrets {
+			if strings.Contains(surface, value) {
+				t.Errorf("%s contains the %s", sname, name)
+			}
+		}
+	}
+}
