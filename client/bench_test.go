@@ -2,8 +2,9 @@ package client_test
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -11,106 +12,153 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/daemon"
+	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/testbin"
 	"github.com/unibus/unibus/subjects"
 )
 
 // benchBatch is how many messages one benchmark iteration sends and receives.
 const benchBatch = 2000
 
-// BenchmarkRoomMessages1K compares, in one run and on one membershipd,
-// 1 KiB room messages sent and received raw through JetStream with the same
-// messages end to end through the SDK (encrypt+sign → JetStream →
-// verify+decrypt). Both use pipelined publishes with acknowledgement and an
-// ordered consumer on a room stream of the same configuration. It reports
-// msgs/s of each, their ratio, and the ed25519 sign and verify ceilings
-// (one core) measured in the same run. Run with -js-sync semantics of the
-// daemon default (fsync before ack) and with a 2 m interval.
-func BenchmarkRoomMessages1K(b *testing.B) {
+// BenchmarkRoomMessages compares, in one run and on one membershipd (a
+// separate process, so that this process's CPU and allocations are the
+// clients' alone), room messages sent and received raw through JetStream
+// with the same messages end to end through the SDK (encrypt+sign →
+// JetStream → verify+decrypt), for 256 B, 1 KiB and 16 KiB payloads. The
+// sender and the receiver are two users with their own connections. Both
+// paths use pipelined publishes with acknowledgement and an ordered
+// consumer on a room stream of the same configuration; each iteration
+// publishes benchBatch messages, then reads them all back. It reports
+// msgs/s of each, their ratio, the clients' heap allocations per message
+// of each path, and the ed25519 verify ceilings (crypto/ed25519 and the
+// SDK's batch verifier, one core) measured in the same run. The daemon
+// runs with fsync before acknowledgement (the default) and with a 2 m
+// flush interval. cmd/unibus-bench measures more (latency, all cores,
+// catch-up reads, the control plane); this benchmark is the quick check.
+func BenchmarkRoomMessages(b *testing.B) {
 	for _, sync := range []string{"always", "2m"} {
-		b.Run("js-sync="+sync, func(b *testing.B) { benchRoom(b, sync, 1024) })
+		b.Run("js-sync="+sync, func(b *testing.B) {
+			bus := testbin.StartBus(b, b.TempDir(), "--js-sync", sync)
+			f := newBenchFixture(b, bus)
+			for _, size := range []int{256, 1024, 16384} {
+				b.Run(fmt.Sprint(size), func(b *testing.B) { f.run(b, size) })
+			}
+		})
 	}
 }
 
-func benchRoom(b *testing.B, sync string, size int) {
+type benchFixture struct {
+	bus     *testbin.Bus
+	adm, rx *identity.Identity
+	admC    *client.Client
+	rxC     *client.Client
+}
+
+func newBenchFixture(b *testing.B, bus *testbin.Bus) *benchFixture {
 	ctx := context.Background()
-	d, err := daemon.Start(ctx, daemon.Config{Bind: "127.0.0.1", DataDir: b.TempDir(), Bootstrap: true, JSSync: sync})
+	f := &benchFixture{bus: bus}
+	var err error
+	if f.adm, err = identity.Load(bus.Dir + "/local_files/admin.id"); err != nil {
+		b.Fatal(err)
+	}
+	f.rx, _ = identity.Generate()
+	if f.admC, err = client.Dial(ctx, f.config(f.adm)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(f.admC.Close)
+	if _, err := f.admC.AddUser(ctx, "bench-rx", f.rx.SignPub().String(), "member"); err != nil {
+		b.Fatal(err)
+	}
+	if f.rxC, err = client.Dial(ctx, f.config(f.rx)); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(f.rxC.Close)
+	return f
+}
+
+func (f *benchFixture) config(id *identity.Identity) client.Config {
+	return client.Config{Identity: id, Servers: []string{f.bus.HTTPURL}, NATS: []string{f.bus.NATSURL}}
+}
+
+// room creates a room of the admin's with the receiver in it.
+func (f *benchFixture) room(b *testing.B, name string) string {
+	ctx := context.Background()
+	r, err := f.admC.CreateRoom(ctx, name)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer d.Close()
-	admID, err := identity.Load(d.AdminIDFile)
+	if err := f.admC.AddMember(ctx, r.ID, f.rx.SignPub().String(), "member"); err != nil {
+		b.Fatal(err)
+	}
+	return r.ID
+}
+
+func (f *benchFixture) natsConnect(b *testing.B, id *identity.Identity) jetstream.JetStream {
+	nc, err := nats.Connect(f.bus.NATSURL, nats.Nkey(id.NKey(), id.SignNonce),
+		nats.CustomInboxPrefix(subjects.InboxPrefix(id.SignPub().String())))
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := client.Config{Identity: admID, Servers: []string{d.HTTPURL()}, NATS: []string{d.NATSURL()}}
-	c, err := client.Dial(ctx, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	nc, err := nats.Connect(d.NATSURL(), nats.Nkey(admID.NKey(), admID.SignNonce),
-		nats.CustomInboxPrefix(subjects.InboxPrefix(admID.SignPub().String())))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
+	b.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
+	return js
+}
+
+func (f *benchFixture) run(b *testing.B, size int) {
 	payload := make([]byte, size)
 	rand.Read(payload)
 	batch := make([][]byte, benchBatch)
 	for i := range batch {
 		batch[i] = payload
 	}
-
 	var rawDur, e2eDur time.Duration
+	var rawAllocs, e2eAllocs uint64
 	for b.Loop() {
 		// Fresh rooms (same stream configuration) each round, outside the
-		// timed part, so each round reads exactly its own messages.
-		e2eRoom, err := c.CreateRoom(ctx, "bench-e2e")
-		if err != nil {
-			b.Fatal(err)
-		}
-		rawRoom, err := c.CreateRoom(ctx, "bench-raw")
-		if err != nil {
-			b.Fatal(err)
-		}
-		nc.Close()
-		if nc, err = nats.Connect(d.NATSURL(), nats.Nkey(admID.NKey(), admID.SignNonce),
-			nats.CustomInboxPrefix(subjects.InboxPrefix(admID.SignPub().String()))); err != nil {
-			b.Fatal(err)
-		}
-		js, _ = jetstream.New(nc)
-		rawDur += timeIt(b, func() { rawRoundTrip(b, js, rawRoom.ID, payload) })
-		e2eDur += timeIt(b, func() { e2eRoundTrip(b, c, e2eRoom.ID, batch) })
+		// timed part, so each round reads exactly its own messages. The
+		// raw connections log in after, for the rooms' ACL.
+		e2eRoom := f.room(b, "bench-e2e")
+		rawRoom := f.room(b, "bench-raw")
+		pub, sub := f.natsConnect(b, f.adm), f.natsConnect(b, f.rx)
+		d, a := measure(func() { rawRoundTrip(b, pub, sub, rawRoom, payload) })
+		rawDur, rawAllocs = rawDur+d, rawAllocs+a
+		d, a = measure(func() { e2eRoundTrip(b, f.admC, f.rxC, e2eRoom, batch) })
+		e2eDur, e2eAllocs = e2eDur+d, e2eAllocs+a
 	}
 	n := float64(b.N * benchBatch)
 	rawRate, e2eRate := n/rawDur.Seconds(), n/e2eDur.Seconds()
-	signRate, verifyRate := ed25519Ceilings()
 	b.ReportMetric(rawRate, "raw-msgs/s")
 	b.ReportMetric(e2eRate, "e2e-msgs/s")
 	b.ReportMetric(e2eRate/rawRate, "e2e/raw")
-	b.ReportMetric(signRate, "sign-ceiling/s")
-	b.ReportMetric(verifyRate, "verify-ceiling/s")
+	b.ReportMetric(float64(rawAllocs)/n, "raw-allocs/msg")
+	b.ReportMetric(float64(e2eAllocs)/n, "e2e-allocs/msg")
+	std, sdk := verifyCeilings(b, size)
+	b.ReportMetric(std, "std-verify/s")
+	b.ReportMetric(sdk, "sdk-batch-verify/s")
 	b.ReportMetric(0, "ns/op")
 }
 
-func timeIt(b *testing.B, f func()) time.Duration {
+// measure times f and counts this process's heap allocations during it.
+func measure(f func()) (time.Duration, uint64) {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	start := time.Now()
 	f()
-	return time.Since(start)
+	d := time.Since(start)
+	runtime.ReadMemStats(&after)
+	return d, after.Mallocs - before.Mallocs
 }
 
 // rawRoundTrip publishes benchBatch plaintext messages (pipelined, with
 // acks) and reads them back with an ordered consumer.
-func rawRoundTrip(b *testing.B, js jetstream.JetStream, room string, payload []byte) {
+func rawRoundTrip(b *testing.B, pub, sub jetstream.JetStream, room string, payload []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	subj := subjects.RoomTopic(room, "msg")
 	futures := make([]jetstream.PubAckFuture, 0, benchBatch)
-	for i := 0; i < benchBatch; i++ {
-		f, err := js.PublishAsync(subj, payload)
+	for range benchBatch {
+		f, err := pub.PublishAsync(subj, payload)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -123,7 +171,7 @@ func rawRoundTrip(b *testing.B, js jetstream.JetStream, room string, payload []b
 			b.Fatal(err)
 		}
 	}
-	cons, err := js.OrderedConsumer(ctx, subjects.Stream(room), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	cons, err := sub.OrderedConsumer(ctx, subjects.Stream(room), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,18 +195,18 @@ func rawRoundTrip(b *testing.B, js jetstream.JetStream, room string, payload []b
 }
 
 // e2eRoundTrip sends benchBatch messages through the SDK and receives them
-// through the SDK's verifying, decrypting Listen.
-func e2eRoundTrip(b *testing.B, c *client.Client, room string, batch [][]byte) {
+// through the SDK's verifying, decrypting Listen, as another user.
+func e2eRoundTrip(b *testing.B, tx, rx *client.Client, room string, batch [][]byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ids, err := c.SendBatch(ctx, room, "", batch)
+	ids, err := tx.SendBatch(ctx, room, "", batch)
 	if err != nil {
 		b.Fatal(err)
 	}
 	last := ids[len(ids)-1]
 	lctx, lcancel := context.WithCancel(ctx)
 	got := 0
-	err = c.Listen(lctx, room, client.ListenOptions{FromStart: true, OnError: func(err error) { b.Error(err) }}, func(m client.Message) {
+	err = rx.Listen(lctx, room, client.ListenOptions{FromStart: true, OnError: func(err error) { b.Error(err) }}, func(m client.Message) {
 		got++
 		if m.MsgID == last {
 			lcancel()
@@ -173,24 +221,44 @@ func e2eRoundTrip(b *testing.B, c *client.Client, room string, batch [][]byte) {
 	}
 }
 
-// ed25519Ceilings measures one core's sign and verify rates for a 1 KiB
-// message's signed bytes.
-func ed25519Ceilings() (sign, verify float64) {
-	pub, priv, _ := ed25519.GenerateKey(nil)
-	msg := make([]byte, 1024+120)
-	const n = 2000
-	start := time.Now()
-	var sig []byte
-	for i := 0; i < n; i++ {
-		sig = ed25519.Sign(priv, msg)
+// verifyCeilings measures one core's ed25519 verification rate of a
+// message's signed bytes: crypto/ed25519's, and the SDK's batches of 64.
+func verifyCeilings(b *testing.B, size int) (std, sdk float64) {
+	id, _ := identity.Generate()
+	room, _ := e2e.NewRoomID()
+	key, _ := e2e.NewRoomKey(nil)
+	subj := subjects.RoomTopic(room.String(), "msg")
+	envs := make([]*e2e.Envelope, 64)
+	for i := range envs {
+		env, err := e2e.SealMessage(id, room, subj, 1, key, e2e.MsgID([8]byte{}, uint64(i+1)), uint64(i+1), make([]byte, e2e.NonceSize), make([]byte, size))
+		if err != nil {
+			b.Fatal(err)
+		}
+		envs[i] = env
 	}
-	sign = n / time.Since(start).Seconds()
-	start = time.Now()
-	for i := 0; i < n; i++ {
-		if !ed25519.Verify(pub, msg, sig) {
-			panic("verify")
+	const rounds = 20
+	pub := id.SignPub()
+	signed := append(envs[0].AAD(), envs[0].Payload...)
+	start := time.Now()
+	for range rounds * len(envs) {
+		if !pub.Verify(signed, envs[0].Sig) {
+			b.Fatal("verify")
 		}
 	}
-	verify = n / time.Since(start).Seconds()
-	return
+	std = float64(rounds*len(envs)) / time.Since(start).Seconds()
+	sk, _ := e2e.NewSenderKey(pub)
+	bv := e2e.NewBatchVerifier()
+	start = time.Now()
+	for range rounds {
+		for _, e := range envs {
+			bv.Add(sk, e)
+		}
+		for _, err := range bv.Verify() {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	sdk = float64(rounds*len(envs)) / time.Since(start).Seconds()
+	return std, sdk
 }

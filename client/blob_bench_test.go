@@ -46,6 +46,7 @@ func BenchmarkBlob64MiB(b *testing.B) {
 	plain := plainFileServer(b)
 
 	var encDur, plainDur time.Duration
+	b.ReportAllocs()
 	for b.Loop() {
 		start := time.Now()
 		ann, err := c.PutBlob(ctx, room.ID, bytes.NewReader(data), client.BlobMeta{}, nil)

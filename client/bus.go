@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +27,11 @@ type sender struct {
 	stream [8]byte
 	mu     sync.Mutex
 	seqs   map[string]uint64
+	// js is the JetStream context of the current connection, made once
+	// per connection: each context subscribes its own reply subject for
+	// asynchronous publishes, and keeps it until the connection closes.
+	js jetstream.JetStream
+	nc *nats.Conn
 }
 
 // next reserves n sequence numbers in room and returns the first.
@@ -82,6 +89,25 @@ func (c *Client) conn() (*nats.Conn, error) {
 	return nc, nil
 }
 
+// jetStream returns the JetStream context of the data-plane connection.
+func (c *Client) jetStream() (jetstream.JetStream, error) {
+	nc, err := c.conn()
+	if err != nil {
+		return nil, err
+	}
+	s := c.sendr
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nc != nc {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, err
+		}
+		s.nc, s.js = nc, js
+	}
+	return s.js, nil
+}
+
 func hasTLSURL(urls []string) bool {
 	for _, u := range urls {
 		if strings.HasPrefix(u, "tls://") {
@@ -130,7 +156,9 @@ func (c *Client) Send(ctx context.Context, room, topic string, data []byte) (str
 // SendBatch sends several messages with pipelined (asynchronous)
 // publishes and waits until the stream has acknowledged every one; any
 // that fail are retried with their message ids, so none is stored twice.
-// It returns the message ids in order.
+// It returns the message ids in order. Messages are encrypted and signed
+// on every core, a chunk at a time, and published in order as each chunk
+// is ready.
 func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byte) ([]string, error) {
 	if topic == "" {
 		topic = subjects.DefaultTopic
@@ -155,42 +183,56 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 	if !ok {
 		return nil, fmt.Errorf("you hold no accepted key for the room's current epoch %d", epoch)
 	}
-	nc, err := c.conn()
-	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(nc)
+	js, err := c.jetStream()
 	if err != nil {
 		return nil, err
 	}
 	subject := subjects.RoomTopic(room, topic)
-	msgs := make([]*nats.Msg, len(data))
-	ids := make([]string, len(data))
-	var nonce [e2e.NonceSize]byte
 	first := c.sendr.next(room, len(data))
-	for i, d := range data {
-		seq := first + uint64(i)
-		ids[i] = e2e.MsgID(c.sendr.stream, seq)
-		if _, err := rand.Read(nonce[:]); err != nil {
-			return nil, err
+	ids := make([]string, len(data))
+	msgs := make([]*nats.Msg, len(data))
+	expect := []string{subjects.Stream(room)} // shared by every message's headers; never modified
+	seal := func(lo, hi int) error {
+		nonces := make([]byte, (hi-lo)*e2e.NonceSize)
+		if _, err := rand.Read(nonces); err != nil {
+			return err
 		}
-		env, err := e2e.SealMessage(c.id, st.id, subject, epoch, key, ids[i], seq, nonce[:], d)
-		if err != nil {
-			return nil, err
+		for i := lo; i < hi; i++ {
+			seq := first + uint64(i)
+			ids[i] = e2e.MsgID(c.sendr.stream, seq)
+			nonce := nonces[(i-lo)*e2e.NonceSize : (i-lo+1)*e2e.NonceSize]
+			env, err := e2e.SealMessage(c.id, st.id, subject, epoch, key, ids[i], seq, nonce, data[i])
+			if err != nil {
+				return err
+			}
+			h := nats.Header(env.Headers())
+			h[jetstream.ExpectedStreamHeader] = expect
+			msgs[i] = &nats.Msg{Subject: subject, Header: h, Data: env.Payload}
 		}
-		msgs[i] = &nats.Msg{Subject: subject, Header: nats.Header(env.Headers()), Data: env.Payload}
+		return nil
+	}
+	// Sealing (encrypt + sign) is spread over the cores, a chunk at a
+	// time, and each chunk is published, in order, as soon as it is
+	// sealed: the first publishes are in flight while later messages are
+	// still being signed.
+	chunks := sealChunks(ctx, len(data), seal)
+	var failed []*nats.Msg
+	futures := make([]jetstream.PubAckFuture, 0, len(data))
+	for _, ch := range chunks {
+		select {
+		case err := <-ch.done:
+			if err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		futures, failed = publishAsync(js, msgs[ch.lo:ch.hi], futures, failed)
 	}
 	pending := msgs
 	for attempt := 0; len(pending) > 0; attempt++ {
-		var failed []*nats.Msg
-		futures := make([]jetstream.PubAckFuture, 0, len(pending))
-		for _, m := range pending {
-			f, err := js.PublishMsgAsync(m, jetstream.WithMsgID(m.Header.Get(e2e.HdrMsgID)), jetstream.WithExpectStream(subjects.Stream(room)))
-			if err != nil {
-				failed = append(failed, m)
-				continue
-			}
-			futures = append(futures, f)
+		if attempt > 0 {
+			futures, failed = publishAsync(js, pending, futures[:0], nil)
 		}
 		var lastErr error
 		for _, f := range futures {
@@ -214,9 +256,67 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 			return nil, ctx.Err()
 		case <-time.After(backoff(attempt)):
 		}
-		pending = failed
+		pending, failed = failed, nil
 	}
 	return ids, nil
+}
+
+// publishAsync publishes msgs without waiting; the message id header
+// (Nats-Msg-Id) and the expected stream are already in each message's
+// headers. Messages that could not even be queued go to failed.
+func publishAsync(js jetstream.JetStream, msgs []*nats.Msg, futures []jetstream.PubAckFuture, failed []*nats.Msg) ([]jetstream.PubAckFuture, []*nats.Msg) {
+	for _, m := range msgs {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			failed = append(failed, m)
+			continue
+		}
+		futures = append(futures, f)
+	}
+	return futures, failed
+}
+
+// sealChunk is how many messages one sealing step handles.
+const sealChunk = 32
+
+// chunk is a range of a batch being sealed; done receives the result.
+type chunk struct {
+	lo, hi int
+	done   chan error
+}
+
+// sealChunks runs seal over [0, n) in chunks of sealChunk on up to
+// GOMAXPROCS goroutines and returns the chunks in order; each chunk's done
+// receives seal's result exactly once. A batch of one chunk is sealed by
+// the caller's goroutine.
+func sealChunks(ctx context.Context, n int, seal func(lo, hi int) error) []chunk {
+	chunks := make([]chunk, 0, (n+sealChunk-1)/sealChunk)
+	for lo := 0; lo < n; lo += sealChunk {
+		chunks = append(chunks, chunk{lo: lo, hi: min(lo+sealChunk, n), done: make(chan error, 1)})
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(chunks))
+	if workers <= 1 {
+		for _, ch := range chunks {
+			ch.done <- seal(ch.lo, ch.hi)
+		}
+		return chunks
+	}
+	var next atomic.Int64
+	for range workers {
+		go func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(chunks) || ctx.Err() != nil {
+					for ; i < len(chunks); i = int(next.Add(1) - 1) {
+						chunks[i].done <- ctx.Err()
+					}
+					return
+				}
+				chunks[i].done <- seal(chunks[i].lo, chunks[i].hi)
+			}
+		}()
+	}
+	return chunks
 }
 
 func retryable(err error) bool {
@@ -269,6 +369,11 @@ type ListenOptions struct {
 // for sequence gaps and duplicates per sender stream, and decrypted before
 // fn sees it. The consumer is an ordered consumer: after a reconnect or a
 // fail-over it resumes after the last delivered message.
+//
+// Signatures are verified on every core (GOMAXPROCS workers, in batches
+// when messages queue up); fn and OnError are still called from a single
+// goroutine, one message at a time, in stream order, and never after
+// Listen has returned.
 func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn func(Message)) error {
 	filter := subjects.Room(room)
 	if o.Topic != "" {
@@ -306,27 +411,16 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 		}
 		time.Sleep(backoff(attempt))
 	}
-	v := &verifier{c: c, room: room, fromStart: o.FromStart, last: map[string]uint64{}}
-	var mu sync.Mutex // fn is called from one goroutine at a time
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		mu.Lock()
-		defer mu.Unlock()
-		msg, gap, err := v.check(ctx, m)
-		if gap != nil {
-			o.OnError(gap) // reported; the message itself is still delivered
-		}
-		if err != nil {
-			o.OnError(err)
-			return
-		}
-		fn(msg)
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	p := newPipeline(ctx, c, room, o.FromStart, o.OnError, fn)
+	cc, err := cons.Consume(p.receive, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		c.log.Debug("consumer", "room", room, "err", err)
 	}))
 	if err != nil {
+		p.stop()
 		return fmt.Errorf("consume room %s: %w", room, err)
 	}
 	<-ctx.Done()
+	p.stop()
 	cc.Stop()
 	return nil
 }
@@ -341,83 +435,4 @@ func validFilter(t string) bool {
 		}
 	}
 	return !strings.Contains(strings.TrimSuffix(t, ">"), ">")
-}
-
-// verifier checks received messages for one Listen.
-type verifier struct {
-	c         *Client
-	room      string
-	fromStart bool
-	last      map[string]uint64 // sender-stream key -> last seq seen
-}
-
-// check returns the message, or the reason it is not delivered; gap is set
-// when the message is valid but reveals missing predecessors.
-func (v *verifier) check(ctx context.Context, m jetstream.Msg) (msg Message, gap, err error) {
-	st, err := v.c.state(ctx, v.room, false)
-	if err != nil {
-		return Message{}, nil, err
-	}
-	env, err := e2e.ParseEnvelope(st.id, m.Subject(), m.Headers(), m.Data())
-	if err != nil {
-		return Message{}, nil, err
-	}
-	mem, ok := st.members[env.Sender]
-	if !ok {
-		// Membership may have changed since the cache: refresh once.
-		if st, err = v.c.state(ctx, v.room, true); err != nil {
-			return Message{}, nil, err
-		}
-		if mem, ok = st.members[env.Sender]; !ok {
-			return Message{}, nil, fmt.Errorf("message %s from %s: %w", env.MsgID, env.Sender.Short(), ErrNotMemberSender)
-		}
-	}
-	if err := env.VerifySignature(); err != nil {
-		return Message{}, nil, err
-	}
-	key, ok := st.keys[env.Epoch]
-	if !ok {
-		if st, err = v.c.state(ctx, v.room, true); err != nil {
-			return Message{}, nil, err
-		}
-		if key, ok = st.keys[env.Epoch]; !ok {
-			return Message{}, nil, fmt.Errorf("message %s epoch %d: %w", env.MsgID, env.Epoch, ErrNoKey)
-		}
-	}
-	pt, err := env.Open(key)
-	if err != nil {
-		return Message{}, nil, err
-	}
-	if err := v.sequence(env); err != nil {
-		if errors.Is(err, ErrDuplicate) {
-			return Message{}, nil, err
-		}
-		gap = err
-	}
-	md, _ := m.Metadata()
-	out := Message{Room: v.room, Topic: subjects.TopicOf(v.room, env.Subject), Sender: env.Sender.String(), Handle: mem.Handle,
-		Epoch: env.Epoch, Seq: env.Seq, MsgID: env.MsgID, Data: pt}
-	if md != nil {
-		out.Time, out.StreamS = md.Timestamp, md.Sequence.Stream
-	}
-	return out, gap, nil
-}
-
-// sequence tracks the per-sender-stream sequence: a jump is a gap (a message
-// lost from the middle of the log), a repeat is a duplicate.
-func (v *verifier) sequence(env *e2e.Envelope) error {
-	k := env.Sender.String() + "/" + e2e.StreamOf(env.MsgID)
-	last, seen := v.last[k]
-	switch {
-	case seen && env.Seq <= last:
-		return fmt.Errorf("message %s from %s: %w (last seen seq %d)", env.MsgID, env.Sender.Short(), ErrDuplicate, last)
-	case seen && env.Seq > last+1:
-		v.last[k] = env.Seq
-		return fmt.Errorf("from %s: %w: seq %d..%d", env.Sender.Short(), ErrGap, last+1, env.Seq-1)
-	case !seen && v.fromStart && env.Seq > 1:
-		v.last[k] = env.Seq
-		return fmt.Errorf("from %s: %w: seq 1..%d (not in the stream: lost or expired)", env.Sender.Short(), ErrGap, env.Seq-1)
-	}
-	v.last[k] = env.Seq
-	return nil
 }

@@ -1,0 +1,227 @@
+package client_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/daemon"
+	"github.com/unibus/unibus/e2e"
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/subjects"
+)
+
+// TestListenPipelineOrderAndForgeries checks the parallel, batching receive
+// path end to end on a real membershipd: hundreds of messages, read back
+// both as a catch-up (large chunks, batch verification) and live, are
+// delivered exactly once each, in stream order, with their own bytes; and
+// forgeries mixed among them — another member's signature under the
+// admin's name, and a validly signed message that does not decrypt — are
+// reported and never delivered, whatever batch they land in.
+func TestListenPipelineOrderAndForgeries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, err := daemon.Start(ctx, daemon.Config{Bind: "127.0.0.1", DataDir: t.TempDir(), Bootstrap: true, JSSync: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	adm, err := identity.Load(d.AdminIDFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial := func(id *identity.Identity) *client.Client {
+		c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{d.HTTPURL()}, NATS: []string{d.NATSURL()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	admC := dial(adm)
+	mallory, _ := identity.Generate()
+	reader, _ := identity.Generate()
+	for handle, id := range map[string]*identity.Identity{"mallory": mallory, "reader": reader} {
+		if _, err := admC.AddUser(ctx, handle, id.SignPub().String(), "member"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = dial(mallory) // publishes mallory's KEM key
+	readerC := dial(reader)
+	r, err := admC.CreateRoom(ctx, "pipeline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []*identity.Identity{mallory, reader} {
+		if err := admC.AddMember(ctx, r.ID, id.SignPub().String(), "member"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// mallory, a member, publishes raw envelopes she makes herself.
+	nc, err := nats.Connect(d.NATSURL(), nats.Nkey(mallory.NKey(), mallory.SignNonce),
+		nats.CustomInboxPrefix(subjects.InboxPrefix(mallory.SignPub().String())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	room, _ := e2e.ParseRoomID(r.ID)
+	subject := subjects.RoomTopic(r.ID, "msg")
+	wrongKey, _ := e2e.NewRoomKey(nil)
+	forge := func(seq uint64, claimAdmin bool) {
+		t.Helper()
+		nonce := make([]byte, e2e.NonceSize)
+		rand.Read(nonce)
+		stream := [8]byte{0xdd} // distinct message ids: JetStream would drop a repeated one
+		if claimAdmin {
+			stream[0] = 0xee
+		}
+		env, err := e2e.SealMessage(mallory, room, subject, 1, wrongKey, e2e.MsgID(stream, seq), seq, nonce, []byte("forged"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := env.Headers()
+		if claimAdmin {
+			h[e2e.HdrSender] = []string{adm.SignPub().String()}
+		}
+		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: nats.Header(h), Data: env.Payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Each message's plaintext is its index, so delivery can be checked.
+	const n = 700
+	batch := func(from, count int) [][]byte {
+		out := make([][]byte, count)
+		for i := range out {
+			out[i] = binary.BigEndian.AppendUint64(make([]byte, 0, 40), uint64(from+i))
+			out[i] = append(out[i], make([]byte, 32)...)
+		}
+		return out
+	}
+	send := func(from, count int) {
+		t.Helper()
+		if _, err := admC.SendBatch(ctx, r.ID, "msg", batch(from, count)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(0, 300)
+	forge(1, true)  // signed by mallory, claims to be the admin
+	forge(1, false) // mallory's own, signed, but not under the room key
+	send(300, 300)
+	forge(2, true)
+	send(600, 100)
+
+	check := func(name string, msgs []client.Message, errs []error) {
+		t.Helper()
+		if len(msgs) != n {
+			t.Fatalf("%s: %d messages delivered, want %d; reported: %v", name, len(msgs), n, errs)
+		}
+		var lastStream uint64
+		for i, m := range msgs {
+			if got := binary.BigEndian.Uint64(m.Data); got != uint64(i) || m.Seq != uint64(i+1) || m.Sender != adm.SignPub().String() || m.Handle != "admin" {
+				t.Fatalf("%s: message %d is #%d seq %d from %s (%s)", name, i, got, m.Seq, m.Sender, m.Handle)
+			}
+			if m.StreamS <= lastStream {
+				t.Fatalf("%s: message %d has stream sequence %d after %d: out of order", name, i, m.StreamS, lastStream)
+			}
+			lastStream = m.StreamS
+		}
+		var badSig, badDecrypt int
+		for _, err := range errs {
+			switch {
+			case errors.Is(err, e2e.ErrBadSignature):
+				badSig++
+			case errors.Is(err, e2e.ErrDecrypt):
+				badDecrypt++
+			default:
+				t.Errorf("%s: unexpected report: %v", name, err)
+			}
+		}
+		if badSig != 2 || badDecrypt != 1 {
+			t.Fatalf("%s: %d bad signatures and %d undecryptable reported, want 2 and 1: %v", name, badSig, badDecrypt, errs)
+		}
+	}
+
+	// Catch-up: everything is stored before the reader starts.
+	listen := func(live func()) ([]client.Message, []error) {
+		lctx, lcancel := context.WithTimeout(ctx, time.Minute)
+		defer lcancel()
+		var mu sync.Mutex
+		var msgs []client.Message
+		var errs []error
+		done := make(chan error, 1)
+		go func() {
+			done <- readerC.Listen(lctx, r.ID, client.ListenOptions{FromStart: true, OnError: func(err error) {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}}, func(m client.Message) {
+				mu.Lock()
+				msgs = append(msgs, m)
+				if len(msgs) == n {
+					lcancel()
+				}
+				mu.Unlock()
+			})
+		}()
+		if live != nil {
+			live()
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return msgs, errs
+	}
+	msgs, errs := listen(nil)
+	check("catch-up", msgs, errs)
+
+	// Live: a second room, the reader listening while the messages arrive.
+	r2, err := admC.CreateRoom(ctx, "pipeline-live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []*identity.Identity{mallory, reader} {
+		if err := admC.AddMember(ctx, r2.ID, id.SignPub().String(), "member"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc.Close()
+	if nc, err = nats.Connect(d.NATSURL(), nats.Nkey(mallory.NKey(), mallory.SignNonce),
+		nats.CustomInboxPrefix(subjects.InboxPrefix(mallory.SignPub().String()))); err != nil {
+		t.Fatal(err)
+	}
+	js, _ = jetstream.New(nc)
+	r, room, subject = r2, mustRoom(t, r2.ID), subjects.RoomTopic(r2.ID, "msg")
+	msgs, errs = listen(func() {
+		send(0, 300)
+		forge(1, true)
+		forge(1, false)
+		for i := 300; i < 600; i += 10 { // small batches: small chunks too
+			send(i, 10)
+		}
+		forge(2, true)
+		send(600, 100)
+	})
+	check("live", msgs, errs)
+}
+
+func mustRoom(t *testing.T, s string) e2e.RoomID {
+	t.Helper()
+	r, err := e2e.ParseRoomID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
