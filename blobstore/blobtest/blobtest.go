@@ -82,6 +82,8 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		}{
 			"digest mismatch": {bytes.NewReader(other), id, 1 << 20, blobstore.ErrDigestMismatch},
 			"too large":       {bytes.NewReader(data), id, 100 << 10, blobstore.ErrTooLarge},
+			"over by one":     {bytes.NewReader(data), id, int64(len(data)) - 1, blobstore.ErrTooLarge},
+			"path in the id":  {bytes.NewReader(data), "../../etc/passwd", 1 << 20, blobstore.ErrBadID},
 			"cut":             {iotest.TimeoutReader(bytes.NewReader(data)), id, 1 << 20, iotest.ErrTimeout},
 			"truncated":       {bytes.NewReader(data[:len(data)-1]), id, 1 << 20, blobstore.ErrDigestMismatch},
 			"bad id":          {bytes.NewReader(data), "XYZ", 1 << 20, blobstore.ErrBadID},
@@ -99,6 +101,10 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		}
 		if _, err := b.Store.Put(ctx, "not-a-room", id, bytes.NewReader(data), 1<<20); err == nil {
 			t.Error("put into an invalid room id succeeded")
+		}
+		// Exactly at the limit is accepted.
+		if _, err := b.Store.Put(ctx, Room, id, bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Errorf("at the limit: %v", err)
 		}
 	})
 	t.Run("Empty", func(t *testing.T) {
