@@ -3,8 +3,10 @@ package api
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/store"
@@ -79,7 +81,8 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, c *caller) e
 	now := s.o.Now()
 	room := store.Room{ID: id.String(), Name: req.Name, CreatedBy: c.user.SignPub, CreatedAt: now, Epoch: 1, MaxAge: maxAge, MaxBytes: maxBytes}
 	owner := store.Member{Room: room.ID, SignPub: c.user.SignPub, Role: store.RoomOwner, AddedBy: c.user.SignPub, AddedAt: now}
-	if err := s.o.Store.CreateRoom(r.Context(), room, owner, keys[0]); err != nil {
+	rec := audit.Record{Action: audit.ActionRoomCreate, Room: room.ID, Subject: c.user.SignPub, Detail: "name=" + room.Name}
+	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.CreateRoom(r.Context(), room, owner, keys[0]) }); err != nil {
 		return err
 	}
 	s.kick(c.user.SignPub) // re-login picks up the new room in the ACL
@@ -223,7 +226,8 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request, c *caller) er
 		}
 	}
 	m := store.Member{Room: room.ID, SignPub: target.SignPub, Role: role, AddedBy: c.user.SignPub, AddedAt: s.o.Now()}
-	if err := s.o.Store.AddMember(r.Context(), m, keys); err != nil {
+	rec := audit.Record{Action: audit.ActionMemberAdd, Room: room.ID, Subject: target.SignPub, Detail: "role=" + string(role) + " handle=" + target.Handle}
+	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.AddMember(r.Context(), m, keys) }); err != nil {
 		return err
 	}
 	s.kick(target.SignPub)
@@ -269,7 +273,12 @@ func (s *Server) removeMember(w http.ResponseWriter, r *http.Request, c *caller)
 	} else if owner && !leaving {
 		return badRequest("a removal by an owner must carry the next epoch's sealed keys for every remaining member")
 	}
-	if err := s.o.Store.RemoveMember(r.Context(), room.ID, target.SignPub, rot); err != nil {
+	detail := "handle=" + target.Handle + " rotation=pending"
+	if rot != nil {
+		detail = "handle=" + target.Handle + " epoch=" + strconv.FormatUint(rot.Epoch, 10)
+	}
+	rec := audit.Record{Action: audit.ActionMemberRemove, Room: room.ID, Subject: target.SignPub, Detail: detail}
+	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.RemoveMember(r.Context(), room.ID, target.SignPub, rot) }); err != nil {
 		return err
 	}
 	s.kick(target.SignPub)
@@ -320,7 +329,8 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, c *caller) error
 	if err != nil {
 		return err
 	}
-	if err := s.o.Store.Rotate(r.Context(), *rot); err != nil {
+	rec := audit.Record{Action: audit.ActionRoomRotate, Room: room.ID, Detail: "epoch=" + strconv.FormatUint(rot.Epoch, 10) + " reason=" + string(reason)}
+	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.Rotate(r.Context(), *rot) }); err != nil {
 		return err
 	}
 	s.log.Info("room rotated", "room", room.ID, "epoch", rot.Epoch, "by", c.key.Short())

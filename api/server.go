@@ -127,6 +127,8 @@ type caller struct {
 	key    identity.SignPub
 	body   []byte // the body, except on streaming endpoints
 	digest []byte // on streaming endpoints: the signed sha-256 of the body
+	// request is the hex sha-256 of the signature base (for the audit log).
+	request string
 }
 
 func (c *caller) isAdmin() bool { return c.user.Role == store.RoleAdmin }
@@ -225,6 +227,7 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		}
 		return err
 	}
+	c.request = requestDigest(vr.BaseDigest)
 	now := s.o.Now()
 	if _, err := observe(s, "use_nonce", func() (struct{}, error) {
 		return struct{}{}, s.o.Store.UseNonce(r.Context(), vr.KeyID, vr.Nonce, now, now.Add(2*s.o.Window))

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 
+	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/store"
 	"github.com/unibus/unibus/wire"
@@ -33,7 +36,10 @@ func (s *Server) putKEMKey(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err := identity.VerifyKEMBinding(c.key, kp, req.Sig); err != nil {
 		return err
 	}
-	if err := s.o.Store.SetKEMKey(r.Context(), c.user.SignPub, kp.Bytes(), req.Sig, s.o.Now()); err != nil {
+	rec := audit.Record{Action: audit.ActionUserKEMKey, Subject: c.user.SignPub, Detail: "kem_key_sha256=" + kemDigest(kp.Bytes())}
+	if err := s.audited(r.Context(), c, rec, func() error {
+		return s.o.Store.SetKEMKey(r.Context(), c.user.SignPub, kp.Bytes(), req.Sig, s.o.Now())
+	}); err != nil {
 		return err
 	}
 	u, err := s.o.Store.GetUser(r.Context(), c.user.SignPub)
@@ -64,7 +70,8 @@ func (s *Server) addUser(w http.ResponseWriter, r *http.Request, c *caller) erro
 	}
 	now := s.o.Now()
 	u := store.User{SignPub: req.SignPub, Handle: req.Handle, Role: role, Status: store.StatusActive, CreatedAt: now, UpdatedAt: now}
-	if err := s.o.Store.AddUser(r.Context(), u); err != nil {
+	rec := audit.Record{Action: audit.ActionUserAdd, Subject: u.SignPub, Detail: "handle=" + u.Handle + " role=" + string(u.Role)}
+	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.AddUser(r.Context(), u) }); err != nil {
 		return err
 	}
 	s.log.Info("user added", "by", c.key.Short(), "handle", u.Handle, "role", u.Role)
@@ -120,12 +127,24 @@ func (s *Server) revokeUser(w http.ResponseWriter, r *http.Request, c *caller) e
 	if err != nil {
 		return err
 	}
-	u, rooms, err := store.Revoke(r.Context(), s.o.Store, target.SignPub, s.o.Now())
-	s.kick(target.SignPub) // also after a partial failure: the status flip comes first
+	var u store.User
+	var rooms []string
+	rec := audit.Record{Action: audit.ActionUserRevoke, Subject: target.SignPub, Detail: "handle=" + target.Handle}
+	err = s.audited(r.Context(), c, rec, func() (err error) {
+		u, rooms, err = store.Revoke(r.Context(), s.o.Store, target.SignPub, s.o.Now())
+		s.kick(target.SignPub) // also after a partial failure: the status flip comes first
+		return err
+	})
 	if err != nil {
 		return err
 	}
 	s.log.Info("user revoked", "by", c.key.Short(), "handle", u.Handle, "rooms", len(rooms))
 	writeJSON(w, http.StatusOK, userWire(u))
 	return nil
+}
+
+// kemDigest names a KEM key in the audit log without the key itself.
+func kemDigest(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/api"
+	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/blobstore"
 	"github.com/unibus/unibus/blobstore/fileblobs"
 	"github.com/unibus/unibus/identity"
@@ -333,6 +334,10 @@ func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
 		return err
 	}
 	now := time.Now()
+	if _, err := d.store.AppendAudit(ctx, audit.Record{Time: now, Actor: d.internal.SignPub().String(), Via: audit.ViaBootstrap,
+		Action: audit.ActionBootstrapAdmin, Subject: id.SignPub().String(), Detail: "handle=admin role=admin file=" + path}); err != nil {
+		return err
+	}
 	err = d.store.AddUser(ctx, store.User{SignPub: id.SignPub().String(), Handle: "admin", Role: store.RoleAdmin, Status: store.StatusActive, CreatedAt: now, UpdatedAt: now})
 	if errors.Is(err, store.ErrAlreadyRegistered) || errors.Is(err, store.ErrHandleTaken) {
 		d.log.Warn("no active admin, and the bootstrap identity cannot be registered (revoked, or handle 'admin' taken); add an admin with 'membershipd user add'", "file", path)

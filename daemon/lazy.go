@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/blobstore"
 	"github.com/unibus/unibus/store"
 )
@@ -177,6 +178,22 @@ func (l *lazyStore) UseNonce(ctx context.Context, keyID, nonce string, now, expi
 		return err
 	}
 	return s.UseNonce(ctx, keyID, nonce, now, expires)
+}
+
+func (l *lazyStore) AppendAudit(ctx context.Context, r audit.Record) (audit.Entry, error) {
+	s, err := l.get()
+	if err != nil {
+		return audit.Entry{}, err
+	}
+	return s.AppendAudit(ctx, r)
+}
+
+func (l *lazyStore) AuditEntries(ctx context.Context, after uint64, limit int) ([]audit.Entry, error) {
+	s, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return s.AuditEntries(ctx, after, limit)
 }
 
 // Close closes the store if it was opened.

@@ -3,6 +3,7 @@ package httpsig
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"net/http"
 	"slices"
 	"time"
@@ -19,6 +20,10 @@ type Verified struct {
 	Nonce string
 	// Components are the covered component identifiers, in signed order.
 	Components []string
+	// BaseDigest is the SHA-256 of the signature base: a digest of exactly
+	// what the key signed (method, path, query, body digest, parameters),
+	// which an audit log can record to name the request.
+	BaseDigest [32]byte
 }
 
 // Verifier checks request signatures.
@@ -155,5 +160,6 @@ func (v *Verifier) verify(req *http.Request, body []byte, streaming bool) (Verif
 		Created:    created,
 		Nonce:      in.nonce,
 		Components: in.components,
+		BaseDigest: sha256.Sum256(base),
 	}, digest, nil
 }

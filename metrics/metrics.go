@@ -23,6 +23,8 @@ type Metrics struct {
 	Replays prometheus.Counter
 	// Kicked counts data-plane connections closed after a membership or status change.
 	Kicked prometheus.Counter
+	// AuditEntries counts entries this process appended to the audit log.
+	AuditEntries prometheus.Counter
 	// StoreLatency observes store operations by operation name.
 	StoreLatency *prometheus.HistogramVec
 	// BusAuth counts data-plane logins by result (allow/deny) and reason.
@@ -46,6 +48,9 @@ func New() *Metrics {
 		Kicked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "unibus_bus_connections_kicked_total", Help: "Data-plane connections closed after a membership or status change.",
 		}),
+		AuditEntries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "unibus_audit_entries_total", Help: "Entries this process appended to the audit log.",
+		}),
 		StoreLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "unibus_store_op_seconds", Help: "Store operation latency.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
@@ -54,7 +59,7 @@ func New() *Metrics {
 			Name: "unibus_bus_auth_total", Help: "Data-plane logins by result and reason.",
 		}, []string{"result", "reason"}),
 	}
-	r.MustRegister(m.Requests, m.Denials, m.Replays, m.Kicked, m.StoreLatency, m.BusAuth,
+	r.MustRegister(m.Requests, m.Denials, m.Replays, m.Kicked, m.AuditEntries, m.StoreLatency, m.BusAuth,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

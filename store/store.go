@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/unibus/unibus/audit"
 )
 
 // Sentinel errors. Callers branch on them with errors.Is; the HTTP layer maps
@@ -198,6 +200,24 @@ type Store interface {
 	// callers must treat as a denial (fail closed).
 	UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error
 
+	AuditLog
+
 	// Close releases the store.
 	Close() error
+}
+
+// AuditLog is the append-only, hash-chained record of admin and membership
+// actions (package audit). Entries are never changed or deleted through
+// any interface; both backends also refuse it at the storage level (SQLite
+// triggers; a JetStream stream with deletes and purges denied).
+type AuditLog interface {
+	// AppendAudit chains r after the newest entry and stores it durably
+	// (on a quorum, in kv mode) before it returns. Concurrent appends are
+	// serialized: every entry gets the next seq. A failure is an error
+	// wrapping ErrUnavailable; callers must not make the change the entry
+	// describes without it.
+	AppendAudit(ctx context.Context, r audit.Record) (audit.Entry, error)
+	// AuditEntries returns at most limit entries with seq > after, in seq
+	// order, as stored (they are not verified: audit.Verify does that).
+	AuditEntries(ctx context.Context, after uint64, limit int) ([]audit.Entry, error)
 }

@@ -24,6 +24,9 @@ type kvFlags struct {
 	idFile   string
 	ca       string
 	replicas int
+	// actor is the internal identity's sign-pub once dialed: the actor
+	// this host's admin commands are audited as.
+	actor string
 }
 
 func (k *kvFlags) register(f *pflag.FlagSet, replicasName string) {
@@ -56,8 +59,9 @@ func (k *kvFlags) checkTarget() error {
 	return nil
 }
 
-// dial connects as the internal identity (control account).
-func (k *kvFlags) dial(ctx context.Context) (*nats.Conn, error) {
+// dial connects as the internal identity (control account; with
+// natsnode.BusLogin among extra, the bus account).
+func (k *kvFlags) dial(ctx context.Context, extra ...nats.Option) (*nats.Conn, error) {
 	if err := k.checkTarget(); err != nil {
 		return nil, err
 	}
@@ -65,10 +69,12 @@ func (k *kvFlags) dial(ctx context.Context) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("internal identity: %w", err)
 	}
+	k.actor = id.SignPub().String()
 	opts := []nats.Option{nats.Nkey(id.NKey(), id.SignNonce), nats.Name("membershipd-admin"), nats.Timeout(5 * time.Second)}
 	if k.ca != "" {
 		opts = append(opts, nats.RootCAs(k.ca))
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(k.natsURL, opts...)
 	if err != nil {
 		return nil, &exitError{3, fmt.Errorf("connect to %s: %w", k.natsURL, err)}

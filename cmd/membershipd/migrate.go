@@ -7,9 +7,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/blobstore"
 	"github.com/unibus/unibus/blobstore/objblobs"
 	"github.com/unibus/unibus/store"
@@ -57,7 +59,15 @@ any connection is made.`,
 			if err != nil {
 				return err
 			}
-			rep, err := migrate(ctx, src, dst, blobDir, blobs)
+			from, err := sqliteAuditHead(ctx, src, db)
+			if err != nil {
+				return err
+			}
+			aud := openedStore{Store: dst, actor: k.actor}
+			rep, err := migrate(ctx, src, dst, blobDir, blobs, func(rec audit.Record, apply func() error) error {
+				rec.Via, rec.Detail = audit.ViaMigrate, strings.TrimSpace(rec.Detail+" "+from)
+				return aud.audited(ctx, rec, apply)
+			})
 			fmt.Fprint(stdout, rep)
 			if err != nil {
 				return err
@@ -98,7 +108,20 @@ func (r migrateReport) String() string {
 	return s
 }
 
-func migrate(ctx context.Context, src store.Store, dst *kvstore.Store, blobDir string, blobs blobstore.Store) (migrateReport, error) {
+// sqliteAuditHead names the SQLite deployment and where its audit chain
+// ends, so that the KV log's migration entries link the two chains (the
+// SQLite file keeps its own log; `membershipd audit verify --db` checks it).
+func sqliteAuditHead(ctx context.Context, src store.Store, db string) (string, error) {
+	h, err := auditHead(ctx, src)
+	if err != nil {
+		return "", fmt.Errorf("read the SQLite audit log: %w", err)
+	}
+	return fmt.Sprintf("from=%s sqlite_audit_head=%d:%s", filepath.Base(db), h.Seq, h.Hash), nil
+}
+
+// migrate copies what the KV lacks; each copy is recorded first through
+// record (an audited write, see store.Audited).
+func migrate(ctx context.Context, src store.Store, dst *kvstore.Store, blobDir string, blobs blobstore.Store, record func(audit.Record, func() error) error) (migrateReport, error) {
 	var rep migrateReport
 	users, err := src.ListUsers(ctx)
 	if err != nil {
@@ -118,7 +141,8 @@ func migrate(ctx context.Context, src store.Store, dst *kvstore.Store, blobDir s
 		case !errors.Is(err, store.ErrNotFound):
 			return rep, err
 		}
-		if err := dst.AddUser(ctx, u); err != nil {
+		rec := audit.Record{Action: audit.ActionUserAdd, Subject: u.SignPub, Detail: "handle=" + u.Handle + " role=" + string(u.Role) + " status=" + string(u.Status)}
+		if err := record(rec, func() error { return dst.AddUser(ctx, u) }); err != nil {
 			if errors.Is(err, store.ErrHandleTaken) {
 				rep.conflicts++
 				rep.notes = append(rep.notes, fmt.Sprintf("user %s: handle %q is another user's in the KV", u.SignPub, u.Handle))
@@ -143,19 +167,22 @@ func migrate(ctx context.Context, src store.Store, dst *kvstore.Store, blobDir s
 			if err != nil {
 				return rep, err
 			}
-			ok, err := dst.ImportRoom(ctx, in)
-			if err != nil {
+			if _, err := dst.GetRoom(ctx, r.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return rep, err
-			}
-			if !ok {
-				rep.roomsPresent++
-				had, err := dst.GetRoom(ctx, r.ID)
-				if err != nil {
+			} else if err == nil {
+				if err := notePresentRoom(ctx, dst, r, &rep); err != nil {
 					return rep, err
 				}
-				if had.Epoch != r.Epoch || had.Name != r.Name {
-					rep.conflicts++
-					rep.notes = append(rep.notes, fmt.Sprintf("room %s is at epoch %d in the KV, %d in SQLite", r.ID, had.Epoch, r.Epoch))
+				continue
+			}
+			var ok bool
+			rec := audit.Record{Action: audit.ActionMigrate, Room: r.ID, Detail: fmt.Sprintf("room epoch=%d members=%d", r.Epoch, len(in.Members))}
+			if err := record(rec, func() (err error) { ok, err = dst.ImportRoom(ctx, in); return err }); err != nil {
+				return rep, err
+			}
+			if !ok { // created by someone else since the check above
+				if err := notePresentRoom(ctx, dst, r, &rep); err != nil {
+					return rep, err
 				}
 				continue
 			}
@@ -165,6 +192,21 @@ func migrate(ctx context.Context, src store.Store, dst *kvstore.Store, blobDir s
 		}
 	}
 	return rep, migrateBlobs(ctx, blobDir, blobs, &rep)
+}
+
+// notePresentRoom counts a room the KV already has, and a conflict when it
+// differs from SQLite's.
+func notePresentRoom(ctx context.Context, dst *kvstore.Store, r store.Room, rep *migrateReport) error {
+	rep.roomsPresent++
+	had, err := dst.GetRoom(ctx, r.ID)
+	if err != nil {
+		return err
+	}
+	if had.Epoch != r.Epoch || had.Name != r.Name {
+		rep.conflicts++
+		rep.notes = append(rep.notes, fmt.Sprintf("room %s is at epoch %d in the KV, %d in SQLite", r.ID, had.Epoch, r.Epoch))
+	}
+	return nil
 }
 
 func readRoom(ctx context.Context, src store.Store, r store.Room) (kvstore.RoomImport, error) {

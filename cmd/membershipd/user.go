@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/unibus/unibus/api"
+	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/store"
 	"github.com/unibus/unibus/store/kvstore"
@@ -59,6 +60,19 @@ type openedStore struct {
 	store.Store
 	kv    *kvstore.Store
 	close func()
+	// actor is who the audit log names for changes made here: the internal
+	// identity (kv), or "local" — whoever could open the SQLite file.
+	actor string
+}
+
+// audited applies a change after recording it in the store's audit log.
+func (s openedStore) audited(ctx context.Context, rec audit.Record, apply func() error) error {
+	rec.Actor, rec.Via = s.actor, audit.ViaCLI
+	res, err := store.Audited(ctx, s, rec, func() time.Time { return time.Now().UTC() }, apply)
+	if res.FailRecordErr != nil {
+		return errors.Join(err, res.FailRecordErr)
+	}
+	return err
 }
 
 func (s openedStore) Close() error {
@@ -76,13 +90,13 @@ func (o *userOpts) open(ctx context.Context) (openedStore, error) {
 		if err != nil {
 			return openedStore{}, err
 		}
-		return openedStore{Store: st}, nil
+		return openedStore{Store: st, actor: audit.ActorLocal}, nil
 	case "kv":
 		kv, nc, err := o.kv.openKV(ctx, false)
 		if err != nil {
 			return openedStore{}, err
 		}
-		return openedStore{Store: kv, kv: kv, close: nc.Close}, nil
+		return openedStore{Store: kv, kv: kv, close: nc.Close, actor: o.kv.actor}, nil
 	}
 	return openedStore{}, &exitError{2, fmt.Errorf("--store must be sqlite or kv, not %q", o.storeKind)}
 }
@@ -110,7 +124,8 @@ func newUserAddCmd(stdout io.Writer, o *userOpts) *cobra.Command {
 			defer st.Close()
 			now := time.Now().UTC()
 			u := store.User{SignPub: signPub, Handle: handle, Role: store.Role(role), Status: store.StatusActive, CreatedAt: now, UpdatedAt: now}
-			if err := st.AddUser(cmd.Context(), u); err != nil {
+			rec := audit.Record{Action: audit.ActionUserAdd, Subject: u.SignPub, Detail: "handle=" + u.Handle + " role=" + string(u.Role)}
+			if err := st.audited(cmd.Context(), rec, func() error { return st.AddUser(cmd.Context(), u) }); err != nil {
 				if errors.Is(err, store.ErrAlreadyRegistered) {
 					return &exitError{1, fmt.Errorf("already registered: %s is already a user (role unchanged); to replace it, revoke it and add a new key", signPub)}
 				}
@@ -184,7 +199,12 @@ func newUserRevokeCmd(stdout io.Writer, o *userOpts) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			u, _, err := store.Revoke(cmd.Context(), st, args[0], time.Now().UTC())
+			var u store.User
+			rec := audit.Record{Action: audit.ActionUserRevoke, Subject: args[0]}
+			err = st.audited(cmd.Context(), rec, func() (err error) {
+				u, _, err = store.Revoke(cmd.Context(), st, args[0], time.Now().UTC())
+				return err
+			})
 			if errors.Is(err, store.ErrNotFound) {
 				return &exitError{1, fmt.Errorf("no user with sign-pub %s", args[0])}
 			}

@@ -123,6 +123,7 @@ type Store struct {
 
 	users, rooms, members, keys, byMember, nonces jetstream.KeyValue
 	streams                                       map[string]jetstream.Stream
+	audit                                         jetstream.Stream
 }
 
 var _ store.Store = (*Store)(nil)
@@ -160,6 +161,9 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 			s.nonces = kv
 		}
 	}
+	if err := retryOpen(ctx, "audit stream", deadline, o.Logger, func() error { return s.openAudit(ctx) }); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -182,34 +186,47 @@ func (s *Store) bucketConfig(name string) jetstream.KeyValueConfig {
 // its direct gets off so that every get is answered by the stream leader.
 // It retries until deadline while JetStream is not ready.
 func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool, deadline time.Time, log *slog.Logger) (jetstream.KeyValue, jetstream.Stream, error) {
+	var kv jetstream.KeyValue
+	var stream jetstream.Stream
+	err := retryOpen(ctx, "kv bucket "+cfg.Bucket, deadline, log, func() (err error) {
+		kv, stream, err = openBucketOnce(ctx, js, cfg, create)
+		return err
+	})
+	return kv, stream, err
+}
+
+// retryOpen runs once until it succeeds, fails with errNoBucket, or
+// deadline passes: on a cold cluster JetStream refuses to create streams
+// until a quorum of nodes has elected a meta leader.
+func retryOpen(ctx context.Context, what string, deadline time.Time, log *slog.Logger, once func() error) error {
 	start, wait := time.Now(), 250*time.Millisecond
 	lastLog := time.Time{}
 	for {
-		kv, stream, err := openBucketOnce(ctx, js, cfg, create)
+		err := once()
 		if err == nil {
 			if time.Since(start) > time.Second {
-				log.Info("kv bucket open", "bucket", cfg.Bucket, "after", time.Since(start).Round(time.Millisecond))
+				log.Info(what+" open", "after", time.Since(start).Round(time.Millisecond))
 			}
-			return kv, stream, nil
+			return nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, ctx.Err())
+			return fmt.Errorf("open %s: %w", what, ctx.Err())
 		}
 		if errors.Is(err, errNoBucket) {
-			return nil, nil, err
+			return err
 		}
 		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("open kv bucket %s: JetStream did not accept it within the bootstrap budget (%v); is a quorum of the cluster up? last error: %w",
-				cfg.Bucket, time.Since(start).Round(time.Second), unavailable(err))
+			return fmt.Errorf("open %s: JetStream did not accept it within the bootstrap budget (%v); is a quorum of the cluster up? last error: %w",
+				what, time.Since(start).Round(time.Second), unavailable(err))
 		}
 		if time.Since(lastLog) > 5*time.Second {
-			log.Warn("waiting for JetStream to open a kv bucket (a cold cluster has no meta leader until a quorum of nodes is up)",
-				"bucket", cfg.Bucket, "waited", time.Since(start).Round(time.Second), "err", err)
+			log.Warn("waiting for JetStream to open a stream (a cold cluster has no meta leader until a quorum of nodes is up)",
+				"stream", what, "waited", time.Since(start).Round(time.Second), "err", err)
 			lastLog = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("open kv bucket %s: %w", cfg.Bucket, ctx.Err())
+			return fmt.Errorf("open %s: %w", what, ctx.Err())
 		case <-time.After(wait):
 		}
 		wait = min(wait*2, 2*time.Second)

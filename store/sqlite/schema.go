@@ -77,6 +77,20 @@ CREATE TABLE nonces (
 
 CREATE INDEX nonces_by_expiry ON nonces (expires_at);
 `,
+	// 2: the audit log. Rows are the entries' encoded bytes, append-only:
+	// the triggers refuse updates and deletes from any connection.
+	`
+CREATE TABLE audit (
+	seq   INTEGER PRIMARY KEY CHECK (seq >= 1),
+	entry BLOB NOT NULL
+) STRICT;
+
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+`,
 }
 
 // migrate brings the schema to SchemaVersion in one transaction, and

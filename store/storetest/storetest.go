@@ -39,7 +39,7 @@ import (
 // open is called once per subtest and must return an empty store.
 func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	t.Helper()
-	groups := [][]test{userTests, roomTests, memberTests, rotationTests, removeTests, nonceTests, timeTests}
+	groups := [][]test{userTests, roomTests, memberTests, rotationTests, removeTests, nonceTests, timeTests, auditTests}
 	for _, g := range groups {
 		for _, tc := range g {
 			t.Run(tc.name, func(t *testing.T) {
