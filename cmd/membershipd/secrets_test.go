@@ -47,11 +47,37 @@ func TestNoSecretsInLogsHealthMetricsArgv(t *testing.T) {
 		secrets[name] = seed
 		secrets[name+" (without prefix)"] = seed[2:20]
 	}
-	// Exercise the paths that log: a failed admin login, user add.
-	testbin.Run(t, dir, nil, "", "membershipd", "user", "add", "--store", "kv", "--nats-url", single.NATSURL,
-		"--handle", "x", "--sign-pub", strings.Repeat("ab", 32))
-
 	surfaces := map[string]string{}
+	// Exercise the paths that print or log, in the admin tools and the
+	// client CLI too: user add (its audit entry), audit, keygen, whoami, a
+	// signed request, a bad identity file, clientcheck.
+	kvArgs := []string{"--store", "kv", "--nats-url", single.NATSURL}
+	userID := filepath.Join(dir, "user.id")
+	admin := filepath.Join("local_files", "admin.id")
+	cli := []string{"--server", single.HTTPURL, "--nats", single.NATSURL}
+	runs := map[string][]string{
+		"user add":        append([]string{"membershipd", "user", "add", "--handle", "x", "--sign-pub", strings.Repeat("ab", 32)}, kvArgs...),
+		"audit":           append([]string{"membershipd", "audit", "--json"}, kvArgs...),
+		"keygen":          {"unibus", "keygen", "-o", userID},
+		"whoami":          append([]string{"unibus", "--identity", admin, "whoami"}, cli...),
+		"room create":     append([]string{"unibus", "--identity", admin, "room", "create", "secrets-room"}, cli...),
+		"bad identity":    append([]string{"unibus", "--identity", filepath.Join("local_files", "internal.id") + ".nope", "whoami"}, cli...),
+		"clientcheck":     {"clientcheck", "-server", single.HTTPURL, "-nats", single.NATSURL, "-identity", admin, "-n", "5"},
+		"admin as member": append([]string{"unibus", "--identity", userID, "whoami"}, cli...),
+	}
+	for name, argv := range runs {
+		r := testbin.Run(t, dir, nil, "", argv[0], argv[1:]...)
+		surfaces[name+" output"] = r.Stdout + r.Stderr
+	}
+	if !strings.Contains(surfaces["audit output"], `"action":"user.add"`) || !strings.Contains(surfaces["clientcheck output"], "lost") {
+		t.Fatalf("the CLI surfaces were not captured (control): %q / %q", surfaces["audit output"], surfaces["clientcheck output"])
+	}
+	b, err := os.ReadFile(userID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets["keygen's seed"] = strings.TrimSpace(string(b))
+
 	for name, b := range map[string]*testbin.Bus{"single": single, "cluster": clustered} {
 		surfaces[name+" log"] = b.Stderr()
 		for _, path := range []string{"/healthz", "/metrics"} {
