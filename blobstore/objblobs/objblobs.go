@@ -26,6 +26,7 @@ import (
 
 	"github.com/unibus/unibus/blobstore"
 	"github.com/unibus/unibus/e2e"
+	"github.com/unibus/unibus/store/kvstore"
 )
 
 // Bucket is the object store's name.
@@ -75,14 +76,14 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 		o.Logger.Warn("waiting for JetStream to open the blob object store", "bucket", Bucket, "err", err)
 		select {
 		case <-ctx.Done():
-		case <-time.After(wait):
+		case <-time.After(kvstore.Jitter(wait)):
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
 }
 
 func open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, kvstore.AttemptTimeout)
 	defer cancel()
 	name := "OBJ_" + Bucket
 	stream, err := js.Stream(ctx, name)

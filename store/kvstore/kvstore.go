@@ -41,6 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -195,6 +196,19 @@ func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyVa
 	return kv, stream, err
 }
 
+// AttemptTimeout bounds one attempt to create or bind a stream while the
+// store opens. It is short on purpose: when every node of a cold cluster
+// asks for the same bucket at the same moment, an attempt can go
+// unanswered, and a long timeout made the nodes wait it out together,
+// bucket after bucket (two minutes for a simultaneous three-node start).
+const AttemptTimeout = 4 * time.Second
+
+// Jitter returns d plus up to half of d at random, so that nodes retrying
+// the same creation drift apart instead of colliding again.
+func Jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/2+1)
+}
+
 // retryOpen runs once until it succeeds, fails with errNoBucket, or
 // deadline passes: on a cold cluster JetStream refuses to create streams
 // until a quorum of nodes has elected a meta leader.
@@ -227,14 +241,14 @@ func retryOpen(ctx context.Context, what string, deadline time.Time, log *slog.L
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("open %s: %w", what, ctx.Err())
-		case <-time.After(wait):
+		case <-time.After(Jitter(wait)):
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
 }
 
 func openBucketOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool) (jetstream.KeyValue, jetstream.Stream, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, AttemptTimeout)
 	defer cancel()
 	name := "KV_" + cfg.Bucket
 	stream, err := js.Stream(ctx, name)
