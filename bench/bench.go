@@ -73,6 +73,11 @@ type Options struct {
 	Scenarios []string
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
+	// Self is an executable that serves a raw login baseline when run
+	// with --serve-raw-nats (unibus-bench itself), so that the baseline
+	// server runs in a process of its own, as membershipd does. Empty:
+	// the baselines run in the bench process.
+	Self string
 }
 
 // Target is an existing deployment. Its identity must be an admin: the
@@ -84,6 +89,10 @@ type Target struct {
 	Identity *identity.Identity
 	RootCAs  *x509.CertPool
 }
+
+// memSettle is how long a started membershipd is left alone before its
+// idle RSS is read (at most ten measurement durations).
+const memSettle = 2 * time.Second
 
 // Defaults of a full run (under three minutes on a 2-core machine).
 const (
@@ -191,6 +200,7 @@ type Report struct {
 	Control  []ControlResult `json:"control,omitempty"`
 	Connect  []ConnectResult `json:"connect,omitempty"`
 	Blobs    []BlobResult    `json:"blobs,omitempty"`
+	Memory   []MemoryResult  `json:"memory,omitempty"`
 	Skipped  []Skip          `json:"skipped,omitempty"`
 	Errors   []string        `json:"errors,omitempty"`
 }
@@ -289,14 +299,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if want(ScenarioConnect) {
 		progress("connect: plain nats-server baselines")
-		raw, err := RawConnect(ctx, o.Workers, o.Duration)
+		raw, err := RawConnect(ctx, o.Self, o.Workers, o.Duration)
 		if err != nil {
 			fail("connect baseline", err)
 		}
 		rep.Connect = append(raw, rep.Connect...)
+		nkey := 0.0
+		for _, r := range raw {
+			if r.Server == ServerNATSNKey {
+				nkey = r.PerSec
+			}
+		}
 		for i := range rep.Connect {
-			if rep.Connect[i].Server == ServerUnibus && len(raw) == 2 && raw[1].PerSec > 0 {
-				rep.Connect[i].Ratio = rep.Connect[i].PerSec / raw[1].PerSec
+			if s := rep.Connect[i].Server; nkey > 0 && (s == ServerUnibus || s == ServerNATSNKeyACL) {
+				rep.Connect[i].Ratio = rep.Connect[i].PerSec / nkey
 			}
 		}
 	}
@@ -343,8 +359,17 @@ func runLocal(ctx context.Context, o Options, rep *Report, progress func(string)
 			fail(what, err)
 			continue
 		}
+		// Idle: membershipd as started, with nothing asked of it yet.
+		time.Sleep(min(memSettle, 10*o.Duration))
+		mem := func(what string, kib int64) {
+			if kib > 0 {
+				rep.Memory = append(rep.Memory, MemoryResult{What: what, Store: st.store, JSSync: st.jsSync, KiB: kib})
+			}
+		}
+		mem(MemIdle, procStatusKiB(srv.PID(), "VmRSS"))
 		func() {
 			defer srv.Stop()
+			defer func() { mem(MemPeak, procStatusKiB(srv.PID(), "VmHWM")) }()
 			adm, err := identity.Load(srv.AdminIDFile)
 			if err != nil {
 				fail(what, err)

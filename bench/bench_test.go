@@ -91,8 +91,18 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("connect row %+v", c)
 		}
 	}
-	if servers[ServerNATSNoAuth] != 1 || servers[ServerNATSNKey] != 1 || servers[ServerUnibus] < 1 {
+	if servers[ServerNATSNoAuth] != 1 || servers[ServerNATSNKey] != 1 || servers[ServerNATSNKeyACL] != 1 || servers[ServerUnibus] < 1 {
 		t.Errorf("connect rows %v", servers)
+	}
+	mem := map[string]int{}
+	for _, m := range rep.Memory {
+		mem[m.What]++
+		if m.KiB <= 0 {
+			t.Errorf("memory row %+v", m)
+		}
+	}
+	if mem[MemIdle] < 1 || mem[MemIdle] != mem[MemPeak] {
+		t.Errorf("memory rows %v", mem)
 	}
 	paths := map[string]bool{}
 	for _, b := range rep.Blobs {
@@ -110,7 +120,7 @@ func TestQuickRun(t *testing.T) {
 	// The report prints every section and survives JSON.
 	var table bytes.Buffer
 	rep.WriteTable(&table)
-	for _, s := range []string{"CPU ceilings", "publish→consume", "catch-up read", "target, ", "Control plane", "Data-plane logins", "Blobs"} {
+	for _, s := range []string{"CPU ceilings", "publish→consume", "catch-up read", "target, ", "Control plane", "Data-plane logins", "Blobs", "idle RSS"} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, table.String())
 		}

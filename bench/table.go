@@ -79,11 +79,31 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 
 	if len(r.Connect) > 0 {
-		fmt.Fprintf(w, "\nData-plane logins (connect, authenticate, PING/PONG, close): %d concurrent; ratio = over nats-server's own nkey auth\n", r.Options.Workers)
+		fmt.Fprintf(w, "\nData-plane logins (connect, authenticate, PING/PONG, close): %d concurrent; each server in its own process;\n", r.Options.Workers)
+		fmt.Fprintf(w, "rooms = the user's rooms (its ACL); ratio = over nats-server's own nkey auth\n")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "server\tstore\tlogins/s\tratio\tp50 ms\tp99 ms\tserver µs/login\t\n")
+		fmt.Fprintf(tw, "server\tstore\trooms\tlogins/s\tratio\tp50 ms\tp99 ms\tserver µs/login\tclient µs/login\t\n")
 		for _, x := range r.Connect {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.Server, orDash(x.Store), num(x.PerSec), ratio(x.Ratio), ms(x.P50Ms), ms(x.P99Ms), dec(x.ServerCPUUS))
+			name := x.Server
+			if x.InProcess {
+				name += " (in the bench process)"
+			}
+			rooms := "-"
+			if x.Rooms > 0 {
+				rooms = strconv.Itoa(x.Rooms)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", name, orDash(x.Store), rooms, num(x.PerSec), ratio(x.Ratio), ms(x.P50Ms), ms(x.P99Ms), dec(x.ServerCPUUS), dec(x.ClientCPUUS))
+		}
+		tw.Flush()
+	}
+
+	if len(r.Memory) > 0 {
+		fmt.Fprintf(w, "\nServer memory: membershipd's VmRSS; idle = as started (the defaults, a fresh data directory), before any load;\n")
+		fmt.Fprintf(w, "peak = its high-water mark over the scenarios it carried\n")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintf(tw, "measure\tstore\tjs-sync\tMiB\t\n")
+		for _, x := range r.Memory {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\n", x.What, x.Store, x.JSSync, strconv.FormatFloat(float64(x.KiB)/1024, 'f', 1, 64))
 		}
 		tw.Flush()
 	}

@@ -357,20 +357,49 @@ func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
 // storeAuthorizer grants data-plane access from the store: active users get
 // their rooms. Until the store is open, on any store error, and — in a
 // cluster — while this node cannot see a quorum (a stale leader would
-// still answer reads), it denies (fail closed).
+// still answer reads), it denies (fail closed). Grants of active users are
+// cached and forgotten on every access change (authcache.go).
 type storeAuthorizer struct {
-	st     atomic.Pointer[store.Store]
+	st     atomic.Pointer[authzStore]
 	quorum func() bool
+	cache  grantCache
 }
 
-func (a *storeAuthorizer) set(st store.Store) { a.st.Store(&st) }
+// authzStore is the store logins are authorized from.
+type authzStore struct {
+	store.Store
+	// watched is true in kv mode, where the watch of the users and
+	// members buckets reports every access change whoever made it, so a
+	// cached grant is served whole. SQLite has no such feed, and the
+	// admin tool revokes users in the file while membershipd runs
+	// ('membershipd user revoke --db'): there the user's record is read
+	// at every login, and only its rooms come from the cache (they change
+	// only through this daemon's API, which forgets them).
+	watched bool
+}
+
+func (a *storeAuthorizer) set(st store.Store) {
+	_, watched := st.(*lazyStore) // kv mode: openKV starts the watch before the store serves
+	a.st.Store(&authzStore{Store: st, watched: watched})
+	a.cache.clear()
+}
+
+// forget drops the cached grant of the user nkey; called before the
+// user's connections are closed after an access change.
+func (a *storeAuthorizer) forget(nkey string) {
+	sp, err := identity.SignPubFromNKey(nkey)
+	if err != nil {
+		a.cache.clear() // cannot happen for a key from the store: forget all
+		return
+	}
+	a.cache.forget(sp)
+}
 
 func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Grant, error) {
-	stp := a.st.Load()
-	if stp == nil {
+	st := a.st.Load()
+	if st == nil {
 		return natsnode.Grant{}, fmt.Errorf("store not open yet: %w", store.ErrUnavailable)
 	}
-	st := *stp
 	if a.quorum != nil && !a.quorum() {
 		return natsnode.Grant{}, fmt.Errorf("no JetStream quorum visible from this node: %w", store.ErrUnavailable)
 	}
@@ -378,6 +407,28 @@ func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Gran
 	if err != nil {
 		return natsnode.Grant{}, err
 	}
+	now := time.Now()
+	if g, ok := a.cache.get(sp, now); ok {
+		if st.watched {
+			return g, nil
+		}
+		u, err := st.GetUser(ctx, g.SignPubHex)
+		if err == nil && u.Status == store.StatusActive {
+			return g, nil
+		}
+		// Revoked by the admin tool, or unreadable: the store decides.
+	}
+	slot, gen := a.cache.begin(sp)
+	g, err := grantFromStore(ctx, st, sp)
+	if err != nil || !g.Active {
+		a.cache.drop(sp, slot)
+		return g, err
+	}
+	a.cache.put(slot, gen, g, now)
+	return g, nil
+}
+
+func grantFromStore(ctx context.Context, st store.Store, sp identity.SignPub) (natsnode.Grant, error) {
 	u, err := st.GetUser(ctx, sp.String())
 	if err != nil {
 		return natsnode.Grant{}, err
@@ -395,7 +446,12 @@ func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Gran
 // dataPlane adapts the node for the API.
 type dataPlane struct{ d *Daemon }
 
-func (p dataPlane) Kick(nkey string) (int, error) { return p.d.node.Kick(nkey) }
+// Kick forgets the user's cached grant, then closes its connections, so
+// that they log in again with what the store says now.
+func (p dataPlane) Kick(nkey string) (int, error) {
+	p.d.authz.forget(nkey)
+	return p.d.node.Kick(nkey)
+}
 
 func (p dataPlane) EnsureRoomStream(ctx context.Context, room string, maxAge time.Duration, maxBytes int64) error {
 	return natsnode.EnsureRoomStream(ctx, p.d.js, room, natsnode.StreamLimits{

@@ -73,14 +73,16 @@ func (d *Daemon) openKV(ctx context.Context) error {
 	return nil
 }
 
-// accessChanged closes the user's live data-plane connections on this node;
-// the client reconnects and is authorized again with its new rooms, or not
-// at all.
+// accessChanged forgets the user's cached grant and closes the user's live
+// data-plane connections on this node; the client reconnects and is
+// authorized again with its new rooms, or not at all.
 func (d *Daemon) accessChanged(signPub string) {
 	sp, err := identity.ParseSignPub(signPub)
 	if err != nil {
+		d.authz.cache.clear() // not a key: forget every grant
 		return
 	}
+	d.authz.cache.forget(sp)
 	n, err := d.node.Kick(sp.NKey())
 	if err != nil {
 		d.log.Warn("kick after an access change failed", "sign_pub", signPub, "err", err)

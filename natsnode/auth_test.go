@@ -2,7 +2,9 @@ package natsnode
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -70,7 +72,11 @@ func TestAuthenticator(t *testing.T) {
 			return err
 		},
 		"no credentials": func() error { _, err := nats.Connect(url, nats.Timeout(2*time.Second)); return err },
-		"user/password":  func() error { _, err := nats.Connect(url, nats.UserInfo(alice.pub, "x")); return err },
+		"variant nkey": func() error {
+			_, err := nats.Connect(url, nats.Nkey(alice.pub[:10]+"\n"+alice.pub[10:], alice.sign), nats.Timeout(2*time.Second))
+			return err
+		},
+		"user/password": func() error { _, err := nats.Connect(url, nats.UserInfo(alice.pub, "x")); return err },
 	} {
 		err := try()
 		if err == nil || !errors.Is(err, nats.ErrAuthorization) && !strings.Contains(strings.ToLower(err.Error()), "authorization") {
@@ -79,6 +85,9 @@ func TestAuthenticator(t *testing.T) {
 	}
 	if n := tn.authz.callCount(forger); n != 0 {
 		t.Errorf("the Authorizer was asked about a login with a bad signature (%d calls)", n)
+	}
+	if n := tn.authz.callCount(&testUser{pub: alice.pub[:10] + "\n" + alice.pub[10:]}); n != 0 {
+		t.Errorf("the Authorizer was asked about a variant spelling of a key (%d calls)", n)
 	}
 	for _, want := range []string{"allow:member", "allow:internal", "deny:inactive", "deny:authorizer_err", "deny:bad_signature", "deny:bad_nkey"} {
 		if !log.has(want) {
@@ -89,20 +98,88 @@ func TestAuthenticator(t *testing.T) {
 
 func TestVerifyNonceEncodings(t *testing.T) {
 	u := newUser(t)
+	pub, ok := userKey(u.pub)
+	if !ok {
+		t.Fatalf("userKey(%s) refused a canonical nkey", u.pub)
+	}
 	nonce := []byte("nonce-123")
 	sig, _ := u.sign(nonce)
 	for name, enc := range map[string]string{
 		"raw url": b64RawURL(sig), "std": b64Std(sig),
 	} {
-		if !verifyNonce(u.pub, enc, nonce) {
+		if !verifyNonce(pub, enc, nonce) {
 			t.Errorf("%s encoding rejected", name)
 		}
 	}
 	for name, enc := range map[string]string{
 		"empty": "", "garbage": "!!!", "other nonce": b64RawURL(must(u.sign([]byte("other")))),
+		"short": b64RawURL(sig[:63]), "long": b64RawURL(append(sig[:64:64], 0)),
+		"other key": b64RawURL(must(newUser(t).sign(nonce))),
 	} {
-		if verifyNonce(u.pub, enc, nonce) {
+		if verifyNonce(pub, enc, nonce) {
 			t.Errorf("%s accepted", name)
+		}
+	}
+}
+
+// TestVerifyNonceIsStdlibRule checks the login signature check against
+// crypto/ed25519, the rule nats-server's own nkey authentication applies:
+// the same verdict on valid signatures, on tampered ones, and on a
+// signature whose S is not reduced (S + ℓ), which both must refuse.
+func TestVerifyNonceIsStdlibRule(t *testing.T) {
+	// ℓ, the order of the base point, little-endian.
+	l := [32]byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
+	addL := func(sig []byte) []byte {
+		out := append([]byte(nil), sig...)
+		carry := 0
+		for i := 0; i < 32; i++ {
+			v := int(out[32+i]) + int(l[i]) + carry
+			out[32+i], carry = byte(v), v>>8
+		}
+		return out
+	}
+	for i := 0; i < 32; i++ {
+		u := newUser(t)
+		pub, _ := userKey(u.pub)
+		nonce := []byte(fmt.Sprintf("nonce-%d", i))
+		sig := must(u.sign(nonce))
+		flipped := append([]byte(nil), sig...)
+		flipped[i%64] ^= 1 << (i % 8)
+		for name, s := range map[string][]byte{"valid": sig, "tampered": flipped, "S+l": addL(sig)} {
+			want := ed25519.Verify(ed25519.PublicKey(pub), nonce, s)
+			if got := verifyNonce(pub, b64RawURL(s), nonce); got != want {
+				t.Errorf("%s #%d: verifyNonce %v, crypto/ed25519 %v", name, i, got, want)
+			}
+			if name == "valid" && !want || name != "valid" && want {
+				t.Errorf("%s #%d: crypto/ed25519 says %v", name, i, want)
+			}
+		}
+	}
+}
+
+// TestUserKeyCanonical: only the canonical spelling of a user nkey is a
+// login name. The base32 decoder skips line breaks, so a variant would
+// name the same key under a string that Kick (which matches the canonical
+// form) would not find.
+func TestUserKeyCanonical(t *testing.T) {
+	u := newUser(t)
+	if _, ok := userKey(u.pub); !ok {
+		t.Fatal("canonical nkey refused")
+	}
+	seed, _ := u.kp.Seed()
+	for name, k := range map[string]string{
+		"empty":        "",
+		"line break":   u.pub[:10] + "\n" + u.pub[10:],
+		"trailing LF":  u.pub + "\n",
+		"carriage ret": u.pub[:20] + "\r" + u.pub[20:],
+		"lower case":   strings.ToLower(u.pub),
+		"seed":         string(seed),
+		"account key":  "A" + u.pub[1:],
+		"truncated":    u.pub[:len(u.pub)-1],
+	} {
+		if _, ok := userKey(k); ok {
+			t.Errorf("%s: accepted %q", name, k)
 		}
 	}
 }

@@ -27,8 +27,8 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
-
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -62,9 +62,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		servers, natsURLs         []string
 		idFile, caFile            string
 		cpuProfile, memProfile    string
-		render                    string
+		render, serveRaw          string
 		sizes                     []int
 		stores, jsSync, scenarios []string
+		soak                      bench.SoakOptions
 	)
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&quick, "quick", false, "smoke run: short measurements, a 4 MiB blob, js-sync always only (seconds, not minutes)")
@@ -83,6 +84,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the SDK side) to this file")
 	fs.StringVar(&memProfile, "memprofile", "", "write an allocation profile of this process to this file")
 	fs.StringVar(&render, "render", "", "measure nothing: print the table of a report saved with --json")
+	fs.DurationVar(&soak.Duration, "soak", 0, "instead of the scenarios, run mixed load for this long against one membershipd (the first --stores) and print its memory curve")
+	fs.DurationVar(&soak.Interval, "soak-interval", 10*time.Second, "time between the soak's samples")
+	fs.StringVar(&serveRaw, bench.RawNATSFlag, "", "serve one raw login baseline (the bench starts itself with it)")
+	fs.MarkHidden(bench.RawNATSFlag)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -95,6 +100,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if render != "" {
 		return renderReport(render, stdout, stderr)
+	}
+	if serveRaw != "" {
+		if err := bench.ServeRawNATS(ctx, serveRaw, os.Stdin, stdout); err != nil {
+			fmt.Fprintln(stderr, "unibus-bench:", err)
+			return exitFailed
+		}
+		return 0
+	}
+	if fs.Changed("soak") {
+		soak.Store, soak.JSSync, soak.Progress = stores[0], "always", stderr
+		if fs.Changed("js-sync") {
+			soak.JSSync = jsSync[0]
+		}
+		return runSoak(ctx, soak, membershipd, jsonOut, len(servers) > 0 || len(natsURLs) > 0 || idFile != "", stdout, stderr)
 	}
 	o.Sizes, o.Stores, o.JSSync, o.Scenarios = sizes, stores, jsSync, scenarios
 	o.BlobSize = int64(blobMiB) << 20
@@ -125,6 +144,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		defer cleanup()
 		o.Membershipd = bin
+		// The raw login baselines run as this executable, each in a
+		// process of its own; without one, in this process.
+		o.Self, _ = os.Executable()
 	}
 	if err := o.Validate(); err != nil {
 		fmt.Fprintln(stderr, "unibus-bench:", err)

@@ -13,6 +13,15 @@ import (
 	"github.com/unibus/unibus/internal/testbin"
 )
 
+// TestMain lets the test binary stand in for unibus-bench when the bench
+// starts itself to serve a raw login baseline.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "--"+bench.RawNATSFlag) {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
 // The command runs a quick bench against a real membershipd, prints JSON
 // that --render turns back into the table, and exits 0.
 func TestQuickJSONAndRender(t *testing.T) {
@@ -30,8 +39,16 @@ func TestQuickJSONAndRender(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("stdout is not a JSON report: %v\n%s", err, out.String())
 	}
-	if len(rep.Rooms) != 2 || len(rep.Connect) != 3 || len(rep.Control) != 0 || len(rep.Blobs) != 0 || rep.Options.DurationMs != 50 {
+	if len(rep.Rooms) != 2 || len(rep.Connect) != 4 || len(rep.Control) != 0 || len(rep.Blobs) != 0 || rep.Options.DurationMs != 50 {
 		t.Fatalf("report: %d rooms, %d connect, %d control, %d blobs, %d ms", len(rep.Rooms), len(rep.Connect), len(rep.Control), len(rep.Blobs), rep.Options.DurationMs)
+	}
+	for _, c := range rep.Connect {
+		if c.Server != bench.ServerUnibus && (c.InProcess || c.ServerCPUUS <= 0) {
+			t.Errorf("raw baseline not in a process of its own: %+v", c)
+		}
+	}
+	if len(rep.Memory) != 2 || rep.Memory[0].What != bench.MemIdle || rep.Memory[0].KiB <= 0 {
+		t.Errorf("memory rows: %+v", rep.Memory)
 	}
 	if !strings.Contains(errb.String(), "room messages") {
 		t.Errorf("no progress on stderr:\n%s", errb.String())
@@ -57,6 +74,10 @@ func TestUsageErrors(t *testing.T) {
 		{"--membershipd", "/bin/true", "--stores", "mysql"},
 		{"--membershipd", "/bin/true", "--sizes", "4"},
 		{"--render", filepath.Join(os.TempDir(), "no-such-report.json")},
+		{"--soak", "1s"}, // shorter than one sample
+		{"--soak", "1m", "--soak-interval", "0s"},
+		{"--soak", "1m", "--stores", "mysql"},
+		{"--soak", "1m", "--server", "http://127.0.0.1:1", "--nats", "nats://127.0.0.1:1", "--identity", "admin.id"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), args, &out, &errb); code != exitUsage {
