@@ -46,8 +46,12 @@ func validRoomName(n string) bool {
 // decode parses a JSON body strictly: one object, no unknown fields, no
 // trailing data.
 func decode(body []byte, v any) error {
-	if len(bytes.TrimSpace(body)) == 0 {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
 		return errorf(http.StatusBadRequest, wire.CodeBadJSON, "request body is empty; a JSON object is required")
+	}
+	if trimmed[0] != '{' {
+		return errorf(http.StatusBadRequest, wire.CodeBadJSON, "the body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()

@@ -19,6 +19,9 @@ func TestDecodeStrict(t *testing.T) {
 		`{"handle":"a"} x`:          wire.CodeBadJSON,
 		`{"handle":"a","extra":1}`:  wire.CodeUnknownField,
 		`{"handle":"a"}{"role":""}`: wire.CodeBadJSON,
+		"null":                      wire.CodeBadJSON,
+		` [{"handle":"a"}]`:         wire.CodeBadJSON,
+		`"a"`:                       wire.CodeBadJSON,
 	}
 	for body, code := range cases {
 		var v wire.AddUserRequest

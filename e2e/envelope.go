@@ -201,6 +201,10 @@ func (e *Envelope) Headers() map[string][]string {
 	return h
 }
 
+// sigEncoding decodes Unibus-Sig strictly: the unused low bits of the last
+// character must be zero, so that one signature has one text.
+var sigEncoding = base64.RawURLEncoding.Strict()
+
 func header(h map[string][]string, k string) (string, error) {
 	v := h[k]
 	if len(v) != 1 {
@@ -260,7 +264,7 @@ func ParseEnvelopeInto(e *Envelope, room RoomID, subject string, h map[string][]
 	if len(s) != base64.RawURLEncoding.EncodedLen(len(e.sig)) {
 		return fmt.Errorf("%w: bad %s", ErrMalformed, HdrSig)
 	}
-	if n, err := base64.RawURLEncoding.Decode(e.sig[:], []byte(s)); err != nil || n != len(e.sig) {
+	if n, err := sigEncoding.Decode(e.sig[:], []byte(s)); err != nil || n != len(e.sig) {
 		return fmt.Errorf("%w: bad %s", ErrMalformed, HdrSig)
 	}
 	e.Sig = e.sig[:]

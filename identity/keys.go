@@ -36,6 +36,9 @@ func ParseSignPub(s string) (SignPub, error) {
 }
 
 // SignPubFromNKey converts a NATS user public nkey ("U…") to a sign-pub.
+// Only the canonical text is accepted: base32 decoding skips CR and LF,
+// and a login under another spelling of a key would be registered under a
+// username that kicking the key's canonical nkey does not find.
 func SignPubFromNKey(nkey string) (SignPub, error) {
 	var p SignPub
 	raw, err := nkeys.Decode(nkeys.PrefixByteUser, []byte(nkey))
@@ -46,6 +49,9 @@ func SignPubFromNKey(nkey string) (SignPub, error) {
 		return p, fmt.Errorf("decode user nkey: %d bytes", len(raw))
 	}
 	copy(p[:], raw)
+	if p.NKey() != nkey {
+		return SignPub{}, fmt.Errorf("decode user nkey: not in canonical form")
+	}
 	return p, nil
 }
 

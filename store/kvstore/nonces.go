@@ -55,6 +55,11 @@ func (s *Store) UseNonce(ctx context.Context, keyID, nonce string, now, expires 
 		if err != nil {
 			return wrap(op, err)
 		}
+		if had.Expires.IsZero() {
+			// "null" or "{}": not a record we wrote. Never read it as
+			// expired (that would allow a replay): deny.
+			return wrap(op, fmt.Errorf("%w: nonce record without an expiry", store.ErrUnavailable))
+		}
 		if now.Before(had.Expires) {
 			return wrap(op, store.ErrReplay)
 		}
