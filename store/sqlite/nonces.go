@@ -21,7 +21,7 @@ const useNonce = `INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2,
 // since the nonce itself was recorded.
 func (s *Store) UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error {
 	op := "use nonce of " + keyID
-	res, err := s.w.ExecContext(ctx, useNonce, keyID, nonce, toDB(expires), toDB(now))
+	res, err := s.useNonceStmt.ExecContext(ctx, keyID, nonce, toDB(expires), toDB(now))
 	if err != nil {
 		return wrap(op, err)
 	}

@@ -109,7 +109,7 @@ func (s *Store) ListRooms(ctx context.Context, signPub string) ([]store.Room, er
 // RoomIDs returns the ids of the rooms signPub is a member of, in id order.
 func (s *Store) RoomIDs(ctx context.Context, signPub string) ([]string, error) {
 	op := "list room ids of " + signPub
-	rows, err := s.r.QueryContext(ctx, `SELECT room FROM members WHERE sign_pub = ? ORDER BY room`, signPub)
+	rows, err := s.roomIDsStmt.QueryContext(ctx, signPub)
 	if err != nil {
 		return nil, wrap(op, err)
 	}

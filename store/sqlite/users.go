@@ -49,7 +49,7 @@ func (s *Store) AddUser(ctx context.Context, u store.User) error {
 
 // GetUser returns the user with this sign-pub, or ErrNotFound.
 func (s *Store) GetUser(ctx context.Context, signPub string) (store.User, error) {
-	u, err := scanUser(s.r.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE sign_pub = ?`, signPub))
+	u, err := scanUser(s.getUserStmt.QueryRowContext(ctx, signPub))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = store.ErrNotFound
 	}
