@@ -300,10 +300,14 @@ func (l *soakLoad) start(ctx context.Context, wg *sync.WaitGroup) {
 		rand.Read(batch[i])
 	}
 	every(ctx, wg, soakMsgEvery, func(ctx context.Context) {
-		if _, err := f.admC.SendBatch(ctx, l.room, "soak", batch); err != nil {
-			if ctx.Err() == nil {
-				l.fail(fmt.Errorf("send: %w", err))
-			}
+		// A batch is never cut off by the end of the load: a send
+		// interrupted after its messages were published would go
+		// uncounted while they arrive, and the count of lost messages
+		// would be off (it went negative in CI).
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, err := f.admC.SendBatch(sctx, l.room, "soak", batch); err != nil {
+			l.fail(fmt.Errorf("send: %w", err))
 			return
 		}
 		l.sent.Add(int64(len(batch)))
