@@ -19,6 +19,19 @@ import (
 	"github.com/unibus/unibus/subjects"
 )
 
+// publishAckTimeout bounds the wait for the stream's acknowledgement of one
+// publish; the publish is then retried with the same message id, so the
+// stream stores it once. Without it a publish in flight to a stream leader
+// that dies while the client's own connection stays up would never be
+// acknowledged nor failed, and Send would block until its context ended.
+// publishRetryFor bounds the retries, well inside the stream's
+// de-duplication window (--dedup-window, 2 minutes by default): a message
+// retried after the window could be stored twice.
+const (
+	publishAckTimeout = 5 * time.Second
+	publishRetryFor   = time.Minute
+)
+
 // sender numbers this client's messages: a random stream id and, per room,
 // a counter from 1. The message id <stream>-<seq> is reused on a retried
 // publish, so JetStream de-duplicates it, and lets receivers of a room
@@ -99,7 +112,7 @@ func (c *Client) jetStream() (jetstream.JetStream, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.nc != nc {
-		js, err := jetstream.New(nc)
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 		if err != nil {
 			return nil, err
 		}
@@ -229,7 +242,7 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 		}
 		futures, failed = publishAsync(js, msgs[ch.lo:ch.hi], futures, failed)
 	}
-	pending := msgs
+	pending, started := msgs, time.Now()
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt > 0 {
 			futures, failed = publishAsync(js, pending, futures[:0], nil)
@@ -248,7 +261,7 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 		if len(failed) == 0 {
 			break
 		}
-		if attempt >= 20 || (lastErr != nil && !retryable(lastErr)) {
+		if attempt >= 20 || time.Since(started) > publishRetryFor || (lastErr != nil && !retryable(lastErr)) {
 			return nil, fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), lastErr)
 		}
 		select {

@@ -28,6 +28,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,7 +48,9 @@ const (
 type Config struct {
 	// Identity is the user's identity (required).
 	Identity *identity.Identity
-	// Servers are control-plane base URLs, tried in order on failure.
+	// Servers are control-plane base URLs. A request goes to the one that
+	// last answered (the first at the start) and, if it cannot be reached,
+	// to the next ones in turn.
 	Servers []string
 	// NATS are data-plane seed URLs.
 	NATS []string
@@ -93,6 +96,10 @@ type Client struct {
 	signer   *httpsig.Signer
 	log      *slog.Logger
 	pins     *knownKeys
+
+	// server is the index in cfg.Servers of the one that last answered:
+	// after a node is lost, requests stop paying its connect timeout.
+	server atomic.Int32
 
 	mu    sync.Mutex
 	rooms map[string]*roomState // by room id
@@ -197,13 +204,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 }
 
 // roundTrip sends a request built (and signed) by build for each server in
-// turn, moving on only when a server cannot be reached; a request that
-// reached a server is never resent (it was signed with a one-time nonce and
-// may have taken effect).
+// turn, starting with the one that last answered, moving on only when a
+// server cannot be reached; a request that reached a server is never
+// resent (it was signed with a one-time nonce and may have taken effect).
 func (c *Client) roundTrip(ctx context.Context, hc *http.Client, build func(base string) (*http.Request, error)) (*http.Response, error) {
 	var lastErr error
-	for _, base := range c.cfg.Servers {
-		req, err := build(strings.TrimRight(base, "/"))
+	n, first := len(c.cfg.Servers), int(c.server.Load())
+	for k := range n {
+		i := (first + k) % n
+		req, err := build(strings.TrimRight(c.cfg.Servers[i], "/"))
 		if err != nil {
 			return nil, fmt.Errorf("build request: %w", err)
 		}
@@ -215,6 +224,7 @@ func (c *Client) roundTrip(ctx context.Context, hc *http.Client, build func(base
 			}
 			continue
 		}
+		c.server.Store(int32(i))
 		return resp, nil
 	}
 	return nil, fmt.Errorf("control plane unreachable (%s): %w", strings.Join(c.cfg.Servers, ", "), lastErr)

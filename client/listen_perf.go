@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -162,7 +163,7 @@ func (p *pipeline) dispatch() {
 				break fill
 			}
 		}
-		st, err := p.c.state(p.ctx, p.room, false)
+		st, err := p.roomState(false)
 		for i := range ch.jobs {
 			p.prepare(&ch.jobs[i], st, err)
 		}
@@ -173,6 +174,41 @@ func (p *pipeline) dispatch() {
 		}
 		p.work <- ch // workers drain work until it is closed: never blocks for long
 	}
+}
+
+// roomState returns the room state the checks run against. A control
+// plane that cannot answer now — unreachable, or a 5xx such as the 503 of
+// a store that is electing a leader after a node loss — is waited out with
+// backoff until the Listen ends: a received message is held, never dropped
+// for want of a state that comes a few seconds later. A verdict (403, 404)
+// is returned, and the messages waiting for it are reported.
+func (p *pipeline) roomState(force bool) (*roomState, error) {
+	for attempt := 0; ; attempt++ {
+		st, err := p.c.state(p.ctx, p.room, force)
+		if err == nil || !transient(err) || p.ctx.Err() != nil {
+			return st, err
+		}
+		if attempt == 0 {
+			p.c.log.Warn("room state unavailable; holding received messages until the control plane answers", "room", p.room, "err", err)
+		}
+		select {
+		case <-p.quit:
+			return nil, err
+		case <-p.ctx.Done():
+			return nil, err
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+// transient reports whether a control-plane error may pass by itself: no
+// answer at all (unreachable, timed out) or a 5xx answer.
+func transient(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Status >= 500
+	}
+	return true
 }
 
 // prepare parses a message and checks the sender's membership and the
@@ -272,7 +308,7 @@ func (p *pipeline) deliver() {
 // membership may have changed since it was fetched, so the state is
 // refreshed once and the checks run again.
 func (p *pipeline) slowCheck(j *recvJob) {
-	st, err := p.c.state(p.ctx, p.room, true)
+	st, err := p.roomState(true)
 	if err != nil {
 		j.err = err
 		return

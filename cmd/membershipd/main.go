@@ -122,7 +122,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	f.BoolVar(&noBootstrap, "no-bootstrap", false, "do not create an admin identity on first run")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
-	root.AddCommand(newUserCmd(stdout), newMigrateCmd(stdout), newAuditCmd(stdout))
+	root.AddCommand(newUserCmd(stdout), newMigrateCmd(stdout), newKVCmd(stdout), newAuditCmd(stdout))
 	return root
 }
 
