@@ -22,7 +22,7 @@ import (
 
 // readyTimeout bounds how long Start waits for the listener and JetStream
 // (a variable so that tests of failed starts need not wait for it).
-var readyTimeout = 10 * time.Second
+var readyTimeout = time.Minute
 
 // Node is a running embedded nats-server.
 type Node struct {
