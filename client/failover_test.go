@@ -97,9 +97,13 @@ func TestFailoverAcrossSeeds(t *testing.T) {
 	if again == nil {
 		t.Fatal("message 50 was not seen on the wire")
 	}
-	ack, err := f.js.PublishMsg(f.ctx, &nats.Msg{Subject: again.Subject, Header: again.Header, Data: again.Data})
-	if err != nil || !ack.Duplicate {
-		t.Errorf("message 50 published again after the fail-over: %+v, %v; want a duplicate ack", ack, err)
+	var ack *jetstream.PubAck
+	retry(t, "publish message 50 again", func(ctx context.Context) (err error) {
+		ack, err = f.js.PublishMsg(ctx, &nats.Msg{Subject: again.Subject, Header: again.Header, Data: again.Data})
+		return err
+	})
+	if !ack.Duplicate {
+		t.Errorf("message 50 published again after the fail-over: %+v; want a duplicate ack", ack)
 	}
 	time.Sleep(time.Second) // a late duplicate would show now
 	rx.stop(t)
@@ -220,9 +224,11 @@ func (f *fixture) waitAll(t *testing.T, rx *receiver, via int, room string, n in
 			}
 			rx.mu.Unlock()
 			js, _ := jetstream.New(f.bus[via])
-			if s, err := js.Stream(f.ctx, subjects.Stream(room)); err == nil {
+			ctx, cancel := context.WithTimeout(f.ctx, 20*time.Second)
+			defer cancel()
+			if s, err := js.Stream(ctx, subjects.Stream(room)); err == nil {
 				t.Logf("stream: %+v", s.CachedInfo().State)
-				for ci := range s.ListConsumers(f.ctx).Info() {
+				for ci := range s.ListConsumers(ctx).Info() {
 					leader := ""
 					if ci.Cluster != nil {
 						leader = ci.Cluster.Leader
@@ -292,17 +298,19 @@ func (f *fixture) checkStream(t *testing.T, i int, room string, want uint64) str
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(f.ctx, subjects.Stream(room))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var s jetstream.Stream
+	retry(t, "stream info", func(ctx context.Context) (err error) {
+		s, err = js.Stream(ctx, subjects.Stream(room))
+		return err
+	})
 	info := s.CachedInfo()
 	ids := map[string]bool{}
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(f.ctx, seq)
-		if err != nil {
-			t.Fatalf("stream message %d: %v", seq, err)
-		}
+		var m *jetstream.RawStreamMsg
+		retry(t, fmt.Sprintf("stream message %d", seq), func(ctx context.Context) (err error) {
+			m, err = s.GetMsg(ctx, seq)
+			return err
+		})
 		id := m.Header.Get("Nats-Msg-Id")
 		if ids[id] {
 			t.Errorf("message id %s stored twice", id)
@@ -507,6 +515,26 @@ func (s *sender) unavailable() int {
 	return s.unavail
 }
 
+// retry runs a JetStream request with a 10 s deadline, again until it
+// succeeds (up to 2 minutes): a request sent while a leader is being
+// elected is never answered, and must not wait on the test's deadline.
+func retry(t *testing.T, what string, f func(ctx context.Context) error) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := f(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 // within waits for the sender to finish.
 func within(t *testing.T, done chan error, d time.Duration) error {
 	t.Helper()
@@ -560,7 +588,10 @@ func dialUntil(ctx context.Context, t *testing.T, cfg client.Config) *client.Cli
 func streamLeader(ctx context.Context, js jetstream.JetStream, stream string) string {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if s, err := js.Stream(ctx, stream); err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader != "" {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.Stream(rctx, stream)
+		cancel()
+		if err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader != "" {
 			return s.CachedInfo().Cluster.Leader
 		}
 		time.Sleep(200 * time.Millisecond)

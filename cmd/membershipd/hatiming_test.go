@@ -268,7 +268,10 @@ func failoverTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, root,
 		}
 		tr := failoverTrial{Victim: c.Nodes[victim].Name}
 		js, _ := jetstream.New(bus[survivors[0]])
-		if s, err := js.Stream(ctx, subjects.Stream(room.ID)); err == nil && s.CachedInfo().Cluster != nil {
+		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		s, err := js.Stream(ictx, subjects.Stream(room.ID))
+		cancel()
+		if err == nil && s.CachedInfo().Cluster != nil {
 			tr.StreamLeader = s.CachedInfo().Cluster.Leader == tr.Victim
 		}
 
@@ -464,6 +467,8 @@ func whereIs(t *testing.T, c *testbin.Cluster, bus []*nats.Conn, rx *identity.Id
 // inStream tells, for messages a receiver lacked, whether the stream holds
 // them (lost in delivery) or not (lost in publishing).
 func inStream(ctx context.Context, js jetstream.JetStream, room string, ids map[int]string, seqs []int) string {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute) // a diagnosis, bounded
+	defer cancel()
 	s, err := js.Stream(ctx, subjects.Stream(room))
 	if err != nil {
 		return err.Error()

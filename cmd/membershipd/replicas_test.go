@@ -297,16 +297,24 @@ func streamsOnce(ctx context.Context, c *testbin.Cluster, i int, t *testing.T) (
 		}
 		js := v.(jetstream.JetStream)
 		account := map[bool]string{false: "control", true: "bus"}[bus]
-		l := js.StreamNames(ctx)
+		// Every request gets its own short deadline: one sent while the
+		// meta group elects a leader is never answered, and with the
+		// test's deadline it would wait for minutes.
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		l := js.StreamNames(lctx)
 		var names []string
 		for n := range l.Name() {
 			names = append(names, n)
 		}
-		if err := l.Err(); err != nil {
+		err := l.Err()
+		cancel()
+		if err != nil {
 			return out, err
 		}
 		for _, n := range names {
-			r, err := kvstore.StreamReplication(ctx, js, account, n)
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			r, err := kvstore.StreamReplication(rctx, js, account, n)
+			cancel()
 			if err != nil {
 				if firstErr == nil {
 					firstErr = fmt.Errorf("%s: %w", n, err)
