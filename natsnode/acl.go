@@ -98,10 +98,89 @@ func Permissions(g Grant) *server.Permissions {
 	if len(sub) == 0 {
 		sub = []string{denyAllSubject}
 	}
+	pubDeny, subDeny := denyFor(g)
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub, Deny: append([]string(nil), deniedSubjects...)},
-		Subscribe: &server.SubjectPermission{Allow: sub, Deny: append([]string(nil), deniedSubjects...)},
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: pubDeny},
+		Subscribe: &server.SubjectPermission{Allow: sub, Deny: subDeny},
 	}
+}
+
+// A deny entry matters only where an allow entry can match the same
+// subject: nats-server grants a subject that some allow entry matches and
+// no deny entry does, and a wildcard subscription only within an allow
+// entry. A deny entry that collides with none of a grant's allow entries
+// therefore changes nothing for it, yet nats-server builds a sublist from
+// every entry at every login (all 28 for publish and subscribe cost about
+// 140 µs of a 440 µs login). A grant gets the entries that collide with
+// its allow entries, which is none today: the deny list stays in force
+// for any allow entry that would ever reach into it.
+//
+// The collisions are computed once, with a sample room id and sign-pub.
+// They do not depend on the id: a room id (32 lowercase hex) is a whole
+// token or follows "ROOM_" in one, a sign-pub (64 lowercase hex) follows
+// "_INBOX_", and no literal token of the deny list is lowercase hex or
+// starts with either prefix (TestDenyListIsIndependentOfIDs), so a deny
+// entry collides with one room's subjects exactly when it collides with
+// every room's. A room id of any other form gets the whole list.
+var (
+	roomPubDeny  = colliding(deniedSubjects, roomPublish(sampleRoom))
+	roomSubDeny  = colliding(deniedSubjects, []string{subjects.Room(sampleRoom)})
+	inboxSubDeny = colliding(deniedSubjects, []string{subjects.InboxPrefix(sampleSignPubHex) + ".>"})
+)
+
+const (
+	sampleRoom       = "00000000000000000000000000000000"
+	sampleSignPubHex = "0000000000000000000000000000000000000000000000000000000000000000"
+)
+
+// colliding returns the entries of deny that some subject matches together
+// with an entry of allow.
+func colliding(deny, allow []string) []string {
+	var out []string
+	for _, d := range deny {
+		for _, a := range allow {
+			if server.SubjectsCollide(d, a) {
+				out = append(out, d)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// denyFor returns the deny lists of g's permissions (never shared with
+// another grant's: nats-server may keep them).
+func denyFor(g Grant) (pub, sub []string) {
+	var rooms bool
+	if g.Active {
+		for _, r := range g.Rooms {
+			if !validRoom(r) {
+				continue
+			}
+			if !lowerHex(r) {
+				full := append([]string(nil), deniedSubjects...)
+				return full, append([]string(nil), deniedSubjects...)
+			}
+			rooms = true
+		}
+	}
+	if rooms {
+		pub = append(pub, roomPubDeny...)
+		sub = append(sub, roomSubDeny...)
+	}
+	if validSignPubHex(g.SignPubHex) {
+		sub = append(sub, inboxSubDeny...)
+	}
+	return pub, sub
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // denyAllSubject is a literal no client can be given a reason to use.
@@ -125,17 +204,7 @@ func validRoom(r string) bool {
 
 // validSignPubHex reports whether s is 64 lowercase hex characters, so that
 // the inbox prefix built from it is one literal token.
-func validSignPubHex(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func validSignPubHex(s string) bool { return len(s) == 64 && lowerHex(s) }
 
 // InternalPermissions is the ACL of membershipd's internal identity, the
 // only user with full permissions: an explicit allow of ">" both ways.

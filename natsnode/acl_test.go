@@ -1,6 +1,10 @@
 package natsnode
 
 import (
+	"encoding/hex"
+	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -153,4 +157,111 @@ func TestInternalPermissions(t *testing.T) {
 			t.Errorf("internal identity denied %s", s)
 		}
 	}
+}
+
+// The per-grant deny lists are computed once with a sample id; that is
+// exact only if no literal token of the deny list could equal a token that
+// carries a room id or a sign-pub.
+func TestDenyListIsIndependentOfIDs(t *testing.T) {
+	for _, d := range deniedSubjects {
+		for _, tok := range strings.Split(d, ".") {
+			if tok == "*" || tok == ">" {
+				continue
+			}
+			if lowerHex(tok) || strings.HasPrefix(tok, "ROOM_") || strings.HasPrefix(tok, "_INBOX_") {
+				t.Errorf("deny entry %q has token %q, which a room id or sign-pub token could equal", d, tok)
+			}
+		}
+	}
+}
+
+// A grant's deny lists hold exactly the entries that reach into its allow
+// lists, and the permission it gets decides every subject as the whole deny
+// list would.
+func TestFilteredDenyListDecidesAsTheWholeList(t *testing.T) {
+	// colliding keeps what an allow entry reaches into, and only that.
+	got := colliding(deniedSubjects, []string{"$JS.API.>"})
+	if !slices.Contains(got, "$JS.API.STREAM.CREATE.>") || !slices.Contains(got, "$JS.API.CONSUMER.CREATE.*") ||
+		slices.Contains(got, "$KV.>") || slices.Contains(got, "$SYS.>") {
+		t.Errorf("deny entries colliding with $JS.API.>: %v", got)
+	}
+	if got := colliding(deniedSubjects, []string{">"}); !slices.Equal(got, deniedSubjects) {
+		t.Errorf("deny entries colliding with >: %v", got)
+	}
+
+	// The filtering itself, where it has work to do: allow lists that reach
+	// into the deny list decide the corpus (below) as the whole list does,
+	// and some subject is in fact denied.
+	broad := [][]string{{">"}, {"$JS.API.>"}, {"$JS.API.CONSUMER.>", "$KV.x.>"}, {"$JS.*.>", "_INBOX.>"}}
+	defer func() {
+		for _, allow := range broad {
+			deniedSome := false
+			f := &server.SubjectPermission{Allow: allow, Deny: colliding(deniedSubjects, allow)}
+			w := &server.SubjectPermission{Allow: allow, Deny: deniedSubjects}
+			for _, s := range corpusOf(deniedSubjects) {
+				if allowed(f, s) != allowed(w, s) {
+					t.Errorf("allow %v: %q decided differently with deny %v", allow, s, f.Deny)
+				}
+				deniedSome = deniedSome || !allowed(w, s) && allowed(&server.SubjectPermission{Allow: allow}, s)
+			}
+			if !deniedSome {
+				t.Errorf("allow %v: no subject of the corpus is denied; the comparison shows nothing", allow)
+			}
+		}
+	}()
+
+	rnd := rand.New(rand.NewPCG(1, 2))
+	hexOf := func(n int) string {
+		b := make([]byte, n/2)
+		for i := range b {
+			b[i] = byte(rnd.Uint32())
+		}
+		return hex.EncodeToString(b)
+	}
+	// Subjects to decide: every deny entry with its wildcards filled in,
+	// and as a wildcard subscription; and each grant's own subjects below.
+	corpus := corpusOf(deniedSubjects)
+	for i := range 200 {
+		g := Grant{Active: i%7 != 0, SignPubHex: hexOf(64)}
+		for range rnd.IntN(4) {
+			g.Rooms = append(g.Rooms, hexOf(32))
+		}
+		if i%11 == 0 {
+			g.Rooms = append(g.Rooms, "Not_Hex-Room") // valid, not hex: the whole list
+		}
+		subjects := slices.Clone(corpus)
+		for _, r := range g.Rooms {
+			for _, s := range roomPublish(r) {
+				subjects = append(subjects, s, strings.ReplaceAll(s, ">", "x.y"))
+			}
+			subjects = append(subjects, "$JS.API.STREAM.CREATE.ROOM_"+r, "$JS.API.STREAM.DELETE.ROOM_"+r,
+				"$JS.API.CONSUMER.CREATE.ROOM_"+r, "$JS.API.CONSUMER.DURABLE.CREATE.ROOM_"+r+".d")
+		}
+		subjects = append(subjects, "_INBOX_"+g.SignPubHex+".x", "_INBOX_"+g.SignPubHex+".>")
+		p := Permissions(g)
+		whole := &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: p.Publish.Allow, Deny: deniedSubjects},
+			Subscribe: &server.SubjectPermission{Allow: p.Subscribe.Allow, Deny: deniedSubjects},
+		}
+		for _, s := range subjects {
+			if allowed(p.Publish, s) != allowed(whole.Publish, s) || allowed(p.Subscribe, s) != allowed(whole.Subscribe, s) {
+				t.Fatalf("grant %+v: subject %q decided differently with the filtered deny lists %v / %v", g, s, p.Publish.Deny, p.Subscribe.Deny)
+			}
+		}
+		if slices.Contains(g.Rooms, "Not_Hex-Room") && g.Active && len(p.Publish.Deny) != len(deniedSubjects) {
+			t.Fatalf("a non-hex room id got deny list %v, want the whole list", p.Publish.Deny)
+		}
+	}
+}
+
+// corpusOf returns subjects around a deny list: each entry, with its
+// wildcards filled in, and broad wildcard subscriptions.
+func corpusOf(deny []string) []string {
+	var corpus []string
+	for _, d := range deny {
+		corpus = append(corpus, d,
+			strings.NewReplacer("*", "x", ">", "a.b").Replace(d),
+			strings.NewReplacer("*", "ROOM_x", ">", "ROOM_x.c").Replace(d))
+	}
+	return append(corpus, ">", "$JS.>", "$JS.API.>", "$JS.API.*", "$JS.API.STREAM.*", "$JS.API.CONSUMER.>", "_INBOX.>", "unibus.>")
 }
