@@ -184,3 +184,25 @@ func TestKEMBinding(t *testing.T) {
 		t.Fatal("short KEM key accepted")
 	}
 }
+
+// Sign uses curve25519-voi for speed; its signatures must be crypto/ed25519's
+// byte for byte (RFC 8032 signatures are deterministic), and verify there.
+func TestSignIsCryptoEd25519(t *testing.T) {
+	for i := range 200 {
+		var seed [SeedSize]byte
+		seed[0], seed[1] = byte(i), byte(i>>8)
+		id, err := FromSeed(seed[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := bytes.Repeat([]byte{byte(i)}, i*7)
+		got := id.Sign(msg)
+		want := ed25519.Sign(ed25519.NewKeyFromSeed(seed[:]), msg)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("seed %d, %d-byte message: signature %x, crypto/ed25519 makes %x", i, len(msg), got, want)
+		}
+		if !ed25519.Verify(id.SigningKey().Public().(ed25519.PublicKey), msg, got) {
+			t.Fatalf("seed %d: crypto/ed25519 does not verify the signature", i)
+		}
+	}
+}
