@@ -381,7 +381,9 @@ type ListenOptions struct {
 // done. Each message is verified (signature, sender membership), checked
 // for sequence gaps and duplicates per sender stream, and decrypted before
 // fn sees it. The consumer is an ordered consumer: after a reconnect or a
-// fail-over it resumes after the last delivered message.
+// fail-over it resumes after the last delivered message, and one that
+// cannot re-create its server-side consumer is replaced by a fresh one
+// that resumes there too (docs/CLUSTER.md).
 //
 // Signatures are verified on every core (GOMAXPROCS workers, in batches
 // when messages queue up); fn and OnError are still called from a single
