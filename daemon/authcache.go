@@ -49,6 +49,9 @@ type grantEntry struct {
 	grant   natsnode.Grant // shared by every login that uses it: read only
 	gen     uint64         // the slot's generation before the store was read
 	expires time.Time
+	// version is the store's change version read before the store was
+	// (SQLite: see storeAuthorizer.Grant); 0 where there is none.
+	version uint64
 }
 
 // grantTTL bounds how long a grant is served without a store read, as a
@@ -60,16 +63,24 @@ const maxGrantSlots = 1 << 16
 
 // get returns the user's grant if one is cached, current and unexpired.
 func (c *grantCache) get(user identity.SignPub, now time.Time) (natsnode.Grant, bool) {
+	if e := c.lookup(user, now); e != nil {
+		return e.grant, true
+	}
+	return natsnode.Grant{}, false
+}
+
+// lookup returns the user's entry if it is current and unexpired, else nil.
+func (c *grantCache) lookup(user identity.SignPub, now time.Time) *grantEntry {
 	v, ok := c.slots.Load(user)
 	if !ok {
-		return natsnode.Grant{}, false
+		return nil
 	}
 	s := v.(*grantSlot)
 	e := s.entry.Load()
 	if e == nil || e.gen != s.gen.Load() || !now.Before(e.expires) {
-		return natsnode.Grant{}, false
+		return nil
 	}
-	return e.grant, true
+	return e
 }
 
 // begin returns the user's slot and its generation; call it before
@@ -91,7 +102,12 @@ func (c *grantCache) begin(user identity.SignPub) (*grantSlot, uint64) {
 
 // put stores the grant the store gave after begin returned gen.
 func (c *grantCache) put(s *grantSlot, gen uint64, g natsnode.Grant, now time.Time) {
-	s.entry.Store(&grantEntry{grant: g, gen: gen, expires: now.Add(grantTTL)})
+	c.putVersion(s, gen, g, now, 0)
+}
+
+// putVersion is put with the store's change version read before the store.
+func (c *grantCache) putVersion(s *grantSlot, gen uint64, g natsnode.Grant, now time.Time, version uint64) {
+	s.entry.Store(&grantEntry{grant: g, gen: gen, expires: now.Add(grantTTL), version: version})
 }
 
 // drop invalidates the user's entry and removes the slot after a login

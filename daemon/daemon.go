@@ -372,15 +372,29 @@ type authzStore struct {
 	// members buckets reports every access change whoever made it, so a
 	// cached grant is served whole. SQLite has no such feed, and the
 	// admin tool revokes users in the file while membershipd runs
-	// ('membershipd user revoke --db'): there the user's record is read
-	// at every login, and only its rooms come from the cache (they change
-	// only through this daemon's API, which forgets them).
+	// ('membershipd user revoke --db'). There a cached grant is served
+	// whole only while the file's change version is what it was before
+	// the grant was read (nothing committed since, by anyone); otherwise
+	// the user's record is read again, and only its rooms come from the
+	// cache (they change only through this daemon's API, which forgets
+	// them).
 	watched bool
+	// version is the store's change version, if it has one (SQLite).
+	version func(context.Context) (uint64, error)
+}
+
+// changeVersioned is a store with a change version (store/sqlite).
+type changeVersioned interface {
+	ChangeVersion(context.Context) (uint64, error)
 }
 
 func (a *storeAuthorizer) set(st store.Store) {
 	_, watched := st.(*lazyStore) // kv mode: openKV starts the watch before the store serves
-	a.st.Store(&authzStore{Store: st, watched: watched})
+	as := &authzStore{Store: st, watched: watched}
+	if v, ok := st.(changeVersioned); ok && !watched {
+		as.version = v.ChangeVersion
+	}
+	a.st.Store(as)
 	a.cache.clear()
 }
 
@@ -408,13 +422,21 @@ func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Gran
 		return natsnode.Grant{}, err
 	}
 	now := time.Now()
-	if g, ok := a.cache.get(sp, now); ok {
-		if st.watched {
-			return g, nil
+	// The change version is read before the cache and the store: a commit
+	// after this read makes the next login's version differ.
+	var version uint64 // 0: none, never matches an entry's
+	if st.version != nil {
+		if v, err := st.version(ctx); err == nil {
+			version = v
 		}
-		u, err := st.GetUser(ctx, g.SignPubHex)
+	}
+	if e := a.cache.lookup(sp, now); e != nil {
+		if st.watched || version != 0 && e.version == version {
+			return e.grant, nil
+		}
+		u, err := st.GetUser(ctx, e.grant.SignPubHex)
 		if err == nil && u.Status == store.StatusActive {
-			return g, nil
+			return e.grant, nil
 		}
 		// Revoked by the admin tool, or unreadable: the store decides.
 	}
@@ -424,7 +446,7 @@ func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Gran
 		a.cache.drop(sp, slot)
 		return g, err
 	}
-	a.cache.put(slot, gen, g, now)
+	a.cache.putVersion(slot, gen, g, now, version)
 	return g, nil
 }
 

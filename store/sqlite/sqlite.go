@@ -57,6 +57,8 @@ type Store struct {
 	// Prepared once: the statements every signed request and every login
 	// run (parsing them each time was 7% of a data-plane login).
 	getUserStmt, roomIDsStmt, useNonceStmt *sql.Stmt
+
+	cv changeVersion // ChangeVersion's connection, on r
 }
 
 var _ store.Store = (*Store)(nil)
@@ -174,7 +176,8 @@ func (s *Store) open(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	s.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	s.r.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)) + 1) // + ChangeVersion's
+	s.cv.db = s.r
 	if err := s.r.PingContext(ctx); err != nil {
 		return fmt.Errorf("open read connection: %w", err)
 	}
@@ -220,7 +223,7 @@ func (s *Store) checkPragmas(ctx context.Context) error {
 
 // Close closes the database. Methods called after Close fail.
 func (s *Store) Close() error {
-	var errs []error
+	errs := []error{s.cv.close()}
 	for _, st := range []*sql.Stmt{s.getUserStmt, s.roomIDsStmt, s.useNonceStmt} {
 		if st != nil {
 			errs = append(errs, st.Close())
