@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +22,7 @@ import (
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/store/sqlite"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -47,6 +51,10 @@ const (
 	OpE2EOpenBatch = "e2e open, batches of 64"
 	OpHTTPSigRead  = "httpsig verify GET /v1/me"
 	OpHTTPSigPost  = "httpsig verify POST /v1/users"
+	// OpHTTPSigNonce is the signed-request target's ceiling: one request
+	// verified and its nonce recorded in a SQLite store (membershipd's
+	// store, a fresh file, synchronous commits), nothing else.
+	OpHTTPSigNonce = "httpsig verify + SQLite nonce write"
 )
 
 // batchOf is the batch size of the batch ceilings.
@@ -253,7 +261,37 @@ func Ceilings(d time.Duration, sizes []int) ([]Ceiling, error) {
 			return out, err
 		}
 	}
+	if err := nonceCeiling(id, add); err != nil {
+		return out, err
+	}
 	return out, nil
+}
+
+// nonceCeiling measures OpHTTPSigNonce on a SQLite store in a temporary
+// directory (TMPDIR, where the bench also starts membershipd).
+func nonceCeiling(id *identity.Identity, add func(string, int, int, func() func() error) error) error {
+	dir, err := os.MkdirTemp("", "unibus-bench-nonce-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "unibus.db"))
+	if err != nil {
+		return fmt.Errorf("%s: %w", OpHTTPSigNonce, err)
+	}
+	defer st.Close()
+	var next atomic.Uint64
+	key := id.SignPub().String()
+	return add(OpHTTPSigNonce, 0, 1, func() func() error {
+		verify := httpsigVerifyOp(id, "GET", "/v1/me", nil)
+		return func() error {
+			if err := verify(); err != nil {
+				return err
+			}
+			now := time.Now()
+			return st.UseNonce(context.Background(), key, strconv.FormatUint(next.Add(1), 36), now, now.Add(5*time.Minute))
+		}
+	})
 }
 
 // httpsigVerifyOp signs one request the way the SDK does and returns an op

@@ -35,8 +35,12 @@ type ControlResult struct {
 	// request of this shape (httpsig alone, no store): the bound a server
 	// that did nothing but check signatures would reach.
 	VerifyCeiling float64 `json:"verify_ceiling_per_s,omitempty"`
-	ServerCPUUS   float64 `json:"server_cpu_us_per_req,omitempty"`
-	ClientCPUUS   float64 `json:"client_cpu_us_per_req"`
+	// NonceCeiling is this machine's all-cores rate of verifying a request
+	// and recording its nonce in SQLite (OpHTTPSigNonce): the bound of the
+	// signed-request target, for the sqlite store.
+	NonceCeiling float64 `json:"verify_nonce_ceiling_per_s,omitempty"`
+	ServerCPUUS  float64 `json:"server_cpu_us_per_req,omitempty"`
+	ClientCPUUS  float64 `json:"client_cpu_us_per_req"`
 }
 
 // Control-plane endpoints measured.
@@ -169,6 +173,9 @@ func (f *fixture) Control(ctx context.Context, workers int, d time.Duration, cei
 		for _, c := range ceilings {
 			if c.Op == row.verify {
 				r.VerifyCeiling = c.AllCores
+			}
+			if c.Op == OpHTTPSigNonce && row.signed && f.store == "sqlite" {
+				r.NonceCeiling = c.AllCores
 			}
 		}
 		out = append(out, r)

@@ -76,6 +76,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 				ms(x.P50Ms), ms(x.P99Ms), num(x.VerifyCeiling), dec(x.ServerCPUUS), dec(x.ClientCPUUS))
 		}
 		tw.Flush()
+		for _, x := range r.Control {
+			if x.NonceCeiling == 0 {
+				continue
+			}
+			got := x.ReqsPerSec / x.NonceCeiling
+			verdict := "met"
+			if got < 0.8 {
+				verdict = "NOT met"
+			}
+			fmt.Fprintf(w, "target, signed %s (%s): %s req/s ≥ 0.8 × ceiling of one verify + one SQLite nonce write (all cores) %s = %s: %s (%.2f of the ceiling)\n",
+				x.Endpoint, x.Store, num(x.ReqsPerSec), num(x.NonceCeiling), num(0.8*x.NonceCeiling), verdict, got)
+		}
 	}
 
 	if len(r.Connect) > 0 {
