@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/daemon"
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/subjects"
@@ -29,15 +28,7 @@ import (
 func TestListenPipelineOrderAndForgeries(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, err := daemon.Start(ctx, daemon.Config{Bind: "127.0.0.1", DataDir: t.TempDir(), Bootstrap: true, JSSync: "1s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	adm, err := identity.Load(d.AdminIDFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, adm := startNode(ctx, t, t.TempDir())
 	dial := func(id *identity.Identity) *client.Client {
 		c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{d.HTTPURL()}, NATS: []string{d.NATSURL()}})
 		if err != nil {

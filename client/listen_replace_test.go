@@ -33,15 +33,7 @@ func TestListenReplacesAStuckConsumer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	d, err := daemon.Start(ctx, daemon.Config{Bind: "127.0.0.1", DataDir: dir, Bootstrap: true, JSSync: "1s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	adm, err := identity.Load(d.AdminIDFile)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, adm := startNode(ctx, t, dir)
 	var logs lockedLog
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cl, err := client.Dial(ctx, client.Config{Identity: adm, Servers: []string{d.HTTPURL()}, NATS: []string{d.NATSURL()}, Logger: logger})
@@ -169,4 +161,20 @@ func TestListenReplacesAStuckConsumer(t *testing.T) {
 	if err := <-listening; err != nil {
 		t.Errorf("Listen: %v", err)
 	}
+}
+
+// startNode starts a single-node membershipd (js-sync 1s) in dir, with a
+// bootstrap admin, and returns it and the admin's identity.
+func startNode(ctx context.Context, t *testing.T, dir string) (*daemon.Daemon, *identity.Identity) {
+	t.Helper()
+	d, err := daemon.Start(ctx, daemon.Config{Bind: "127.0.0.1", DataDir: dir, Bootstrap: true, JSSync: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	adm, err := identity.Load(d.AdminIDFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, adm
 }
