@@ -67,7 +67,16 @@ type Server struct {
 	o   Options
 	log *slog.Logger
 	mux *http.ServeMux
+	// keys keeps signers' public keys prepared for verification. It only
+	// saves work: every request still resolves its key through the store
+	// (unknown and revoked users are refused there), and a key is prepared
+	// only after that lookup found an active user.
+	keys *httpsig.KeyCache
 }
+
+// preparedKeys bounds Server.keys: a prepared key is 216 bytes (plus
+// the map entry), so the cache holds at most about 1 MiB.
+const preparedKeys = 4096
 
 // New builds a Server.
 func New(o Options) (*Server, error) {
@@ -86,7 +95,7 @@ func New(o Options) (*Server, error) {
 	if o.BlobMaxSize <= 0 {
 		o.BlobMaxSize = DefaultBlobMaxSize
 	}
-	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux()}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(), keys: httpsig.NewKeyCache(preparedKeys)}
 	s.routes()
 	return s, nil
 }
@@ -195,6 +204,7 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 	v := httpsig.Verifier{
 		Window: s.o.Window,
 		Now:    s.o.Now,
+		Keys:   s.keys,
 		Resolve: func(ctx context.Context, keyID string) (ed25519.PublicKey, error) {
 			pub, err := identity.ParseSignPub(keyID)
 			if err != nil {

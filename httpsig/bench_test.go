@@ -45,6 +45,16 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
+	prepared := testVerifier(t0, nil)
+	prepared.Keys = NewKeyCache(16)
+	b.Run("httpsig-key-cache", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := prepared.Verify(req, body); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	base := benchBase(b, req)
 	sig := ed25519.Sign(testKey, base)
 	pub := testKey.Public().(ed25519.PublicKey)

@@ -35,6 +35,10 @@ type Verifier struct {
 	Window time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Keys, if not nil, keeps the keys Resolve returns prepared for
+	// verification across requests (see [KeyCache]); the rule is the same
+	// either way: crypto/ed25519's.
+	Keys *KeyCache
 }
 
 // requiredComponents must be covered by every signature.
@@ -151,7 +155,7 @@ func (v *Verifier) verify(req *http.Request, body []byte, streaming bool) (Verif
 	if len(pub) != ed25519.PublicKeySize {
 		return Verified{}, nil, detail(ErrUnknownKey, "keyid %s does not name an ed25519 key", quoteShort(in.keyID))
 	}
-	if len(sig) != ed25519.SignatureSize || !ed25519.Verify(pub, base, sig) {
+	if !verifySignature(v.Keys, pub, base, sig) {
 		return Verified{}, nil, ErrBadSignature
 	}
 

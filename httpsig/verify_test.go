@@ -282,27 +282,38 @@ func TestVerifyDenials(t *testing.T) {
 			return body
 		})},
 	}
+	// Every denial holds with prepared keys too (one cache for every case,
+	// so most verifications there use a key prepared by an earlier one).
+	keys := NewKeyCache(16)
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			req, body := tt.make(t)
-			now := tt.now
-			if now.IsZero() {
-				now = t0
+		for _, cache := range []*KeyCache{nil, keys} {
+			name := tt.name
+			if cache != nil {
+				name += "/key-cache"
 			}
-			got, err := testVerifier(now, nil).Verify(req, body)
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("got %v, want %v", err, tt.want)
-			}
-			if tt.want == errNoSuchKey && !errors.Is(err, ErrUnknownKey) {
-				t.Errorf("a resolver error must be wrapped in ErrUnknownKey, got %v", err)
-			}
-			if got.KeyID != "" || got.Nonce != "" || got.Components != nil {
-				t.Errorf("a denial returned %+v", got)
-			}
-			if sig := req.Header.Get("Signature"); len(sig) > 20 && strings.Contains(err.Error(), sig[6:len(sig)-1]) {
-				t.Errorf("error echoes the signature: %v", err)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				req, body := tt.make(t)
+				now := tt.now
+				if now.IsZero() {
+					now = t0
+				}
+				v := testVerifier(now, nil)
+				v.Keys = cache
+				got, err := v.Verify(req, body)
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("got %v, want %v", err, tt.want)
+				}
+				if tt.want == errNoSuchKey && !errors.Is(err, ErrUnknownKey) {
+					t.Errorf("a resolver error must be wrapped in ErrUnknownKey, got %v", err)
+				}
+				if got.KeyID != "" || got.Nonce != "" || got.Components != nil {
+					t.Errorf("a denial returned %+v", got)
+				}
+				if sig := req.Header.Get("Signature"); len(sig) > 20 && strings.Contains(err.Error(), sig[6:len(sig)-1]) {
+					t.Errorf("error echoes the signature: %v", err)
+				}
+			})
+		}
 	}
 }
 
