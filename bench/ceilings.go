@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,9 +20,12 @@ import (
 
 	"golang.org/x/crypto/chacha20poly1305"
 
+	"github.com/unibus/unibus/api"
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/natsnode"
+	"github.com/unibus/unibus/store/kvstore"
 	"github.com/unibus/unibus/store/sqlite"
 	"github.com/unibus/unibus/wire"
 )
@@ -55,6 +59,9 @@ const (
 	// verified and its nonce recorded in a SQLite store (membershipd's
 	// store, a fresh file, synchronous commits), nothing else.
 	OpHTTPSigNonce = "httpsig verify + SQLite nonce write"
+	// OpHTTPSigNonceKV is the same with the nonce recorded in the kv
+	// store of a single embedded node (the memory-backed nonce bucket).
+	OpHTTPSigNonceKV = "httpsig verify + KV nonce write"
 )
 
 // batchOf is the batch size of the batch ceilings.
@@ -261,15 +268,17 @@ func Ceilings(d time.Duration, sizes []int) ([]Ceiling, error) {
 			return out, err
 		}
 	}
-	if err := nonceCeiling(id, add); err != nil {
+	if err := nonceCeilings(id, add); err != nil {
 		return out, err
 	}
 	return out, nil
 }
 
-// nonceCeiling measures OpHTTPSigNonce on a SQLite store in a temporary
-// directory (TMPDIR, where the bench also starts membershipd).
-func nonceCeiling(id *identity.Identity, add func(string, int, int, func() func() error) error) error {
+// nonceCeilings measures OpHTTPSigNonce on a SQLite store in a temporary
+// directory (TMPDIR, where the bench also starts membershipd), and
+// OpHTTPSigNonceKV on the kv store of a single embedded node there: each
+// store's own UseNonce, as membershipd calls it.
+func nonceCeilings(id *identity.Identity, add func(string, int, int, func() func() error) error) error {
 	dir, err := os.MkdirTemp("", "unibus-bench-nonce-")
 	if err != nil {
 		return err
@@ -280,18 +289,76 @@ func nonceCeiling(id *identity.Identity, add func(string, int, int, func() func(
 		return fmt.Errorf("%s: %w", OpHTTPSigNonce, err)
 	}
 	defer st.Close()
+	if err := add(OpHTTPSigNonce, 0, 1, nonceOp(id, st)); err != nil {
+		return err
+	}
+	kv, stop, err := kvNonceStore(filepath.Join(dir, "jetstream"))
+	if err != nil {
+		return fmt.Errorf("%s: %w", OpHTTPSigNonceKV, err)
+	}
+	defer stop()
+	return add(OpHTTPSigNonceKV, 0, 1, nonceOp(id, kv))
+}
+
+// nonceOp returns the newOp of a nonce ceiling: verify a request, then
+// record a fresh nonce for its key, for the signature window's lifetime.
+func nonceOp(id *identity.Identity, st interface {
+	UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error
+}) func() func() error {
 	var next atomic.Uint64
 	key := id.SignPub().String()
-	return add(OpHTTPSigNonce, 0, 1, func() func() error {
+	prefix := randHex(4) // a rerun on the same store never replays
+	return func() func() error {
 		verify := httpsigVerifyOp(id, "GET", "/v1/me", nil)
 		return func() error {
 			if err := verify(); err != nil {
 				return err
 			}
 			now := time.Now()
-			return st.UseNonce(context.Background(), key, strconv.FormatUint(next.Add(1), 36), now, now.Add(5*time.Minute))
+			return st.UseNonce(context.Background(), key, prefix+strconv.FormatUint(next.Add(1), 36), now, now.Add(2*api.DefaultWindow))
 		}
+	}
+}
+
+// noMembers is the Authorizer of the kv ceiling's node, where no member
+// logs in.
+type noMembers struct{}
+
+func (noMembers) Grant(context.Context, string) (natsnode.Grant, error) {
+	return natsnode.Grant{}, nil
+}
+
+// kvNonceStore starts a single embedded node with its JetStream store in
+// dir (membershipd's defaults: fsync before acknowledgement, the nonce
+// bucket in memory) and opens the kv store on it over an in-process
+// connection, as membershipd --store kv does.
+func kvNonceStore(dir string) (*kvstore.Store, func(), error) {
+	internal, err := identity.Generate()
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n, err := natsnode.Start(ctx, natsnode.Options{
+		Host: "127.0.0.1", Port: -1, ServerName: "bench-kv-ceiling", StoreDir: dir,
+		InternalNKey: internal.NKey(), Authorizer: noMembers{},
+		Logger: slog.New(slog.DiscardHandler),
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := n.Connect(internal.NKey(), internal.SignNonce)
+	if err != nil {
+		n.Shutdown()
+		return nil, nil, err
+	}
+	stop := func() { nc.Close(); n.Shutdown() }
+	st, err := kvstore.Open(ctx, nc, kvstore.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return st, stop, nil
 }
 
 // httpsigVerifyOp signs one request the way the SDK does and returns an op
@@ -307,7 +374,8 @@ func httpsigVerifyOp(id *identity.Identity, method, path string, body []byte) fu
 		return func() error { return err }
 	}
 	pub := id.SignPub()
-	v := &httpsig.Verifier{Resolve: func(_ context.Context, keyID string) (ed25519.PublicKey, error) {
+	// The key prepared once, as membershipd does (api.Server's KeyCache).
+	v := &httpsig.Verifier{Keys: httpsig.NewKeyCache(1), Resolve: func(_ context.Context, keyID string) (ed25519.PublicKey, error) {
 		p, err := identity.ParseSignPub(keyID)
 		if err != nil || p != pub {
 			return nil, fmt.Errorf("unknown key")

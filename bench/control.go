@@ -36,8 +36,9 @@ type ControlResult struct {
 	// that did nothing but check signatures would reach.
 	VerifyCeiling float64 `json:"verify_ceiling_per_s,omitempty"`
 	// NonceCeiling is this machine's all-cores rate of verifying a request
-	// and recording its nonce in SQLite (OpHTTPSigNonce): the bound of the
-	// signed-request target, for the sqlite store.
+	// and recording its nonce in the same store (OpHTTPSigNonce for
+	// sqlite, OpHTTPSigNonceKV for kv): the bound of the signed-request
+	// target.
 	NonceCeiling float64 `json:"verify_nonce_ceiling_per_s,omitempty"`
 	ServerCPUUS  float64 `json:"server_cpu_us_per_req,omitempty"`
 	ClientCPUUS  float64 `json:"client_cpu_us_per_req"`
@@ -174,7 +175,7 @@ func (f *fixture) Control(ctx context.Context, workers int, d time.Duration, cei
 			if c.Op == row.verify {
 				r.VerifyCeiling = c.AllCores
 			}
-			if c.Op == OpHTTPSigNonce && row.signed && f.store == "sqlite" {
+			if row.signed && (c.Op == OpHTTPSigNonce && f.store == "sqlite" || c.Op == OpHTTPSigNonceKV && f.store == "kv") {
 				r.NonceCeiling = c.AllCores
 			}
 		}

@@ -85,8 +85,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 			if got < 0.8 {
 				verdict = "NOT met"
 			}
-			fmt.Fprintf(w, "target, signed %s (%s): %s req/s ≥ 0.8 × ceiling of one verify + one SQLite nonce write (all cores) %s = %s: %s (%.2f of the ceiling)\n",
-				x.Endpoint, x.Store, num(x.ReqsPerSec), num(x.NonceCeiling), num(0.8*x.NonceCeiling), verdict, got)
+			where := map[string]string{"sqlite": "SQLite", "kv": "KV"}[x.Store]
+			fmt.Fprintf(w, "target, signed %s (%s): %s req/s ≥ 0.8 × ceiling of one verify + one %s nonce write (all cores) %s = %s: %s (%.2f of the ceiling)\n",
+				x.Endpoint, x.Store, num(x.ReqsPerSec), where, num(x.NonceCeiling), num(0.8*x.NonceCeiling), verdict, got)
 		}
 	}
 
