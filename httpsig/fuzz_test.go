@@ -95,9 +95,10 @@ var sentinels = []error{
 
 // FuzzVerify feeds arbitrary Signature-Input, Signature and Content-Digest
 // values and bodies to Verify on a fixed request, with a resolver that knows
-// one key. Verify must not panic, must return one of its sentinel errors, and
-// may succeed only for exactly what that key signed: the valid seed's body,
-// nonce, created and components.
+// one key. Verify must not panic, must return one of its sentinel errors,
+// must decide as it does without a KeyCache, and may succeed only for
+// exactly what that key signed: the valid seed's body, nonce, created and
+// components.
 func FuzzVerify(f *testing.F) {
 	seeds := fuzzSeeds(f)
 	for _, s := range seeds {
@@ -108,10 +109,18 @@ func FuzzVerify(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// As membershipd verifies: with prepared keys; and the verdict must be
+	// the one crypto/ed25519 gives without them.
 	v := testVerifier(t0, nil)
+	v.Keys = NewKeyCache(4)
+	plain := testVerifier(t0, nil)
 
 	f.Fuzz(func(t *testing.T, sigInput, sig, contentDigest string, body []byte) {
-		got, err := v.Verify(fuzzRequest(fuzzSeed{"", sigInput, sig, contentDigest, body}), body)
+		seed := fuzzSeed{"", sigInput, sig, contentDigest, body}
+		got, err := v.Verify(fuzzRequest(seed), body)
+		if _, perr := plain.Verify(fuzzRequest(seed), body); (perr == nil) != (err == nil) {
+			t.Fatalf("with prepared keys: %v; with crypto/ed25519: %v", err, perr)
+		}
 		if err != nil {
 			if !slices.ContainsFunc(sentinels, func(s error) bool { return errors.Is(err, s) }) {
 				t.Fatalf("error wraps no sentinel: %v", err)
