@@ -415,7 +415,7 @@ func runFixture(ctx context.Context, o Options, rep *Report, f *fixture, rooms, 
 	}
 	if want(ScenarioControl) {
 		progress("control plane: " + label)
-		r, err := f.Control(ctx, o.Workers, o.Duration, rep.Ceilings)
+		r, err := f.Control(ctx, o.Workers, o.Duration, rep.Ceilings, o.Self)
 		rep.Control = append(rep.Control, r...)
 		if err != nil {
 			fail("control plane "+label, err)

@@ -84,7 +84,9 @@ func TestQuickRun(t *testing.T) {
 			t.Errorf("unexpected skip %+v", s)
 		}
 	}
-	if stores["sqlite"] != 3 || (stores["kv"] != 3 && !kvSkipped) {
+	// healthz, the signed read and write, and the signed read from a bare
+	// server with the same store.
+	if stores["sqlite"] != 4 || (stores["kv"] != 4 && !kvSkipped) {
 		t.Errorf("control rows per store: %v (kv skipped: %v)", stores, kvSkipped)
 	}
 	servers := map[string]int{}
@@ -123,7 +125,7 @@ func TestQuickRun(t *testing.T) {
 	// The report prints every section and survives JSON.
 	var table bytes.Buffer
 	rep.WriteTable(&table)
-	for _, s := range []string{"CPU ceilings", "publish→consume", "catch-up read", "target, ", "Control plane", "Data-plane logins", "Blobs", "idle RSS"} {
+	for _, s := range []string{"CPU ceilings", "publish→consume", "catch-up read", "target, ", "Control plane", "bound, signed requests over HTTP (sqlite)", "against the bare server", "Data-plane logins", "Blobs", "idle RSS"} {
 		if !strings.Contains(table.String(), s) {
 			t.Errorf("table lacks %q:\n%s", s, table.String())
 		}

@@ -302,9 +302,7 @@ func nonceCeilings(id *identity.Identity, add func(string, int, int, func() func
 
 // nonceOp returns the newOp of a nonce ceiling: verify a request, then
 // record a fresh nonce for its key, for the signature window's lifetime.
-func nonceOp(id *identity.Identity, st interface {
-	UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error
-}) func() func() error {
+func nonceOp(id *identity.Identity, st nonceStore) func() func() error {
 	var next atomic.Uint64
 	key := id.SignPub().String()
 	prefix := randHex(4) // a rerun on the same store never replays

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -49,6 +50,9 @@ const (
 	EndpointHealthz = "GET /healthz"
 	EndpointRead    = "GET /v1/me"
 	EndpointWrite   = "POST /v1/users"
+	// EndpointBare is GET /v1/me served by a bare server (BareHTTPSpec):
+	// HTTP, the signature check and the nonce write, nothing else.
+	EndpointBare = "GET /v1/me, bare server"
 )
 
 // load runs op on workers goroutines for d (at least one request each)
@@ -85,8 +89,10 @@ func load(ctx context.Context, d time.Duration, ops []func(ctx context.Context) 
 }
 
 // Control measures the unsigned baseline, one signed read and one signed
-// write endpoint with workers concurrent clients.
-func (f *fixture) Control(ctx context.Context, workers int, d time.Duration, ceilings []Ceiling) ([]ControlResult, error) {
+// write endpoint with workers concurrent clients, then the signed read
+// against a bare server (self run with BareHTTPFlag, or in this process
+// when self is empty) with the same kind of store.
+func (f *fixture) Control(ctx context.Context, workers int, d time.Duration, ceilings []Ceiling, self string) ([]ControlResult, error) {
 	clients := make([]*client.Client, workers)
 	for i := range clients {
 		c, err := client.Dial(ctx, f.clientConfig(f.adm))
@@ -147,39 +153,75 @@ func (f *fixture) Control(ctx context.Context, workers int, d time.Duration, cei
 	}
 	var out []ControlResult
 	var baseline float64
-	for _, row := range rows {
-		ops := make([]func(ctx context.Context) error, workers)
-		for i := range ops {
-			ops[i] = row.op(i)
-		}
+	measure := func(endpoint string, signed bool, verify string, pid int, ops []func(ctx context.Context) error) error {
 		// One request each first, so connections are open when timing starts.
 		for _, op := range ops {
 			if err := op(ctx); err != nil {
-				return out, fmt.Errorf("%s: %w", row.endpoint, err)
+				return fmt.Errorf("%s: %w", endpoint, err)
 			}
 		}
-		u := snapshot(f.pid)
+		u := snapshot(pid)
 		n, lat, el, err := load(ctx, d, ops)
 		if err != nil {
-			return out, fmt.Errorf("%s: %w", row.endpoint, err)
+			return fmt.Errorf("%s: %w", endpoint, err)
 		}
-		r := ControlResult{Store: f.store, Endpoint: row.endpoint, Signed: row.signed, Workers: workers, Reqs: n,
+		r := ControlResult{Store: f.store, Endpoint: endpoint, Signed: signed, Workers: workers, Reqs: n,
 			ReqsPerSec: float64(n) / el.Seconds(), P50Ms: percentile(lat, 50), P99Ms: percentile(lat, 99)}
 		r.ClientCPUUS, r.ServerCPUUS, _ = u.since(n)
-		if !row.signed {
+		if !signed {
 			baseline = r.ReqsPerSec
 		} else if baseline > 0 {
 			r.Ratio = r.ReqsPerSec / baseline
 		}
 		for _, c := range ceilings {
-			if c.Op == row.verify {
+			if c.Op == verify {
 				r.VerifyCeiling = c.AllCores
 			}
-			if row.signed && (c.Op == OpHTTPSigNonce && f.store == "sqlite" || c.Op == OpHTTPSigNonceKV && f.store == "kv") {
+			if signed && (c.Op == OpHTTPSigNonce && f.store == "sqlite" || c.Op == OpHTTPSigNonceKV && f.store == "kv") {
 				r.NonceCeiling = c.AllCores
 			}
 		}
 		out = append(out, r)
+		return nil
 	}
-	return out, nil
+	for _, row := range rows {
+		ops := make([]func(ctx context.Context) error, workers)
+		for i := range ops {
+			ops[i] = row.op(i)
+		}
+		if err := measure(row.endpoint, row.signed, row.verify, f.pid, ops); err != nil {
+			return out, err
+		}
+	}
+	if f.pid == 0 || f.store != "sqlite" && f.store != "kv" {
+		return out, nil // a deployment elsewhere: a bare server here bounds nothing there
+	}
+	// The bound's HTTP side: the same requests, from the same kind of
+	// client, to a bare server that verifies them and records their
+	// nonces in the same kind of store, and does nothing else.
+	me, err := clients[0].Me(ctx)
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", EndpointBare, err)
+	}
+	meJSON, err := json.Marshal(me)
+	if err != nil {
+		return out, err
+	}
+	srv, err := startBare(ctx, self, BareHTTPSpec{Store: f.store, SignPub: f.adm.SignPub().String(), Me: meJSON})
+	if err != nil {
+		return out, fmt.Errorf("%s: %w", EndpointBare, err)
+	}
+	defer srv.stop()
+	ops := make([]func(ctx context.Context) error, workers)
+	for i := range ops {
+		cfg := f.clientConfig(f.adm)
+		cfg.Servers = []string{srv.url}
+		c, err := client.Dial(ctx, cfg)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", EndpointBare, err)
+		}
+		defer c.Close()
+		ops[i] = func(ctx context.Context) error { _, err := c.Me(ctx); return err }
+	}
+	return out, measure(EndpointBare, true, OpHTTPSigRead, srv.pid, ops)
 }

@@ -70,7 +70,14 @@ func ServeRawNATS(ctx context.Context, spec string, r io.Reader, w io.Writer) er
 		return err
 	}
 	defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
-	if _, err := fmt.Fprintf(w, "ready %s\n", srv.ClientURL()); err != nil {
+	return serveUntilEOF(ctx, srv.ClientURL(), r, w)
+}
+
+// serveUntilEOF is the child side of startSelf: it writes "ready <url>"
+// to w and returns when r reaches its end (the parent closed the pipe, or
+// died) or ctx ends.
+func serveUntilEOF(ctx context.Context, url string, r io.Reader, w io.Writer) error {
+	if _, err := fmt.Fprintf(w, "ready %s\n", url); err != nil {
 		return err
 	}
 	eof := make(chan struct{})
@@ -99,9 +106,9 @@ func startRawServer(s RawNATSSpec) (*server.Server, error) {
 	return srv, nil
 }
 
-// rawNATS is a running baseline server: a child process (pid > 0) or, when
+// child is a running baseline server: a child process (pid > 0) or, when
 // the bench has no executable to start, a server in this process.
-type rawNATS struct {
+type child struct {
 	url  string
 	pid  int
 	stop func()
@@ -109,19 +116,25 @@ type rawNATS struct {
 
 // startRawNATS starts the baseline server: self, run with RawNATSFlag, or
 // in this process when self is empty.
-func startRawNATS(ctx context.Context, self string, s RawNATSSpec) (*rawNATS, error) {
+func startRawNATS(ctx context.Context, self string, s RawNATSSpec) (*child, error) {
 	if self == "" {
 		srv, err := startRawServer(s)
 		if err != nil {
 			return nil, err
 		}
-		return &rawNATS{url: srv.ClientURL(), stop: func() { srv.Shutdown(); srv.WaitForShutdown() }}, nil
+		return &child{url: srv.ClientURL(), stop: func() { srv.Shutdown(); srv.WaitForShutdown() }}, nil
 	}
 	spec, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, "--"+RawNATSFlag, string(spec))
+	return startSelf(ctx, self, RawNATSFlag, string(spec), "raw nats-server")
+}
+
+// startSelf runs self --flag spec as a child process and waits for its
+// "ready <url>" line. Closing its stdin (stop) ends it.
+func startSelf(ctx context.Context, self, flag, spec, what string) (*child, error) {
+	cmd := exec.Command(self, "--"+flag, spec)
 	cmd.Env = cleanEnv()
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
@@ -133,7 +146,7 @@ func startRawNATS(ctx context.Context, self string, s RawNATSSpec) (*rawNATS, er
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start the raw nats-server (%s --%s): %w", self, RawNATSFlag, err)
+		return nil, fmt.Errorf("start the %s (%s --%s): %w", what, self, flag, err)
 	}
 	stop := func() {
 		stdin.Close()
@@ -160,12 +173,12 @@ func startRawNATS(ctx context.Context, self string, s RawNATSSpec) (*rawNATS, er
 		url, ok := strings.CutPrefix(l, "ready ")
 		if !ok {
 			stop()
-			return nil, fmt.Errorf("raw nats-server (%s --%s) did not start: %q", self, RawNATSFlag, l)
+			return nil, fmt.Errorf("%s (%s --%s) did not start: %q", what, self, flag, l)
 		}
-		return &rawNATS{url: url, pid: cmd.Process.Pid, stop: stop}, nil
+		return &child{url: url, pid: cmd.Process.Pid, stop: stop}, nil
 	case <-time.After(20 * time.Second):
 	case <-ctx.Done():
 	}
 	stop()
-	return nil, fmt.Errorf("raw nats-server (%s --%s) not ready", self, RawNATSFlag)
+	return nil, fmt.Errorf("%s (%s --%s) not ready", what, self, flag)
 }

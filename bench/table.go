@@ -76,8 +76,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 				ms(x.P50Ms), ms(x.P99Ms), num(x.VerifyCeiling), dec(x.ServerCPUUS), dec(x.ClientCPUUS))
 		}
 		tw.Flush()
+		bare := map[string]float64{}
+		for _, x := range r.Control {
+			if x.Endpoint == EndpointBare {
+				bare[x.Store] = x.ReqsPerSec
+			}
+		}
 		for _, x := range r.Control {
 			if x.NonceCeiling == 0 {
+				continue
+			}
+			if x.Endpoint == EndpointBare {
+				fmt.Fprintf(w, "bound, signed requests over HTTP (%s): a bare server (the signature check and the nonce write, nothing else), same clients: %s req/s = %.2f of the ceiling %s\n",
+					x.Store, num(x.ReqsPerSec), x.ReqsPerSec/x.NonceCeiling, num(x.NonceCeiling))
 				continue
 			}
 			got := x.ReqsPerSec / x.NonceCeiling
@@ -88,6 +99,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 			where := map[string]string{"sqlite": "SQLite", "kv": "KV"}[x.Store]
 			fmt.Fprintf(w, "target, signed %s (%s): %s req/s ≥ 0.8 × ceiling of one verify + one %s nonce write (all cores) %s = %s: %s (%.2f of the ceiling)\n",
 				x.Endpoint, x.Store, num(x.ReqsPerSec), where, num(x.NonceCeiling), num(0.8*x.NonceCeiling), verdict, got)
+			if b := bare[x.Store]; b > 0 && x.Endpoint == EndpointRead {
+				fmt.Fprintf(w, "  against the bare server over HTTP (%s req/s): %.2f\n", num(b), x.ReqsPerSec/b)
+			}
 		}
 	}
 

@@ -55,17 +55,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := pflag.NewFlagSet("unibus-bench", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		o                         bench.Options
-		jsonOut, quick            bool
-		blobMiB                   int
-		membershipd               string
-		servers, natsURLs         []string
-		idFile, caFile            string
-		cpuProfile, memProfile    string
-		render, serveRaw          string
-		sizes                     []int
-		stores, jsSync, scenarios []string
-		soak                      bench.SoakOptions
+		o                           bench.Options
+		jsonOut, quick              bool
+		blobMiB                     int
+		membershipd                 string
+		servers, natsURLs           []string
+		idFile, caFile              string
+		cpuProfile, memProfile      string
+		render, serveRaw, serveBare string
+		sizes                       []int
+		stores, jsSync, scenarios   []string
+		soak                        bench.SoakOptions
 	)
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&quick, "quick", false, "smoke run: short measurements, a 4 MiB blob, js-sync always only (seconds, not minutes)")
@@ -88,6 +88,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&soak.Interval, "soak-interval", 10*time.Second, "time between the soak's samples")
 	fs.StringVar(&serveRaw, bench.RawNATSFlag, "", "serve one raw login baseline (the bench starts itself with it)")
 	fs.MarkHidden(bench.RawNATSFlag)
+	fs.StringVar(&serveBare, bench.BareHTTPFlag, "", "serve one bare signed-request server (the bench starts itself with it)")
+	fs.MarkHidden(bench.BareHTTPFlag)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return 0
@@ -103,6 +105,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if serveRaw != "" {
 		if err := bench.ServeRawNATS(ctx, serveRaw, os.Stdin, stdout); err != nil {
+			fmt.Fprintln(stderr, "unibus-bench:", err)
+			return exitFailed
+		}
+		return 0
+	}
+	if serveBare != "" {
+		if err := bench.ServeBareHTTP(ctx, serveBare, os.Stdin, stdout); err != nil {
 			fmt.Fprintln(stderr, "unibus-bench:", err)
 			return exitFailed
 		}

@@ -16,7 +16,7 @@ import (
 // TestMain lets the test binary stand in for unibus-bench when the bench
 // starts itself to serve a raw login baseline.
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], "--"+bench.RawNATSFlag) {
+	if len(os.Args) > 1 && (strings.HasPrefix(os.Args[1], "--"+bench.RawNATSFlag) || strings.HasPrefix(os.Args[1], "--"+bench.BareHTTPFlag)) {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -31,7 +31,7 @@ func TestQuickJSONAndRender(t *testing.T) {
 	bin := filepath.Join(testbin.Build(t), "membershipd")
 	var out, errb bytes.Buffer
 	code := run(context.Background(), []string{"--quick", "--json", "--membershipd", bin, "--stores", "sqlite",
-		"--sizes", "1024", "--scenarios", "rooms,connect", "--duration", "50ms"}, &out, &errb)
+		"--sizes", "1024", "--scenarios", "rooms,connect,control", "--duration", "50ms"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, errb.String())
 	}
@@ -39,12 +39,17 @@ func TestQuickJSONAndRender(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatalf("stdout is not a JSON report: %v\n%s", err, out.String())
 	}
-	if len(rep.Rooms) != 2 || len(rep.Connect) != 4 || len(rep.Control) != 0 || len(rep.Blobs) != 0 || rep.Options.DurationMs != 50 {
+	if len(rep.Rooms) != 2 || len(rep.Connect) != 4 || len(rep.Control) != 4 || len(rep.Blobs) != 0 || rep.Options.DurationMs != 50 {
 		t.Fatalf("report: %d rooms, %d connect, %d control, %d blobs, %d ms", len(rep.Rooms), len(rep.Connect), len(rep.Control), len(rep.Blobs), rep.Options.DurationMs)
 	}
 	for _, c := range rep.Connect {
 		if c.Server != bench.ServerUnibus && (c.InProcess || c.ServerCPUUS <= 0) {
 			t.Errorf("raw baseline not in a process of its own: %+v", c)
+		}
+	}
+	for _, c := range rep.Control {
+		if c.Endpoint == bench.EndpointBare && c.ServerCPUUS <= 0 {
+			t.Errorf("bare server not in a process of its own: %+v", c)
 		}
 	}
 	if len(rep.Memory) != 2 || rep.Memory[0].What != bench.MemIdle || rep.Memory[0].KiB <= 0 {
