@@ -20,8 +20,9 @@ var stdlibRule = &voi.Options{Verify: voi.VerifyOptionsStdLib}
 // of a verification. It is keyed by the key's 32 bytes, holds public data
 // only and decides nothing: the caller resolves and authorizes the key on
 // every request as before. It is safe for concurrent use and takes no lock
-// on a hit. When it holds max keys it starts over empty, so it stays
-// bounded whatever keys it is shown.
+// on a hit. When it has taken in max keys it starts over empty, so it
+// stays bounded whatever keys it is shown (give or take the inserts that
+// race with the reset).
 type KeyCache struct {
 	max  int64
 	n    atomic.Int64
