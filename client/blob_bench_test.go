@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/daemon"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/daemon"
 )
 
 // BenchmarkBlob64MiB compares, in one run, an encrypted blob upload+download

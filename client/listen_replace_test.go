@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/daemon"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/natsnode"
+	"github.com/unibus/unibus/internal/daemon"
+	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/subjects"
 )
 

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/unibus/daemon"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/daemon"
 )
 
 // Sends reuse one JetStream context per connection: each context keeps

@@ -12,8 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/unibus/unibus/audit"
-	"github.com/unibus/unibus/store"
+	"github.com/unibus/unibus/internal/audit"
+	"github.com/unibus/unibus/internal/store"
 )
 
 // auditPage is how many entries one read fetches.

@@ -10,8 +10,8 @@ import (
 
 	_ "modernc.org/sqlite"
 
-	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/audit"
 	"github.com/unibus/unibus/internal/testbin"
 )
 

@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/natsnode"
-	"github.com/unibus/unibus/store/kvstore"
+	"github.com/unibus/unibus/internal/natsnode"
+	"github.com/unibus/unibus/internal/store/kvstore"
 )
 
 // kvFlags select a live node's KV store over its internal identity.

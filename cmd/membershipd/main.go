@@ -20,7 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/unibus/unibus/daemon"
+	"github.com/unibus/unibus/internal/daemon"
 	"github.com/unibus/unibus/internal/envflag"
 )
 

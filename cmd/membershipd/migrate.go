@@ -11,12 +11,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/unibus/unibus/audit"
-	"github.com/unibus/unibus/blobstore"
-	"github.com/unibus/unibus/blobstore/objblobs"
-	"github.com/unibus/unibus/store"
-	"github.com/unibus/unibus/store/kvstore"
-	"github.com/unibus/unibus/store/sqlite"
+	"github.com/unibus/unibus/internal/audit"
+	"github.com/unibus/unibus/internal/blobstore"
+	"github.com/unibus/unibus/internal/blobstore/objblobs"
+	"github.com/unibus/unibus/internal/store"
+	"github.com/unibus/unibus/internal/store/kvstore"
+	"github.com/unibus/unibus/internal/store/sqlite"
 )
 
 func newMigrateCmd(stdout io.Writer) *cobra.Command {

@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/unibus/unibus/natsnode"
-	"github.com/unibus/unibus/store/kvstore"
+	"github.com/unibus/unibus/internal/natsnode"
+	"github.com/unibus/unibus/internal/store/kvstore"
 )
 
 func newKVCmd(stdout io.Writer) *cobra.Command {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/store/kvstore"
 	"github.com/unibus/unibus/internal/testbin"
-	"github.com/unibus/unibus/store/kvstore"
 )
 
 // Issue #5, raising in place: a cluster started at R1 holds users, rooms,

@@ -12,12 +12,12 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/unibus/unibus/api"
-	"github.com/unibus/unibus/audit"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/store"
-	"github.com/unibus/unibus/store/kvstore"
-	"github.com/unibus/unibus/store/sqlite"
+	"github.com/unibus/unibus/internal/api"
+	"github.com/unibus/unibus/internal/audit"
+	"github.com/unibus/unibus/internal/store"
+	"github.com/unibus/unibus/internal/store/kvstore"
+	"github.com/unibus/unibus/internal/store/sqlite"
 )
 
 // userOpts are the store selection flags shared by the user subcommands.

@@ -32,9 +32,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/unibus/unibus/bench"
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/bench"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/unibus/unibus/bench"
+	"github.com/unibus/unibus/internal/bench"
 	"github.com/unibus/unibus/internal/testbin"
 )
 

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/unibus/unibus/bench"
+	"github.com/unibus/unibus/internal/bench"
 )
 
 // runSoak runs --soak: mixed load against one membershipd the bench

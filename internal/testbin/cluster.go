@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/natsnode"
+	"github.com/unibus/unibus/internal/natsnode"
 )
 
 // Cluster is a three-node membershipd cluster of real processes on

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/natsnode"
+	"github.com/unibus/unibus/internal/natsnode"
 )
 
 // Node is a started node with its internal identity.

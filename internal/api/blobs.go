@@ -1,0 +1,105 @@
+package api
+
+import (
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/unibus/unibus/internal/blobstore"
+	"github.com/unibus/unibus/wire"
+)
+
+// blobRoom checks that the caller is a member of the path's room. Unlike
+// the room endpoints, a non-member gets 403: the blob endpoints say "not
+// yours" rather than hiding the room.
+func (s *Server) blobRoom(r *http.Request, c *caller) (string, string, error) {
+	room, _, isMember, err := s.roomFor(r, c)
+	if err != nil {
+		if ae := classify(err); ae.status == http.StatusNotFound {
+			return "", "", forbidden("only members of the room may transfer its blobs")
+		}
+		return "", "", err
+	}
+	if !isMember {
+		return "", "", forbidden("only members of the room may transfer its blobs")
+	}
+	id := r.PathValue("id")
+	if !blobstore.ValidID(id) {
+		return "", "", badRequest("%v", blobstore.ErrBadID)
+	}
+	return room.ID, id, nil
+}
+
+// putBlob streams an upload into the blob store. The signed Content-Digest
+// must be the blob id, and the bytes must hash to it; otherwise nothing is
+// stored.
+func (s *Server) putBlob(w http.ResponseWriter, r *http.Request, c *caller) error {
+	room, id, err := s.blobRoom(r, c)
+	if err != nil {
+		return err
+	}
+	if hex.EncodeToString(c.digest) != id {
+		return errorf(http.StatusBadRequest, wire.CodeBadDigest, "the signed Content-Digest is not the blob id")
+	}
+	if r.ContentLength > s.o.BlobMaxSize {
+		return errorf(http.StatusRequestEntityTooLarge, wire.CodeTooLarge, "blob is larger than the %d-byte limit", s.o.BlobMaxSize)
+	}
+	info, err := s.o.Blobs.Put(r.Context(), room, id, r.Body, s.o.BlobMaxSize)
+	switch {
+	case errors.Is(err, blobstore.ErrTooLarge):
+		return errorf(http.StatusRequestEntityTooLarge, wire.CodeTooLarge, "blob is larger than the %d-byte limit", s.o.BlobMaxSize)
+	case errors.Is(err, blobstore.ErrDigestMismatch):
+		return errorf(http.StatusBadRequest, wire.CodeBadDigest, "the uploaded bytes do not hash to the blob id; nothing was stored")
+	case err != nil:
+		s.log.Warn("blob upload failed; nothing stored", "room", room, "blob", id[:16], "err", err)
+		return badRequest("the upload did not complete; nothing was stored")
+	}
+	s.log.Info("blob stored", "room", room, "blob", id[:16], "size", info.Size, "by", c.key.Short())
+	writeJSON(w, http.StatusCreated, blobWire(info))
+	return nil
+}
+
+func blobWire(i blobstore.Info) wire.Blob {
+	return wire.Blob{Room: i.Room, ID: i.ID, Size: i.Size, CreatedAt: i.Created}
+}
+
+func (s *Server) getBlob(w http.ResponseWriter, r *http.Request, c *caller) error {
+	room, id, err := s.blobRoom(r, c)
+	if err != nil {
+		return err
+	}
+	rc, info, err := s.o.Blobs.Open(r.Context(), room, id)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return errorf(http.StatusNotFound, wire.CodeNotFound, "no such blob in this room")
+	}
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(info.Size, 10))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil {
+		s.log.Info("blob download interrupted", "room", room, "blob", id[:16], "err", err)
+	}
+	return nil
+}
+
+func (s *Server) statBlob(w http.ResponseWriter, r *http.Request, c *caller) error {
+	room, id, err := s.blobRoom(r, c)
+	if err != nil {
+		return err
+	}
+	info, err := s.o.Blobs.Stat(r.Context(), room, id)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return errorf(http.StatusNotFound, wire.CodeNotFound, "no such blob in this room")
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, blobWire(info))
+	return nil
+}

@@ -1,0 +1,198 @@
+// Package daemon assembles membershipd: the store, the embedded NATS node
+// with its authenticator, the internal identity, the HTTP control plane and
+// the first-run admin bootstrap. cmd/membershipd only fills a Config from
+// flags and environment and calls Start; every decision lives here, where
+// tests reach it directly.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/unibus/unibus/internal/natsnode"
+)
+
+// Config is membershipd's configuration. The zero value of each field is
+// replaced by its default in Defaults.
+type Config struct {
+	Bind     string // address both planes bind (default 127.0.0.1)
+	HTTPPort int    // control plane (default 8470; 0 = random, for tests)
+	NATSPort int    // data plane (default 4250; 0 = random, for tests)
+	DataDir  string // writable state root (default local_files)
+	BusAuth  string // enforce (default) | off (loopback only)
+	TLSCert  string // PEM certificate for both planes
+	TLSKey   string // PEM key for both planes
+	// InsecureNoTLS allows a non-loopback bind without TLS. Loud by design.
+	InsecureNoTLS bool
+	Store         string // sqlite (default) | kv (JetStream KV buckets on the embedded node)
+	DB            string // SQLite file (default <data-dir>/unibus.db)
+	NATSStore     string // JetStream dir (default <data-dir>/jetstream)
+	NATSURL       string // external NATS (not yet implemented)
+	KVReplicas    int    // replicas of room streams, KV buckets and the object store; default 1
+	// KVBootstrap is how long opening the KV buckets retries while JetStream
+	// has no meta leader (a cold cluster); default 120 s.
+	KVBootstrap    time.Duration
+	InternalIDFile string // default <data-dir>/internal.id
+	NodeName       string // default "unibus-<http port>"
+	JSSync         string // "always" (default) or a Go duration such as "2m"
+	Window         time.Duration
+	RoomMaxAge     time.Duration
+	RoomMaxBytes   int64
+	RoomMaxMsgSize int32
+	DedupWindow    time.Duration
+	BlobDir        string // default <data-dir>/blobs
+	BlobMaxSize    int64  // per-blob ciphertext limit; default 1 GiB
+	// Bootstrap creates and registers an admin identity in DataDir on first
+	// start when the store has no active admin and the bind is loopback.
+	Bootstrap bool
+	Version   string
+	Logger    *slog.Logger
+
+	// Cluster mode (SPEC §7): on when ClusterName is set.
+	ClusterName string
+	ClusterPort int      // route port (the flag's default is 6250; 0 = random, for tests)
+	Routes      []string // the other nodes' route URLs, bare: nats://host:6250
+	// ClusterPass is the route secret (from UNIBUS_CLUSTER_PASS, or the
+	// discouraged --cluster-pass); ClusterPassFile names a 0600 file with it.
+	ClusterPass     string
+	ClusterPassFile string
+	// ClusterPassOnArgv is set when the secret came from the command line
+	// (visible in ps and the journal): it still works, with a warning.
+	ClusterPassOnArgv bool
+	RouteTLSCert      string
+	RouteTLSKey       string
+	RouteTLSCA        string
+}
+
+// clustered reports whether cluster mode is on.
+func (c *Config) clustered() bool { return c.ClusterName != "" }
+
+// Defaults fills unset fields.
+func (c *Config) Defaults() {
+	if c.Bind == "" {
+		c.Bind = "127.0.0.1"
+	}
+	if c.DataDir == "" {
+		c.DataDir = "local_files"
+	}
+	if c.BusAuth == "" {
+		c.BusAuth = "enforce"
+	}
+	if c.Store == "" {
+		c.Store = "sqlite"
+	}
+	if c.DB == "" {
+		c.DB = filepath.Join(c.DataDir, "unibus.db")
+	}
+	if c.NATSStore == "" {
+		c.NATSStore = filepath.Join(c.DataDir, "jetstream")
+	}
+	if c.BlobDir == "" {
+		c.BlobDir = filepath.Join(c.DataDir, "blobs")
+	}
+	if c.BlobMaxSize == 0 {
+		c.BlobMaxSize = 1 << 30
+	}
+	if c.InternalIDFile == "" {
+		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")
+	}
+	if c.KVBootstrap == 0 {
+		c.KVBootstrap = 120 * time.Second
+	}
+	if c.KVReplicas == 0 {
+		c.KVReplicas = 1
+	}
+	if c.JSSync == "" {
+		c.JSSync = "always"
+	}
+	if c.Window == 0 {
+		c.Window = 60 * time.Second
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = 2 * time.Minute
+	}
+	if c.RoomMaxMsgSize == 0 {
+		c.RoomMaxMsgSize = 1 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Version == "" {
+		c.Version = "dev"
+	}
+}
+
+// tlsOn reports whether TLS is configured.
+func (c *Config) tlsOn() bool { return c.TLSCert != "" || c.TLSKey != "" }
+
+// syncPolicy parses JSSync.
+func (c *Config) syncPolicy() (always bool, interval time.Duration, err error) {
+	if c.JSSync == "always" {
+		return true, 0, nil
+	}
+	d, err := time.ParseDuration(c.JSSync)
+	if err != nil || d <= 0 {
+		return false, 0, fmt.Errorf("--js-sync must be 'always' or a positive duration such as 2m, not %q", c.JSSync)
+	}
+	return false, d, nil
+}
+
+// Validate returns every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.BusAuth != "enforce" && c.BusAuth != "off" {
+		add("--bus-auth must be enforce or off, not %q", c.BusAuth)
+	}
+	loop := natsnode.IsLoopback(c.Bind)
+	if c.BusAuth == "off" && !loop {
+		add("--bus-auth off is only allowed when every listener binds a loopback address (--bind %s is not loopback)", c.Bind)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		add("--tls-cert and --tls-key go together")
+	}
+	if !loop && !c.tlsOn() && !c.InsecureNoTLS {
+		add("--bind %s is not loopback: TLS is required (--tls-cert/--tls-key), or opt out explicitly with --insecure-no-tls", c.Bind)
+	}
+	switch c.Store {
+	case "sqlite":
+	case "kv":
+	default:
+		add("--store must be sqlite or kv, not %q", c.Store)
+	}
+	if c.NATSURL != "" {
+		add("--nats-url (external NATS) is not implemented in this version; membershipd embeds its NATS server")
+	}
+	if _, _, err := c.syncPolicy(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.validateCluster()...)
+	for name, p := range map[string]int{"--http-port": c.HTTPPort, "--nats-port": c.NATSPort} {
+		if p < 0 || p > 65535 {
+			add("%s %d is out of range", name, p)
+		}
+	}
+	if c.HTTPPort != 0 && c.HTTPPort == c.NATSPort {
+		add("--http-port and --nats-port must differ")
+	}
+	if c.KVReplicas < 1 || c.KVReplicas > 5 {
+		add("--kv-replicas must be 1..5")
+	}
+	if c.Window < time.Second || c.Window > 10*time.Minute {
+		add("--sig-window must be between 1s and 10m")
+	}
+	if c.BlobMaxSize < 0 {
+		add("--blob-max-size must not be negative")
+	}
+	if c.RoomMaxAge < 0 || c.RoomMaxBytes < 0 || c.RoomMaxMsgSize < 0 {
+		add("room retention limits must not be negative")
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		add("--data-dir must not be empty")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,483 @@
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/api"
+	"github.com/unibus/unibus/internal/audit"
+	"github.com/unibus/unibus/internal/blobstore"
+	"github.com/unibus/unibus/internal/blobstore/fileblobs"
+	"github.com/unibus/unibus/internal/metrics"
+	"github.com/unibus/unibus/internal/natsnode"
+	"github.com/unibus/unibus/internal/store"
+	"github.com/unibus/unibus/internal/store/sqlite"
+	"github.com/unibus/unibus/wire"
+)
+
+// Daemon is a running membershipd.
+type Daemon struct {
+	cfg       Config
+	log       *slog.Logger
+	store     store.Store
+	blobs     blobstore.Store
+	node      *natsnode.Node
+	internal  *identity.Identity
+	nc        *nats.Conn // internal identity, bus account (room streams)
+	cnc       *nats.Conn // internal identity, control account (kv mode)
+	js        jetstream.JetStream
+	authz     *storeAuthorizer
+	stopWatch context.CancelFunc
+	watchCtx  context.Context
+	lazy      *lazyStore // kv mode: the store the API sees, set once open
+	lazyBlobs *lazyBlobs
+	errMu     sync.Mutex
+	err       error // why the daemon stopped on its own
+	metrics   *metrics.Metrics
+	httpSrv   *http.Server
+	httpLn    net.Listener
+	tls       *tls.Config
+	done      chan struct{}
+	closeMu   sync.Once
+	// AdminIDFile is the path of the bootstrapped admin identity, if any.
+	AdminIDFile string
+}
+
+// Start validates cfg, opens the store, starts the embedded NATS node and
+// the HTTP control plane, and bootstraps the first admin when allowed. On
+// error everything already started is stopped.
+func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	started := &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), done: make(chan struct{})}
+	d = started
+	defer func() {
+		// The error returns set d to nil: close what was started.
+		if err != nil {
+			started.Close()
+			d = nil
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	if cfg.tlsOn() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("load TLS certificate: %w", err)
+		}
+		d.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	d.authz = &storeAuthorizer{}
+	if cfg.Store == "sqlite" {
+		if d.store, err = sqlite.Open(ctx, cfg.DB); err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		if d.blobs, err = fileblobs.Open(cfg.BlobDir); err != nil {
+			return nil, fmt.Errorf("open blob store: %w", err)
+		}
+		d.authz.set(d.store)
+	}
+	if d.internal, err = loadOrCreateIdentity(cfg.InternalIDFile); err != nil {
+		return nil, fmt.Errorf("internal identity: %w", err)
+	}
+	if err := d.startNATS(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Store == "kv" {
+		d.lazy, d.lazyBlobs = &lazyStore{}, &lazyBlobs{}
+		d.store, d.blobs = d.lazy, d.lazyBlobs
+		d.authz.set(d.lazy)
+		if err := d.connectControl(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Store == "kv" && !cfg.clustered() {
+		if err := d.openKV(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Bootstrap && natsnode.IsLoopback(cfg.Bind) && !cfg.clustered() {
+		if err := d.bootstrapAdmin(ctx); err != nil {
+			return nil, fmt.Errorf("bootstrap admin: %w", err)
+		}
+	}
+	if err := d.startHTTP(); err != nil {
+		return nil, err
+	}
+	if cfg.clustered() {
+		// A cold cluster has no meta leader until a quorum of nodes is up:
+		// serve /healthz (503) meanwhile, and open the store in the
+		// background; everything that needs it is denied until then.
+		go func() {
+			if err := d.openKV(d.watchCtx); err != nil && d.watchCtx.Err() == nil {
+				d.log.Error("could not open the kv store; stopping", "err", err)
+				d.fail(err)
+			}
+		}()
+	}
+	d.log.Info("membershipd ready", "node", d.nodeName(), "http", d.HTTPURL(), "nats", d.NATSURL(),
+		"route", d.node.RouteURL(), "bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store,
+		"cluster", cfg.ClusterName, "js_sync", cfg.JSSync)
+	return d, nil
+}
+
+func (d *Daemon) nodeName() string {
+	if d.cfg.NodeName != "" {
+		return d.cfg.NodeName
+	}
+	return "unibus-" + strconv.Itoa(d.cfg.HTTPPort)
+}
+
+func (d *Daemon) startNATS(ctx context.Context) error {
+	always, interval, _ := d.cfg.syncPolicy()
+	port := d.cfg.NATSPort
+	if port == 0 {
+		port = -1
+	}
+	o := natsnode.Options{
+		Host: d.cfg.Bind, Port: port, ServerName: d.nodeName(), StoreDir: d.cfg.NATSStore,
+		BusAuth: d.cfg.BusAuth, TLS: d.tls, SyncAlways: always, SyncInterval: interval,
+		InternalNKey: d.internal.NKey(), Authorizer: d.authz,
+		Logger: d.log.With("component", "nats"), AllowNonLoopbackWithoutTLS: d.cfg.InsecureNoTLS,
+		OnAuth: d.metrics.OnBusAuth,
+	}
+	if d.cfg.clustered() {
+		cl, err := d.clusterOptions()
+		if err != nil {
+			return err
+		}
+		o.Cluster = cl
+	}
+	var err error
+	var started atomic.Pointer[natsnode.Node]
+	if d.cfg.clustered() {
+		d.authz.quorum = func() bool { n := started.Load(); return n != nil && n.Quorum() }
+	}
+	if d.node, err = natsnode.Start(ctx, o); err != nil {
+		return fmt.Errorf("start NATS: %w", err)
+	}
+	started.Store(d.node)
+	if d.nc, err = d.node.ConnectBus(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-internal")); err != nil {
+		return fmt.Errorf("internal NATS connection: %w", err)
+	}
+	if d.js, err = jetstream.New(d.nc); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	return nil
+}
+
+func (d *Daemon) startHTTP() error {
+	srv, err := api.New(api.Options{
+		Store: d.store, DataPlane: dataPlane{d}, Metrics: d.metrics, Logger: d.log.With("component", "api"),
+		Window: d.cfg.Window, Health: d.health, RoomMaxAge: d.cfg.RoomMaxAge, RoomMaxBytes: d.cfg.RoomMaxBytes,
+		Blobs: d.blobs, BlobMaxSize: d.cfg.BlobMaxSize,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(d.cfg.Bind, strconv.Itoa(d.cfg.HTTPPort)))
+	if err != nil {
+		return fmt.Errorf("listen control plane: %w", err)
+	}
+	if d.tls != nil {
+		ln = tls.NewListener(ln, d.tls)
+	}
+	d.httpLn = ln
+	d.httpSrv = &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(d.log.With("component", "http").Handler(), slog.LevelWarn),
+	}
+	go func() {
+		defer close(d.done)
+		if err := d.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("control plane stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// HTTPURL is the control plane's base URL.
+func (d *Daemon) HTTPURL() string {
+	scheme := "http"
+	if d.tls != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + d.httpLn.Addr().String()
+}
+
+// NATSURL is the data plane's client URL.
+func (d *Daemon) NATSURL() string { return d.node.ClientURL() }
+
+// Store exposes the store (for tests and admin tooling in-process).
+func (d *Daemon) Store() store.Store { return d.store }
+
+// Err is why the daemon stopped on its own (nil after Close).
+func (d *Daemon) Err() error {
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	return d.err
+}
+
+// fail records err and stops serving.
+func (d *Daemon) fail(err error) {
+	d.errMu.Lock()
+	d.err = err
+	d.errMu.Unlock()
+	go d.Close()
+}
+
+// Done is closed when the control plane has stopped serving.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Close stops the control plane, the NATS node and the store, in that order.
+func (d *Daemon) Close() error {
+	var err error
+	d.closeMu.Do(func() {
+		if d.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err = d.httpSrv.Shutdown(ctx)
+			cancel()
+			<-d.done
+		}
+		if d.stopWatch != nil {
+			d.stopWatch()
+		}
+		if d.nc != nil {
+			d.nc.Close()
+		}
+		if d.cnc != nil {
+			d.cnc.Close()
+		}
+		if d.node != nil {
+			d.node.Shutdown()
+		}
+		if d.store != nil {
+			err = errors.Join(err, d.store.Close())
+		}
+	})
+	return err
+}
+
+func (d *Daemon) health(ctx context.Context) wire.Health {
+	h := wire.Health{Status: "ok", Node: d.nodeName(), Version: d.cfg.Version, Posture: wire.Posture{
+		BusAuth: d.cfg.BusAuth, ACL: d.cfg.BusAuth == "enforce", TLS: d.tls != nil, Store: d.cfg.Store,
+		KVReplicas: d.cfg.KVReplicas, JSSync: d.cfg.JSSync, Cluster: d.cfg.clustered(),
+		RouteTLS: d.cfg.clustered() && d.cfg.RouteTLSCert != "",
+	}}
+	leader, peers := d.node.MetaLeader()
+	h.Posture.MetaLeader, h.Posture.Peers = leader, peers
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if leader == "" || !d.node.Quorum() {
+		h.Status, h.Error = "unavailable", "JetStream has no meta leader or quorum (a cluster needs a quorum of its nodes up)"
+	} else if _, err := d.store.GetUser(ctx, "health-check"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		h.Status, h.Error = "unavailable", "store not readable"
+	} else if !d.node.Server().JetStreamEnabled() {
+		h.Status, h.Error = "unavailable", "JetStream not enabled"
+	}
+	return h
+}
+
+// loadOrCreateIdentity loads an identity file, creating it (0600) when absent.
+func loadOrCreateIdentity(path string) (*identity.Identity, error) {
+	id, err := identity.Load(path)
+	if err == nil {
+		return id, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if id, err = identity.Generate(); err != nil {
+		return nil, err
+	}
+	if err := id.Save(path); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+// bootstrapAdmin registers an admin identity from <data-dir>/admin.id when
+// the store has no active admin. It publishes the admin's KEM key too, so
+// `unibus --identity local_files/admin.id room create demo` works at once.
+func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
+	n, err := d.store.CountActiveAdmins(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	path := filepath.Join(d.cfg.DataDir, "admin.id")
+	id, err := loadOrCreateIdentity(path)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if _, err := d.store.AppendAudit(ctx, audit.Record{Time: now, Actor: d.internal.SignPub().String(), Via: audit.ViaBootstrap,
+		Action: audit.ActionBootstrapAdmin, Subject: id.SignPub().String(), Detail: "handle=admin role=admin file=" + path}); err != nil {
+		return err
+	}
+	err = d.store.AddUser(ctx, store.User{SignPub: id.SignPub().String(), Handle: "admin", Role: store.RoleAdmin, Status: store.StatusActive, CreatedAt: now, UpdatedAt: now})
+	if errors.Is(err, store.ErrAlreadyRegistered) || errors.Is(err, store.ErrHandleTaken) {
+		d.log.Warn("no active admin, and the bootstrap identity cannot be registered (revoked, or handle 'admin' taken); add an admin with 'membershipd user add'", "file", path)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := d.store.SetKEMKey(ctx, id.SignPub().String(), id.KEMPub().Bytes(), id.SignKEMBinding(), now); err != nil {
+		return err
+	}
+	d.AdminIDFile = path
+	d.log.Info("first run: created and registered an admin identity; keep this file secret", "file", path, "sign_pub", id.SignPub().String())
+	return nil
+}
+
+// storeAuthorizer grants data-plane access from the store: active users get
+// their rooms. Until the store is open, on any store error, and — in a
+// cluster — while this node cannot see a quorum (a stale leader would
+// still answer reads), it denies (fail closed). Grants of active users are
+// cached and forgotten on every access change (authcache.go).
+type storeAuthorizer struct {
+	st     atomic.Pointer[authzStore]
+	quorum func() bool
+	cache  grantCache
+}
+
+// authzStore is the store logins are authorized from.
+type authzStore struct {
+	store.Store
+	// watched is true in kv mode, where the watch of the users and
+	// members buckets reports every access change whoever made it, so a
+	// cached grant is served whole. SQLite has no such feed, and the
+	// admin tool revokes users in the file while membershipd runs
+	// ('membershipd user revoke --db'). There a cached grant is served
+	// whole only while the file's change version is what it was before
+	// the grant was read (nothing committed since, by anyone); otherwise
+	// the user's record is read again, and only its rooms come from the
+	// cache (they change only through this daemon's API, which forgets
+	// them).
+	watched bool
+	// version is the store's change version, if it has one (SQLite).
+	version func(context.Context) (uint64, error)
+}
+
+// changeVersioned is a store with a change version (store/sqlite).
+type changeVersioned interface {
+	ChangeVersion(context.Context) (uint64, error)
+}
+
+func (a *storeAuthorizer) set(st store.Store) {
+	_, watched := st.(*lazyStore) // kv mode: openKV starts the watch before the store serves
+	as := &authzStore{Store: st, watched: watched}
+	if v, ok := st.(changeVersioned); ok && !watched {
+		as.version = v.ChangeVersion
+	}
+	a.st.Store(as)
+	a.cache.clear()
+}
+
+// forget drops the cached grant of the user nkey; called before the
+// user's connections are closed after an access change.
+func (a *storeAuthorizer) forget(nkey string) {
+	sp, err := identity.SignPubFromNKey(nkey)
+	if err != nil {
+		a.cache.clear() // cannot happen for a key from the store: forget all
+		return
+	}
+	a.cache.forget(sp)
+}
+
+func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Grant, error) {
+	st := a.st.Load()
+	if st == nil {
+		return natsnode.Grant{}, fmt.Errorf("store not open yet: %w", store.ErrUnavailable)
+	}
+	if a.quorum != nil && !a.quorum() {
+		return natsnode.Grant{}, fmt.Errorf("no JetStream quorum visible from this node: %w", store.ErrUnavailable)
+	}
+	sp, err := identity.SignPubFromNKey(nkey)
+	if err != nil {
+		return natsnode.Grant{}, err
+	}
+	now := time.Now()
+	// The change version is read before the cache and the store: a commit
+	// after this read makes the next login's version differ.
+	var version uint64 // 0: none, never matches an entry's
+	if st.version != nil {
+		if v, err := st.version(ctx); err == nil {
+			version = v
+		}
+	}
+	if e := a.cache.lookup(sp, now); e != nil {
+		if st.watched || version != 0 && e.version == version {
+			return e.grant, nil
+		}
+		u, err := st.GetUser(ctx, e.grant.SignPubHex)
+		if err == nil && u.Status == store.StatusActive {
+			return e.grant, nil
+		}
+		// Revoked by the admin tool, or unreadable: the store decides.
+	}
+	slot, gen := a.cache.begin(sp)
+	g, err := grantFromStore(ctx, st, sp)
+	if err != nil || !g.Active {
+		a.cache.drop(sp, slot)
+		return g, err
+	}
+	a.cache.putVersion(slot, gen, g, now, version)
+	return g, nil
+}
+
+func grantFromStore(ctx context.Context, st store.Store, sp identity.SignPub) (natsnode.Grant, error) {
+	u, err := st.GetUser(ctx, sp.String())
+	if err != nil {
+		return natsnode.Grant{}, err
+	}
+	if u.Status != store.StatusActive {
+		return natsnode.Grant{}, nil
+	}
+	rooms, err := st.RoomIDs(ctx, u.SignPub)
+	if err != nil {
+		return natsnode.Grant{}, err
+	}
+	return natsnode.Grant{Active: true, Rooms: rooms, SignPubHex: u.SignPub}, nil
+}
+
+// dataPlane adapts the node for the API.
+type dataPlane struct{ d *Daemon }
+
+// Kick forgets the user's cached grant, then closes its connections, so
+// that they log in again with what the store says now.
+func (p dataPlane) Kick(nkey string) (int, error) {
+	p.d.authz.forget(nkey)
+	return p.d.node.Kick(nkey)
+}
+
+func (p dataPlane) EnsureRoomStream(ctx context.Context, room string, maxAge time.Duration, maxBytes int64) error {
+	return natsnode.EnsureRoomStream(ctx, p.d.js, room, natsnode.StreamLimits{
+		Replicas: p.d.cfg.KVReplicas, MaxAge: maxAge, MaxBytes: maxBytes,
+		MaxMsgSize: p.d.cfg.RoomMaxMsgSize, Duplicates: p.d.cfg.DedupWindow,
+	})
+}

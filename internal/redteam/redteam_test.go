@@ -1,0 +1,158 @@
+package redteam
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite docs/SECURITY-ATTACKS.md from this run (also UNIBUS_REDTEAM_UPDATE=1)")
+
+// attacksFile is the table's home, relative to this package.
+const attacksFile = "../../docs/SECURITY-ATTACKS.md"
+
+const preamble = `# Red-team attack results
+
+This table is written by the attack suite in ` + "`internal/redteam/`" + `, not by hand:
+` + "`go test ./internal/redteam -update`" + ` (or ` + "`UNIBUS_REDTEAM_UPDATE=1`" + `) rewrites it, and
+` + "`go test ./internal/redteam`" + ` (run in CI) fails when a result differs from it or when
+any attack was not denied.
+
+Each run starts a real ` + "`membershipd`" + ` (` + "`--bus-auth enforce`" + `, TLS from a CA made
+in the test, random loopback ports) with two members, alice in room A and
+bob in room B, and attacks it with real external peers: the official
+` + "`nats`" + ` CLI (natscli ` + NATSCLIVersion + `, logged in with the member's nkey seed
+file), ` + "`curl`" + ` and ` + "`openssl`" + `. Every attack's effect is checked against the
+server's real state (membershipd's internal identity reads the streams;
+the admin reads the users), and positive controls show that the same
+tools do reach the server. ` + "`{A}`" + `, ` + "`{B}`" + `, ` + "`{alice}`" + `, ` + "`{bob}`" + ` stand for the
+room ids and sign-pubs of the run.
+
+Results: **pass** = denied as expected (or, for a control, allowed);
+**FAIL: fail-open** = not denied, or the server's state changed;
+**FAIL: unexpected denial** = denied in another way than this table says;
+**FAIL: control** = the harness or the ACL is broken. Zero fail-opens are
+required.
+
+`
+
+// TestRedTeam runs every attack, prints the table, fails on any row that
+// did not pass, and compares the table with docs/SECURITY-ATTACKS.md.
+func TestRedTeam(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the attack suite takes about a minute; it runs without -short")
+	}
+	tl := lookTools(t)
+	e := setup(t, tl)
+	rep := &Report{Normalize: e.norm.Replace}
+	// A copy of the env per group, bound to the group's *testing.T.
+	on := func(t *testing.T) *env { c := *e; c.t = t; return &c }
+	t.Run("attacks", func(t *testing.T) {
+		t.Run("slow", func(t *testing.T) { t.Parallel(); on(t).slowAttacks(rep) })
+		t.Run("nats", func(t *testing.T) {
+			t.Parallel()
+			g := on(t)
+			g.natsControls(rep)
+			attacks := g.natsAttacks()
+			work := make(chan natsAttack)
+			var wg sync.WaitGroup
+			for range max(4, runtime.GOMAXPROCS(0)) {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for at := range work {
+						rep.Add(g.runNATSAttack(at))
+					}
+				}()
+			}
+			for _, at := range attacks {
+				work <- at
+			}
+			close(work)
+			wg.Wait()
+			g.natsInjections(rep)
+		})
+		t.Run("http", func(t *testing.T) { t.Parallel(); on(t).httpAttacks(rep) })
+		t.Run("tls", func(t *testing.T) { t.Parallel(); on(t).tlsAttacks(rep) })
+	})
+
+	table := rep.Markdown(preamble)
+	t.Logf("attack table:\n%s", table)
+	for _, row := range rep.Failures() {
+		t.Errorf("%s %s: %s — expected %q, observed %q", row.ID, row.Attack, row.Verdict, row.Expected, row.Observed)
+	}
+	if t.Failed() && !*update {
+		return
+	}
+	if partialRun() {
+		t.Logf("a subset of the suite ran (-run with a subtest pattern): %s not compared", attacksFile)
+		return
+	}
+	path := filepath.FromSlash(attacksFile)
+	if *update || os.Getenv("UNIBUS_REDTEAM_UPDATE") == "1" {
+		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", path)
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s: %v (create it with: go test ./internal/redteam -update)", path, err)
+	}
+	if string(want) != table {
+		t.Errorf("%s is out of date; review the difference and run: go test ./internal/redteam -update\n%s", path, diff(string(want), table))
+	}
+}
+
+// partialRun reports whether -test.run selects subtests only.
+func partialRun() bool {
+	f := flag.Lookup("test.run")
+	return f != nil && strings.Contains(f.Value.String(), "/")
+}
+
+// diff lists the lines that differ, for a failure message.
+func diff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	in := func(lines []string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range lines {
+			m[l] = true
+		}
+		return m
+	}
+	wm, gm := in(w), in(g)
+	var b strings.Builder
+	for _, l := range w {
+		if !gm[l] {
+			fmt.Fprintf(&b, "- %s\n", l)
+		}
+	}
+	for _, l := range g {
+		if !wm[l] {
+			fmt.Fprintf(&b, "+ %s\n", l)
+		}
+	}
+	return b.String()
+}
+
+// TestMarkdownCells: a cell stays one table cell whatever the tools print.
+func TestMarkdownCells(t *testing.T) {
+	rep := &Report{}
+	rep.Add(Row{ID: "B", Attack: "two\nlines | and a pipe", Verdict: Pass})
+	rep.Add(Row{ID: "A", Attack: "first", Verdict: FailOpen})
+	got := rep.Markdown("")
+	want := "| # | plane | attack | tool | expected denial | observed | result |\n|---|---|---|---|---|---|---|\n" +
+		"| A |  | first |  |  |  | FAIL: fail-open |\n| B |  | two lines \\| and a pipe |  |  |  | pass |\n"
+	if got != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+	if f := rep.Failures(); len(f) != 1 || f[0].ID != "A" {
+		t.Fatalf("failures %+v", f)
+	}
+}

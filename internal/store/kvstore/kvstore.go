@@ -1,0 +1,398 @@
+// Package kvstore is the replicated store.Store: unibus's control-plane
+// state in JetStream KV buckets, so that it survives the loss of a node of
+// a cluster (SPEC §5).
+//
+// # Buckets
+//
+//	UNIBUS_users            u.<sign-pub>            user record
+//	                        h.<hex(handle)>         handle claim → sign-pub
+//	UNIBUS_rooms            <room>                  room metadata (immutable)
+//	UNIBUS_members          <room>                  the room's state: epoch,
+//	                                                epochs, members, pending
+//	                                                flag, committed writes
+//	UNIBUS_room_keys        <room>.<member>.<epoch> sealed room key
+//	UNIBUS_rooms_by_member  <sign-pub>              rooms the user is in (index)
+//	UNIBUS_nonces           <key-id>.<sha256(nonce)> anti-replay record (memory)
+//
+// # Consistency
+//
+// Every read is a get served by the stream's leader (the buckets' direct
+// gets, which any replica may answer, are switched off), and key listings
+// come from the leader's stream info, so a read sees every write that
+// returned before it (read-your-writes, as store.Store requires).
+//
+// Each rule that must hold atomically is a compare-and-set on one key:
+// a room's member set, epoch and pending flag live together in its
+// UNIBUS_members record, so a rotation's coverage check, an addition and a
+// removal are serialized by that record's revision. A write that also
+// stores sealed keys first takes a lease on the record (a compare-and-set
+// that marks it busy for LeaseTTL), writes the keys, then commits the new
+// state and releases the lease in one more compare-and-set. Each such write
+// has a random id; a sealed key carries the id of the write that stored it
+// and is visible only once the room's record lists that id as committed. A
+// crash between the writes therefore leaves keys nobody can read and a
+// lease that expires, never access the record does not grant. The
+// complete order of every multi-key write is documented in docs/STORES.md.
+package kvstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/internal/store"
+)
+
+// Bucket names (their streams are KV_<name>).
+const (
+	BucketUsers         = "UNIBUS_users"
+	BucketRooms         = "UNIBUS_rooms"
+	BucketMembers       = "UNIBUS_members"
+	BucketRoomKeys      = "UNIBUS_room_keys"
+	BucketRoomsByMember = "UNIBUS_rooms_by_member"
+	BucketNonces        = "UNIBUS_nonces"
+)
+
+// Buckets lists every bucket the store opens, in creation order.
+var Buckets = []string{BucketUsers, BucketRooms, BucketMembers, BucketRoomKeys, BucketRoomsByMember, BucketNonces}
+
+// Defaults.
+const (
+	DefaultBootstrap = 120 * time.Second
+	DefaultLeaseTTL  = 30 * time.Second
+	DefaultTimeout   = 10 * time.Second
+	// MaxValueSize bounds one record (a room's state grows with its
+	// epochs and members: about 150 bytes per epoch and per member).
+	MaxValueSize = 1 << 20
+)
+
+// Options configure Open.
+type Options struct {
+	// Replicas of every bucket (1 on a single node, 3 in a cluster). An
+	// existing bucket keeps its replica count; raising it is an operator
+	// step (docs/OPERATIONS.md).
+	Replicas int
+	// Bootstrap is how long Open keeps retrying bucket creation while
+	// JetStream has no meta leader (a cold cluster). Default 120 s.
+	Bootstrap time.Duration
+	// LeaseTTL is how long a crashed writer can keep a room busy.
+	LeaseTTL time.Duration
+	// Timeout bounds each JetStream request.
+	Timeout time.Duration
+	Logger  *slog.Logger
+	// Now is the clock for leases (tests); nil = time.Now.
+	Now func() time.Time
+	// NoCreate binds existing buckets only: admin tools use it so that
+	// pointing them at a node that is not in kv mode fails instead of
+	// creating empty buckets there.
+	NoCreate bool
+}
+
+func (o *Options) defaults() {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Bootstrap <= 0 {
+		o.Bootstrap = DefaultBootstrap
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = DefaultLeaseTTL
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Store is the JetStream-KV store. It does not own the connection.
+type Store struct {
+	o  Options
+	js jetstream.JetStream
+
+	users, rooms, members, keys, byMember, nonces jetstream.KeyValue
+	streams                                       map[string]jetstream.Stream
+	audit                                         jetstream.Stream
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating when absent) every bucket over nc, which must be a
+// connection of the internal identity in the control account. While
+// JetStream cannot create buckets yet (no meta leader on a cold cluster)
+// it retries for o.Bootstrap, logging progress.
+func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+	o.defaults()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("kv store: %w", err)
+	}
+	s := &Store{o: o, js: js, streams: map[string]jetstream.Stream{}}
+	deadline := time.Now().Add(o.Bootstrap)
+	for _, name := range Buckets {
+		kv, stream, err := OpenBucket(ctx, js, s.bucketConfig(name), !o.NoCreate, deadline, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		s.streams[name] = stream
+		switch name {
+		case BucketUsers:
+			s.users = kv
+		case BucketRooms:
+			s.rooms = kv
+		case BucketMembers:
+			s.members = kv
+		case BucketRoomKeys:
+			s.keys = kv
+		case BucketRoomsByMember:
+			s.byMember = kv
+		case BucketNonces:
+			s.nonces = kv
+		}
+	}
+	if err := retryOpen(ctx, "audit stream", deadline, o.Logger, func() error { return s.openAudit(ctx) }); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) bucketConfig(name string) jetstream.KeyValueConfig {
+	c := jetstream.KeyValueConfig{
+		Bucket: name, History: 1, Replicas: s.o.Replicas, Storage: jetstream.FileStorage,
+		MaxValueSize: MaxValueSize,
+	}
+	if name == BucketNonces {
+		// A nonce needs to outlive the signature window, not a power
+		// failure (SPEC §5): replicated memory storage, per-key TTL.
+		c.Storage = jetstream.MemoryStorage
+		c.LimitMarkerTTL = time.Minute
+		c.MaxValueSize = 1024
+	}
+	return c
+}
+
+// OpenBucket binds bucket cfg.Bucket, creating it when absent (if create), and turns
+// its direct gets off so that every get is answered by the stream leader.
+// It retries until deadline while JetStream is not ready.
+func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool, deadline time.Time, log *slog.Logger) (jetstream.KeyValue, jetstream.Stream, error) {
+	var kv jetstream.KeyValue
+	var stream jetstream.Stream
+	err := retryOpen(ctx, "kv bucket "+cfg.Bucket, deadline, log, func() (err error) {
+		kv, stream, err = openBucketOnce(ctx, js, cfg, create)
+		return err
+	})
+	return kv, stream, err
+}
+
+// AttemptTimeout bounds one attempt to create or bind a stream while the
+// store opens. It is short on purpose: when every node of a cold cluster
+// asks for the same bucket at the same moment, an attempt can go
+// unanswered, and a long timeout made the nodes wait it out together,
+// bucket after bucket (two minutes for a simultaneous three-node start).
+const AttemptTimeout = 4 * time.Second
+
+// Jitter returns d plus up to half of d at random, so that nodes retrying
+// the same creation drift apart instead of colliding again.
+func Jitter(d time.Duration) time.Duration {
+	return d + rand.N(d/2+1)
+}
+
+// retryOpen runs once until it succeeds, fails with errNoBucket, or
+// deadline passes: on a cold cluster JetStream refuses to create streams
+// until a quorum of nodes has elected a meta leader.
+func retryOpen(ctx context.Context, what string, deadline time.Time, log *slog.Logger, once func() error) error {
+	start, wait := time.Now(), 250*time.Millisecond
+	lastLog := time.Time{}
+	for {
+		err := once()
+		if err == nil {
+			if time.Since(start) > time.Second {
+				log.Info(what+" open", "after", time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("open %s: %w", what, ctx.Err())
+		}
+		if errors.Is(err, errNoBucket) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("open %s: JetStream did not accept it within the bootstrap budget (%v); is a quorum of the cluster up? last error: %w",
+				what, time.Since(start).Round(time.Second), unavailable(err))
+		}
+		if time.Since(lastLog) > 5*time.Second {
+			log.Warn("waiting for JetStream to open a stream (a cold cluster has no meta leader until a quorum of nodes is up)",
+				"stream", what, "waited", time.Since(start).Round(time.Second), "err", err)
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("open %s: %w", what, ctx.Err())
+		case <-time.After(Jitter(wait)):
+		}
+		wait = min(wait*2, 2*time.Second)
+	}
+}
+
+func openBucketOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool) (jetstream.KeyValue, jetstream.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+	defer cancel()
+	name := "KV_" + cfg.Bucket
+	stream, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) && !create {
+		return nil, nil, fmt.Errorf("%w: bucket %s does not exist: is the node running with --store kv?", errNoBucket, cfg.Bucket)
+	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err = js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return nil, nil, err
+		}
+		stream, err = js.Stream(ctx, name)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if stream, err = noDirect(ctx, js, stream); err != nil {
+		return nil, nil, err
+	}
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kv, stream, nil
+}
+
+// noDirect switches a stream's direct gets off (any replica may answer a
+// direct get, so one that is behind could answer with stale state).
+func noDirect(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream) (jetstream.Stream, error) {
+	cfg := stream.CachedInfo().Config
+	if !cfg.AllowDirect {
+		return stream, nil
+	}
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return nil, fmt.Errorf("turn off direct gets on %s: %w", cfg.Name, err)
+	}
+	return js.Stream(ctx, cfg.Name)
+}
+
+// StreamFor returns the stream behind a bucket (for replication reports).
+func (s *Store) StreamFor(bucket string) jetstream.Stream { return s.streams[bucket] }
+
+// Close releases nothing: the connection belongs to the caller.
+func (s *Store) Close() error { return nil }
+
+// ctx bounds one operation.
+func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.o.Timeout)
+}
+
+// unavailable wraps a JetStream failure in store.ErrUnavailable: callers
+// deny on it (fail closed).
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+}
+
+// wrap prefixes op, and marks anything that is not one of the store's own
+// verdicts as unavailability.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, v := range []error{store.ErrNotFound, store.ErrAlreadyRegistered, store.ErrHandleTaken, store.ErrRoomExists,
+		store.ErrAlreadyMember, store.ErrNotMember, store.ErrReplay, store.ErrStaleEpoch, store.ErrIncompleteRotation,
+		store.ErrRevoked, store.ErrUnavailable, errInvalid} {
+		if errors.Is(err, v) {
+			return fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", op, unavailable(err))
+}
+
+// errNoBucket: a bind-only open found no bucket.
+var errNoBucket = errors.New("no such bucket")
+
+// errInvalid marks arguments that cannot name a key (the caller's bug or
+// hostile input), as distinct from an unavailable store.
+var errInvalid = errors.New("invalid argument")
+
+// token checks that s can be one token of a key: KV keys allow more, but
+// unibus's ids are hex and nothing else needs to pass.
+func token(what, s string) error {
+	if s == "" || len(s) > 128 {
+		return fmt.Errorf("%s %q: %w", what, s, errInvalid)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_') {
+			return fmt.Errorf("%s %q: %w", what, s, errInvalid)
+		}
+	}
+	return nil
+}
+
+// getJSON reads key into v and returns its revision; a missing key is
+// store.ErrNotFound.
+func getJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return 0, store.ErrNotFound
+	}
+	if err != nil {
+		return 0, err
+	}
+	if err := json.Unmarshal(e.Value(), v); err != nil {
+		return 0, fmt.Errorf("%w: corrupt record %s in %s: %w", store.ErrUnavailable, key, kv.Bucket(), err)
+	}
+	return e.Revision(), nil
+}
+
+// isConflict reports a failed compare-and-set (the key changed or exists).
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// listKeys returns the keys of bucket under prefix (a KV key pattern such
+// as "u.>") that currently hold a value, from the stream leader's subject
+// listing, not from a consumer that a lagging replica might serve.
+func (s *Store) listKeys(ctx context.Context, bucket, pattern string) ([]string, error) {
+	stream := s.streams[bucket]
+	pre := "$KV." + bucket + "."
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(pre+pattern))
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(info.State.Subjects))
+	for subj := range info.State.Subjects {
+		keys = append(keys, strings.TrimPrefix(subj, pre))
+	}
+	return keys, nil
+}
+
+// jsonBytes marshals v; the records are plain structs and cannot fail.
+func jsonBytes(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}

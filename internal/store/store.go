@@ -1,0 +1,223 @@
+// Package store defines unibus's control-plane state: users, rooms, members,
+// sealed room keys, epochs and anti-replay nonces, behind one interface with
+// two implementations (store/sqlite, and the JetStream-KV store that follows).
+//
+// The store holds only public keys, ciphertext and membership. It never sees a
+// room key in the clear. Every rule that must hold atomically under
+// concurrency (a rotation covers every current member, a nonce is used once)
+// is enforced here, not by callers, so that both backends enforce it the same
+// way; the conformance suite in store/storetest checks each backend.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/unibus/unibus/internal/audit"
+)
+
+// Sentinel errors. Callers branch on them with errors.Is; the HTTP layer maps
+// them to status codes in one place.
+var (
+	ErrNotFound           = errors.New("not found")
+	ErrAlreadyRegistered  = errors.New("already registered")
+	ErrHandleTaken        = errors.New("handle already taken")
+	ErrRoomExists         = errors.New("room already exists")
+	ErrAlreadyMember      = errors.New("already a member")
+	ErrNotMember          = errors.New("not a member of the room")
+	ErrReplay             = errors.New("nonce already used")
+	ErrStaleEpoch         = errors.New("epoch is not the room's next epoch")
+	ErrIncompleteRotation = errors.New("sealed keys must cover every current member exactly once")
+	ErrRevoked            = errors.New("user is revoked")
+	ErrUnavailable        = errors.New("store unavailable")
+)
+
+// Role is a user's global role.
+type Role string
+
+// Global roles.
+const (
+	RoleAdmin  Role = "admin"
+	RoleMember Role = "member"
+)
+
+// Status is a user's status. Users are never deleted: revoking flips it.
+type Status string
+
+// User statuses.
+const (
+	StatusActive  Status = "active"
+	StatusRevoked Status = "revoked"
+)
+
+// RoomRole is a member's role inside one room.
+type RoomRole string
+
+// Room roles.
+const (
+	RoomOwner  RoomRole = "owner"
+	RoomMember RoomRole = "member"
+)
+
+// EpochReason says why an epoch was created; clients use it to decide whose
+// seal they accept (see docs/FORMATS.md).
+type EpochReason string
+
+// Epoch reasons.
+const (
+	EpochCreate  EpochReason = "create"  // epoch 1, sealed by the creator
+	EpochRotate  EpochReason = "rotate"  // an owner rotated
+	EpochRemove  EpochReason = "remove"  // an owner removed a member and rotated
+	EpochPending EpochReason = "pending" // a member resolved a rotation left pending by an admin removal
+)
+
+// User is a registered identity. SignPub (64 lowercase hex) is its id.
+type User struct {
+	SignPub   string
+	Handle    string
+	Role      Role
+	Status    Status
+	KEMPub    []byte // nil until the user publishes it
+	KEMSig    []byte // the user's ed25519 signature binding KEMPub to SignPub
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Room is a room's record. ID is 32 lowercase hex characters.
+type Room struct {
+	ID              string
+	Name            string
+	CreatedBy       string
+	CreatedAt       time.Time
+	Epoch           uint64 // current epoch, starting at 1
+	RotationPending bool   // set by an admin removal; cleared by the next rotation
+	MaxAge          time.Duration
+	MaxBytes        int64
+}
+
+// Member is one user's membership in one room.
+type Member struct {
+	Room    string
+	SignPub string
+	Role    RoomRole
+	AddedBy string
+	AddedAt time.Time
+}
+
+// SealedKey is a room key for one epoch sealed to one member, with the
+// sealer's signature. The store keeps it opaque.
+type SealedKey struct {
+	Room   string
+	Epoch  uint64
+	Member string
+	Sealer string
+	Sealed []byte
+	Sig    []byte
+}
+
+// Epoch records who created an epoch of a room and why.
+type Epoch struct {
+	Room      string
+	Epoch     uint64
+	CreatedBy string
+	Reason    EpochReason
+	CreatedAt time.Time
+}
+
+// Rotation moves a room to Epoch (which must be the current epoch + 1) with a
+// sealed key for every current member — after a removal, every remaining one.
+type Rotation struct {
+	Room   string
+	Epoch  uint64
+	By     string
+	Reason EpochReason
+	Keys   []SealedKey
+	At     time.Time
+}
+
+// Store is the control-plane state. Implementations are safe for concurrent
+// use. Every method that takes a context may block on I/O. Reads see every
+// write that returned before them (read-your-writes): a backend must not
+// answer from a replica that is behind. A backend failure is wrapped in
+// ErrUnavailable, which callers treat as a denial.
+type Store interface {
+	// AddUser registers u. A sign-pub already present (whatever its status)
+	// is ErrAlreadyRegistered and changes nothing; a handle in use is
+	// ErrHandleTaken.
+	AddUser(ctx context.Context, u User) error
+	// GetUser returns the user with this sign-pub, or ErrNotFound.
+	GetUser(ctx context.Context, signPub string) (User, error)
+	// GetUserByHandle returns the user with this handle, or ErrNotFound.
+	GetUserByHandle(ctx context.Context, handle string) (User, error)
+	// ListUsers returns every user, revoked ones included, ordered by handle.
+	ListUsers(ctx context.Context) ([]User, error)
+	// RevokeUser flips the user's status to revoked and returns the updated
+	// record. Revoking a revoked user is not an error. Unknown: ErrNotFound.
+	RevokeUser(ctx context.Context, signPub string, at time.Time) (User, error)
+	// SetKEMKey stores the user's KEM public key and binding signature
+	// (replacing an earlier one). Unknown: ErrNotFound.
+	SetKEMKey(ctx context.Context, signPub string, kemPub, sig []byte, at time.Time) error
+	// CountActiveAdmins counts users with role admin and status active.
+	CountActiveAdmins(ctx context.Context) (int, error)
+
+	// CreateRoom atomically creates the room at epoch 1, its owner and the
+	// owner's sealed key for epoch 1. An existing id is ErrRoomExists.
+	CreateRoom(ctx context.Context, r Room, owner Member, key SealedKey) error
+	// GetRoom returns the room, or ErrNotFound.
+	GetRoom(ctx context.Context, id string) (Room, error)
+	// ListRooms returns the rooms signPub is a member of, ordered by name.
+	ListRooms(ctx context.Context, signPub string) ([]Room, error)
+	// RoomIDs returns the ids of the rooms signPub is a member of; it is the
+	// data-plane authenticator's fast path.
+	RoomIDs(ctx context.Context, signPub string) ([]string, error)
+	// ListMembers returns the room's current members, ordered by sign-pub.
+	ListMembers(ctx context.Context, room string) ([]Member, error)
+	// GetMember returns one membership, or ErrNotMember.
+	GetMember(ctx context.Context, room, signPub string) (Member, error)
+	// AddMember adds m with its sealed keys (which must all be for m.SignPub,
+	// and must include the room's current epoch). Already a member:
+	// ErrAlreadyMember. Missing current-epoch key: ErrIncompleteRotation.
+	AddMember(ctx context.Context, m Member, keys []SealedKey) error
+	// RemoveMember removes signPub from the room. With rot non-nil the room
+	// moves to rot.Epoch in the same transaction and rot.Keys must cover
+	// every remaining member exactly (ErrIncompleteRotation, ErrStaleEpoch).
+	// With rot nil (an admin's incident-response removal) the room is marked
+	// RotationPending instead. Not a member: ErrNotMember.
+	RemoveMember(ctx context.Context, room, signPub string, rot *Rotation) error
+	// Rotate moves the room to rot.Epoch (current+1, else ErrStaleEpoch) with
+	// keys covering every current member exactly (else
+	// ErrIncompleteRotation), and clears RotationPending.
+	Rotate(ctx context.Context, rot Rotation) error
+	// SealedKeys returns member's sealed keys for the room, by epoch.
+	SealedKeys(ctx context.Context, room, member string) ([]SealedKey, error)
+	// Epochs returns the room's epochs in order.
+	Epochs(ctx context.Context, room string) ([]Epoch, error)
+
+	// UseNonce records (keyID, nonce) until expires. If the pair is already
+	// recorded and not expired it returns ErrReplay. The check and the
+	// record are one atomic operation. Any other failure is an error that
+	// callers must treat as a denial (fail closed).
+	UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error
+
+	AuditLog
+
+	// Close releases the store.
+	Close() error
+}
+
+// AuditLog is the append-only, hash-chained record of admin and membership
+// actions (package audit). Entries are never changed or deleted through
+// any interface; both backends also refuse it at the storage level (SQLite
+// triggers; a JetStream stream with deletes and purges denied).
+type AuditLog interface {
+	// AppendAudit chains r after the newest entry and stores it durably
+	// (on a quorum, in kv mode) before it returns. Concurrent appends are
+	// serialized: every entry gets the next seq. A failure is an error
+	// wrapping ErrUnavailable; callers must not make the change the entry
+	// describes without it.
+	AppendAudit(ctx context.Context, r audit.Record) (audit.Entry, error)
+	// AuditEntries returns at most limit entries with seq > after, in seq
+	// order, as stored (they are not verified: audit.Verify does that).
+	AuditEntries(ctx context.Context, after uint64, limit int) ([]audit.Entry, error)
+}
