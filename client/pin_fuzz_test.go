@@ -13,14 +13,14 @@ import (
 	"github.com/unibus/unibus/identity"
 )
 
-// handleRE is the handle syntax of SPEC §1, which validHandle implements.
+// handleRE is the handle syntax (docs/DESIGN.md), which validHandle implements.
 var handleRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // FuzzParseKnownKeys parses arbitrary known-keys files. It must never
 // panic, and what it accepts holds only well-formed records: valid handles
 // and sign-pubs, 64-hex KEM digests, the first record of a name winning.
 // Written back by the client (rewrite, then load), the pins are the same.
-// validHandle agrees with the SPEC's handle rule on every line.
+// validHandle agrees with the handle rule on every line.
 func FuzzParseKnownKeys(f *testing.F) {
 	pub := strings.Repeat("ab", 32)
 	dig := strings.Repeat("0f", 32)
@@ -39,7 +39,7 @@ func FuzzParseKnownKeys(f *testing.F) {
 			lines = append(lines, strings.TrimSuffix(sc.Text(), "\r"))
 			for _, field := range strings.Split(sc.Text(), " ") {
 				if validHandle(field) != handleRE.MatchString(field) {
-					t.Fatalf("validHandle(%q) = %v, the SPEC rule says otherwise", field, validHandle(field))
+					t.Fatalf("validHandle(%q) = %v, the rule says otherwise", field, validHandle(field))
 				}
 			}
 		}

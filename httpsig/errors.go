@@ -7,7 +7,7 @@ import (
 
 // Errors returned by [Verifier.Verify]. Each one is wrapped with a detail that
 // says what was wrong; test with errors.Is. None of the messages repeats a
-// signature or a digest. SPEC.md §3 answers all of them with 401.
+// signature or a digest. membershipd answers all of them with 401.
 var (
 	// ErrMissingSignature: the request carries no Signature-Input or no
 	// Signature header.

@@ -2,7 +2,7 @@
 // Message Signatures (RFC 9421), algorithm ed25519, binding the request body
 // through a Content-Digest field (RFC 9530, sha-256).
 //
-// It implements exactly the profile of SPEC.md §3: one signature labelled
+// It implements exactly unibus's profile (docs/DESIGN.md): one signature labelled
 // [Label], covering "@method", "@path", "@query" and, with a body,
 // "content-digest", with the created, nonce and keyid parameters. A
 // [Verifier] checks the signature, the clock window and the digest; it does

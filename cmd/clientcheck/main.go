@@ -1,5 +1,5 @@
 // Command clientcheck is an end-to-end proof against a live deployment
-// (SPEC §6): an authenticated client (its identity's nkey, TLS pinned to
+// (docs/DESIGN.md): an authenticated client (its identity's nkey, TLS pinned to
 // --ca) creates an E2E room, publishes N messages at a steady rate while it
 // receives them through the same room, and reports what was sent, received,
 // lost and duplicated and the longest gap between two received messages.

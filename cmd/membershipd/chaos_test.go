@@ -25,7 +25,7 @@ func startCluster(t *testing.T) ([]*node, string) {
 	return nodes, pass
 }
 
-// Issue #5 must-show 2: SIGKILL the node the client is connected to while
+// SIGKILL the node the client is connected to while
 // clientcheck publishes and receives: zero loss, zero duplicates, the
 // longest gap reported; user add --store kv succeeds with that node down;
 // the node restarts, catches up and serves.
@@ -96,7 +96,7 @@ func TestClusterSurvivesNodeKill(t *testing.T) {
 	}
 }
 
-// Issue #5 must-show 3: with two of three nodes down the survivor fails
+// with two of three nodes down the survivor fails
 // closed — signed requests get 503, new data-plane logins are denied,
 // /healthz is 503 — and restarting a node restores service with nothing
 // lost.

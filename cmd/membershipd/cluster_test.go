@@ -109,8 +109,7 @@ func waitHealthy(t *testing.T, nodes ...*node) {
 	}
 }
 
-// Issue #5 must-shows 1 and 5 (cold start, replay across nodes, revocation
-// across nodes), with real processes on loopback: a lone node of a
+// TestClusterColdStartReplayAndRevocation, with real processes on loopback: a lone node of a
 // three-node cluster stays 503 (no meta leader), the cluster turns healthy
 // once the others start, the first admin is added live with R3 buckets
 // reported HA, a request replayed on another node is refused, and a

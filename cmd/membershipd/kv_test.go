@@ -46,7 +46,7 @@ func kvList(t *testing.T, dir string, kvArgs []string) []listedUser {
 	return us
 }
 
-// SPEC §6 / issue #4 must-show 3: against a running membershipd --store kv,
+// Against a running membershipd --store kv,
 // the first admin is added live over the internal identity, a re-add is
 // "already registered" (exit 1) and changes no role, list shows both, and a
 // revocation made by the admin tool — not through the API — denies the

@@ -15,7 +15,7 @@ import (
 	"github.com/unibus/unibus/internal/testbin"
 )
 
-// Issue #4 must-show 4: migrate-to-kv copies a populated SQLite deployment
+// migrate-to-kv copies a populated SQLite deployment
 // — users (a revoked one too), a room at epoch 2 with its members and
 // keys, and a blob — into a kv-mode node on the same data directory (the
 // seeds' procedure); the members read the room's history and the blob

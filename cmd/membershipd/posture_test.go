@@ -14,7 +14,7 @@ import (
 	"github.com/unibus/unibus/internal/testpki"
 )
 
-// Issue #5 must-show 4: the homogeneous-posture refusals, and a client
+// the homogeneous-posture refusals, and a client
 // certificate (signed by the client CA) refused on the route port.
 func TestClusterPostureRefusals(t *testing.T) {
 	dir := t.TempDir()

@@ -21,7 +21,7 @@ import (
 	"github.com/unibus/unibus/internal/testbin"
 )
 
-// Issue #5, raising in place: a cluster started at R1 holds users, rooms,
+// Raising in place: a cluster started at R1 holds users, rooms,
 // members, sealed keys, messages and a blob; `membershipd kv
 // raise-replicas --replicas 3` is refused while a node is down, then raises
 // every stream (buckets, object store, room streams) to R3 with every

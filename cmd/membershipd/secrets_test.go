@@ -12,7 +12,7 @@ import (
 	"github.com/unibus/unibus/internal/testbin"
 )
 
-// Issue #8 must-show 4: no secret value — identity seeds (internal and
+// no secret value — identity seeds (internal and
 // admin), the route secret — appears in the logs, /healthz, /metrics or
 // the argv of membershipd processes started the way the project's docs
 // start them (secrets in 0600 files, never on the command line).

@@ -17,7 +17,7 @@ import (
 	"github.com/unibus/unibus/internal/testbin"
 )
 
-// blobTestSize is the size of the file the blob test round-trips (SPEC: a
+// blobTestSize is the size of the file the blob test round-trips (a
 // 200 MiB file with the server's memory bounded).
 const blobTestSize = 200 << 20
 

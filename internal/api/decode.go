@@ -24,7 +24,7 @@ const (
 	MaxRoomNameLen = 64
 )
 
-// handleRE is the handle syntax (SPEC §1).
+// handleRE is the handle syntax (docs/DESIGN.md).
 var handleRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
 // ValidHandle reports whether h is a valid handle.

@@ -18,7 +18,7 @@ import (
 // TestAuditLogRecordsEveryAdminAction runs the E2E admin scenario through
 // the SDK and checks that every admin and membership action is in the
 // audit log, in order, with the actor's key and the signed request's
-// digest, and that the chain verifies (issue #8, must-show 3).
+// digest, and that the chain verifies.
 func TestAuditLogRecordsEveryAdminAction(t *testing.T) { forEachStore(t, testAuditLog) }
 
 func testAuditLog(t *testing.T, kind storeKind) {

@@ -52,7 +52,7 @@ type Config struct {
 	Version   string
 	Logger    *slog.Logger
 
-	// Cluster mode (SPEC §7): on when ClusterName is set.
+	// Cluster mode (docs/DESIGN.md): on when ClusterName is set.
 	ClusterName string
 	ClusterPort int      // route port (the flag's default is 6250; 0 = random, for tests)
 	Routes      []string // the other nodes' route URLs, bare: nats://host:6250

@@ -97,7 +97,7 @@ type storeKind string
 
 func (k storeKind) option() option { return withConfig(func(c *daemon.Config) { c.Store = string(k) }) }
 
-// forEachStore runs a test against both backends (SPEC §5: the single-node
+// forEachStore runs a test against both backends (the single-node
 // scenarios hold on SQLite and on JetStream KV alike).
 func forEachStore(t *testing.T, test func(t *testing.T, kind storeKind)) {
 	for _, k := range []storeKind{"sqlite", "kv"} {

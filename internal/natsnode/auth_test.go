@@ -237,7 +237,7 @@ func TestAccounts(t *testing.T) {
 	}
 }
 
-// TestEngineDefaultAccount pins the engine fact SPEC §9 states, which the
+// TestEngineDefaultAccount pins an engine fact, which the
 // node deliberately does not rely on: a user registered without an account
 // lands in $G, where JetStream is on when no accounts are configured.
 func TestEngineDefaultAccount(t *testing.T) {

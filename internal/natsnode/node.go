@@ -73,7 +73,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		so.Cluster.Name = c.Name
 		so.Cluster.Host, so.Cluster.Port = c.Host, c.Port
 		so.Cluster.Username, so.Cluster.Password = c.User, c.Pass
-		so.Cluster.NoAdvertise = true // cold-start fix: gossip no addresses (SPEC §7)
+		so.Cluster.NoAdvertise = true // cold-start fix: gossip no addresses (docs/DESIGN.md)
 		so.Cluster.PoolSize = -1      // cold-start fix: one route per peer
 		if c.TLS != nil {
 			so.Cluster.TLSConfig = c.TLS.Clone()

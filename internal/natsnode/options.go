@@ -37,8 +37,8 @@ type Options struct {
 	TLS     *tls.Config // nil = plaintext; when set, TLS is required on the client listener
 
 	// JetStream fsync policy. The default (SyncAlways false, SyncInterval
-	// 0) and SyncAlways true both fsync before every acknowledgement (SPEC
-	// §5). A positive SyncInterval without SyncAlways flushes on that
+	// 0) and SyncAlways true both fsync before every acknowledgement
+	// (docs/DESIGN.md). A positive SyncInterval without SyncAlways flushes on that
 	// interval instead, trading durability on power loss for throughput.
 	SyncAlways   bool
 	SyncInterval time.Duration

@@ -1,6 +1,6 @@
 // Package kvstore is the replicated store.Store: unibus's control-plane
 // state in JetStream KV buckets, so that it survives the loss of a node of
-// a cluster (SPEC §5).
+// a cluster.
 //
 // # Buckets
 //
@@ -175,7 +175,7 @@ func (s *Store) bucketConfig(name string) jetstream.KeyValueConfig {
 	}
 	if name == BucketNonces {
 		// A nonce needs to outlive the signature window, not a power
-		// failure (SPEC §5): replicated memory storage, per-key TTL.
+		// failure (docs/DESIGN.md): replicated memory storage, per-key TTL.
 		c.Storage = jetstream.MemoryStorage
 		c.LimitMarkerTTL = time.Minute
 		c.MaxValueSize = 1024

@@ -13,7 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Raising replicas in place (SPEC §7): a cluster started with R1 keeps
+// Raising replicas in place (docs/DESIGN.md): a cluster started with R1 keeps
 // every stream on one node; RaiseReplicas moves it to R3 without stopping
 // anything and without losing a record. JetStream does the copying: an
 // UpdateStream with more replicas adds followers that catch up from the

@@ -20,8 +20,8 @@ var WatchReadyTimeout = 30 * time.Second
 // record gained or lost the user — whichever node wrote it. It returns once
 // both watches have delivered the current state (which does not call
 // changed), and keeps watching until ctx ends. Every node runs it and
-// closes the user's live connections on itself (SPEC §9: Connz is per
-// server), so a revocation or removal taken by any node reaches every node.
+// closes the user's live connections on itself (nats-server's connection list is
+// per server), so a revocation or removal taken by any node reaches every node.
 //
 // The members watch keeps each room's member set in memory to tell who
 // changed; a state record that is deleted changes all its members.

@@ -2,7 +2,7 @@
 // with the pure-Go modernc.org/sqlite driver so that CGO_ENABLED=0 builds
 // work.
 //
-// Durability comes before acknowledgement (SPEC §5): the database runs in
+// Durability comes before acknowledgement (docs/DESIGN.md): the database runs in
 // WAL mode with synchronous=FULL, so a write has reached the disk when its
 // method returns. Every check-then-write rule of store.Store (a rotation
 // covers every member, a nonce is used once) runs inside one write
