@@ -67,7 +67,7 @@ func newBenchFixture(b *testing.B, bus *testbin.Bus) *benchFixture {
 		b.Fatal(err)
 	}
 	b.Cleanup(f.admC.Close)
-	if _, err := f.admC.AddUser(ctx, "bench-rx", f.rx.SignPub().String(), "member"); err != nil {
+	if _, err := f.admC.AddUser(ctx, "bench-rx", f.rx.SignPub().String(), client.RoleMember); err != nil {
 		b.Fatal(err)
 	}
 	if f.rxC, err = client.Dial(ctx, f.config(f.rx)); err != nil {
@@ -88,7 +88,7 @@ func (f *benchFixture) room(b *testing.B, name string) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := f.admC.AddMember(ctx, r.ID, f.rx.SignPub().String(), "member"); err != nil {
+	if err := f.admC.AddMember(ctx, r.ID, f.rx.SignPub().String(), client.RoomMember); err != nil {
 		b.Fatal(err)
 	}
 	return r.ID

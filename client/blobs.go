@@ -20,13 +20,13 @@ import (
 	"github.com/unibus/unibus/wire"
 )
 
-// BlobType is the announcement type of a blob message.
-const BlobType = "unibus.blob"
+// blobType is the "type" of a blob announcement's JSON.
+const blobType = "unibus.blob"
 
 // BlobMeta describes a blob for its announcement.
 type BlobMeta struct {
-	Name        string
-	ContentType string
+	Name        string // a file name, for the receivers
+	ContentType string // a MIME type, or ""
 }
 
 // Progress is called with the number of plaintext bytes processed so far.
@@ -37,33 +37,33 @@ type Progress func(done int64)
 // returns the announcement that lets another member fetch and decrypt it;
 // send it in the room (SendBlob does both). The ciphertext is staged in a
 // temporary file so that memory stays bounded whatever the blob's size.
-func (c *Client) PutBlob(ctx context.Context, room string, r io.Reader, meta BlobMeta, progress Progress) (wire.BlobAnnouncement, error) {
+func (c *Client) PutBlob(ctx context.Context, room string, r io.Reader, meta BlobMeta, progress Progress) (BlobAnnouncement, error) {
 	key, err := blobcrypt.NewKey()
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	tmp, err := os.CreateTemp("", "unibus-blob-*")
 	if err != nil {
-		return wire.BlobAnnouncement{}, fmt.Errorf("stage blob: %w", err)
+		return BlobAnnouncement{}, fmt.Errorf("stage blob: %w", err)
 	}
 	defer func() { tmp.Close(); os.Remove(tmp.Name()) }()
 	h := sha256.New()
 	enc, err := blobcrypt.NewWriter(io.MultiWriter(tmp, h), key)
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	size, err := io.Copy(enc, &progressReader{r: r, fn: progress})
 	if err != nil {
-		return wire.BlobAnnouncement{}, fmt.Errorf("read blob: %w", err)
+		return BlobAnnouncement{}, fmt.Errorf("read blob: %w", err)
 	}
 	if err := enc.Close(); err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	sum := h.Sum(nil)
 	id := hex.EncodeToString(sum)
 	ctSize, err := tmp.Seek(0, io.SeekCurrent)
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	var out wire.Blob
 	err = c.doStream(ctx, "PUT", "/v1/rooms/"+room+"/blobs/"+id, func() (io.Reader, error) {
@@ -71,20 +71,19 @@ func (c *Client) PutBlob(ctx context.Context, room string, r io.Reader, meta Blo
 		return tmp, err
 	}, ctSize, sum, &out)
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
-	kb := key
-	return wire.BlobAnnouncement{Type: BlobType, ID: id, Key: kb[:], Name: meta.Name, Size: size, ContentType: meta.ContentType}, nil
+	return BlobAnnouncement{ID: id, Key: key[:], Name: meta.Name, Size: size, ContentType: meta.ContentType}, nil
 }
 
 // SendBlob uploads r and announces it in the room on topic; it returns the
 // announcement.
-func (c *Client) SendBlob(ctx context.Context, room, topic string, r io.Reader, meta BlobMeta, progress Progress) (wire.BlobAnnouncement, error) {
+func (c *Client) SendBlob(ctx context.Context, room, topic string, r io.Reader, meta BlobMeta, progress Progress) (BlobAnnouncement, error) {
 	ann, err := c.PutBlob(ctx, room, r, meta, progress)
 	if err != nil {
 		return ann, err
 	}
-	body, err := json.Marshal(ann)
+	body, err := json.Marshal(ann.toWire())
 	if err != nil {
 		return ann, err
 	}
@@ -93,12 +92,12 @@ func (c *Client) SendBlob(ctx context.Context, room, topic string, r io.Reader, 
 }
 
 // ParseBlobAnnouncement returns the announcement a message carries, if any.
-func ParseBlobAnnouncement(data []byte) (wire.BlobAnnouncement, bool) {
+func ParseBlobAnnouncement(data []byte) (BlobAnnouncement, bool) {
 	var a wire.BlobAnnouncement
-	if len(data) == 0 || data[0] != '{' || json.Unmarshal(data, &a) != nil || a.Type != BlobType || len(a.Key) != 32 {
-		return wire.BlobAnnouncement{}, false
+	if len(data) == 0 || data[0] != '{' || json.Unmarshal(data, &a) != nil || a.Type != blobType || len(a.Key) != 32 {
+		return BlobAnnouncement{}, false
 	}
-	return a, true
+	return announcementFromWire(a), true
 }
 
 // ErrBlobCorrupt is returned when downloaded bytes do not hash to the blob id.
@@ -108,7 +107,7 @@ var ErrBlobCorrupt = errors.New("downloaded blob does not hash to its id")
 // streaming: only authenticated chunks are written, and a truncated,
 // reordered or altered ciphertext fails with an error (what was written to
 // w before then is authenticated plaintext of the blob's start).
-func (c *Client) GetBlob(ctx context.Context, room string, ann wire.BlobAnnouncement, w io.Writer, progress Progress) (int64, error) {
+func (c *Client) GetBlob(ctx context.Context, room string, ann BlobAnnouncement, w io.Writer, progress Progress) (int64, error) {
 	if len(ann.Key) != 32 {
 		return 0, fmt.Errorf("blob announcement has no valid key")
 	}
@@ -126,7 +125,7 @@ func (c *Client) GetBlob(ctx context.Context, room string, ann wire.BlobAnnounce
 	}
 	n, err := io.Copy(w, &progressReader{r: dec, fn: progress})
 	if err != nil {
-		return n, fmt.Errorf("blob %s: %w", ann.ID[:16], err)
+		return n, fmt.Errorf("blob %s: %w", short(ann.ID), err)
 	}
 	if !hashIs(h, ann.ID) {
 		return n, ErrBlobCorrupt
@@ -141,36 +140,36 @@ func hashIs(h hash.Hash, id string) bool {
 
 // FindBlob looks through the room's stored messages for the announcement
 // of blob id.
-func (c *Client) FindBlob(ctx context.Context, room, id string) (wire.BlobAnnouncement, error) {
+func (c *Client) FindBlob(ctx context.Context, room, id string) (BlobAnnouncement, error) {
 	nc, err := c.conn()
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	s, err := js.Stream(ctx, subjects.Stream(room))
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return BlobAnnouncement{}, err
 	}
 	last := info.State.LastSeq
 	if last == 0 {
-		return wire.BlobAnnouncement{}, fmt.Errorf("no announcement of blob %s in the room", id)
+		return BlobAnnouncement{}, fmt.Errorf("no announcement of blob %s in the room", id)
 	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var found wire.BlobAnnouncement
+	var found BlobAnnouncement
 	err = c.Listen(lctx, room, ListenOptions{FromStart: true, OnError: func(error) {}}, func(m Message) {
 		if a, ok := ParseBlobAnnouncement(m.Data); ok && a.ID == id {
 			found = a
 			cancel()
 		}
-		if m.StreamS >= last {
+		if m.StreamSeq >= last {
 			cancel()
 		}
 	})

@@ -1,7 +1,8 @@
 // Package client is the unibus Go SDK: it connects a program to a unibus
 // deployment — the signed HTTP control plane and the ACL'd NATS data plane,
 // each with several seed URLs for fail-over — and gives it rooms, members,
-// and end-to-end encrypted messages.
+// end-to-end encrypted messages and files (blobs), and the pinned keys of
+// the users it seals room keys to.
 //
 // Everything secret stays in the process: room keys are opened from sealed
 // copies with the identity's KEM key, messages are encrypted and signed
@@ -9,9 +10,27 @@
 // membership, sequence) before they are decrypted. A message that fails is
 // reported as an error, never delivered as plaintext.
 //
-//	c, err := client.Dial(ctx, client.Config{Identity: id})
+// A program dials with its identity (identity.Load), then works with rooms
+// by id:
+//
+//	c, err := client.Dial(ctx, client.Config{Identity: id, Servers: servers, NATS: seeds})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	defer c.Close()
 //	room, err := c.CreateRoom(ctx, "demo")
-//	err = c.Send(ctx, room.ID, "", []byte("hello"))
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	if _, err := c.Send(ctx, room.ID, "", []byte("hello")); err != nil {
+//		log.Fatal(err)
+//	}
+//
+// The examples run against a server started in the same process.
+//
+// Results are the SDK's own types (Room, RoomInfo, User, Role, …), not the
+// API's JSON bodies (package wire). The SDK keeps no state on disk but the
+// known-keys file (Config.KnownKeysFile).
 package client
 
 import (
@@ -101,10 +120,10 @@ type Client struct {
 	// after a node is lost, requests stop paying its connect timeout.
 	server atomic.Int32
 
-	mu    sync.Mutex
-	rooms map[string]*roomState // by room id
-	nc    *nats.Conn
-	sendr *sender
+	mu     sync.Mutex
+	rooms  map[string]*roomState // by room id
+	nc     *nats.Conn            // the data-plane connection, made on first use
+	sender *sender               // numbers this client's messages; made with the first connection
 }
 
 // Dial checks the identity against the control plane (GET /v1/me) and
@@ -163,8 +182,12 @@ func (c *Client) Close() { c.dropConn() }
 
 // APIError is an error answered by the control plane.
 type APIError struct {
-	Status  int
-	Code    string
+	// Status is the HTTP status.
+	Status int
+	// Code is the API's error code (package wire's Code constants), or
+	// "http" when the answer was not the API's JSON error.
+	Code string
+	// Message is the server's explanation.
 	Message string
 }
 

@@ -141,8 +141,8 @@ func FuzzDecodeResponse(f *testing.F) {
 // and survives re-encoding; anything else is not an announcement.
 func FuzzParseBlobAnnouncement(f *testing.F) {
 	for _, a := range []wire.BlobAnnouncement{
-		{Type: BlobType, ID: strings.Repeat("ab", 32), Key: make([]byte, 32), Name: "report.pdf", Size: 1 << 20, ContentType: "application/pdf"},
-		{Type: BlobType, ID: "x", Key: make([]byte, 31)},
+		{Type: blobType, ID: strings.Repeat("ab", 32), Key: make([]byte, 32), Name: "report.pdf", Size: 1 << 20, ContentType: "application/pdf"},
+		{Type: blobType, ID: "x", Key: make([]byte, 31)},
 		{Type: "unibus.other", Key: make([]byte, 32)},
 	} {
 		b, _ := json.Marshal(a)
@@ -153,15 +153,16 @@ func FuzzParseBlobAnnouncement(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, ok := ParseBlobAnnouncement(data)
 		if !ok {
-			if !reflect.DeepEqual(a, wire.BlobAnnouncement{}) {
+			if !reflect.DeepEqual(a, BlobAnnouncement{}) {
 				t.Fatalf("refused, but returned %+v", a)
 			}
 			return
 		}
-		if a.Type != BlobType || len(a.Key) != 32 {
+		var raw wire.BlobAnnouncement
+		if json.Unmarshal(data, &raw) != nil || raw.Type != blobType || len(a.Key) != 32 {
 			t.Fatalf("accepted %+v", a)
 		}
-		re, err := json.Marshal(a)
+		re, err := json.Marshal(a.toWire())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,7 +196,7 @@ func FuzzUserLookup(f *testing.F) {
 		if json.Unmarshal(body, &u) != nil {
 			return
 		}
-		sp, err := answerFor(user, u)
+		sp, err := answerFor(user, userFromWire(u))
 		if err == nil {
 			if sp.String() != u.SignPub {
 				t.Fatalf("answerFor returned %s for the record of %q", sp, u.SignPub)

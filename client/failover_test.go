@@ -67,9 +67,9 @@ func TestFailoverAcrossSeeds(t *testing.T) {
 	t.Logf("SIGKILLed n1 (the client's data-plane node, first control-plane seed, room stream leader)")
 
 	// Control-plane calls move to a surviving node.
-	var info wire.RoomInfo
+	var info client.RoomInfo
 	waitUntil(t, "room info and member add through a survivor", 2*time.Minute, func() bool {
-		err := cl.AddMember(f.ctx, room, "bob", "member")
+		err := cl.AddMember(f.ctx, room, "bob", client.RoomMember)
 		if err != nil && !client.IsCode(err, wire.CodeUnavailable) && !client.IsCode(err, wire.CodeAlreadyMember) {
 			t.Fatalf("add member with n1 down: %v", err)
 		}
@@ -134,7 +134,7 @@ func TestFailoverLeaderLoss(t *testing.T) {
 	target := streamLeader(f.ctx, cjs, "KV_UNIBUS_members")
 	room := f.roomLedBy(t, target)
 	admin := dialUntil(f.ctx, t, client.Config{Identity: f.root, Servers: f.c.SeedsHTTP(), NATS: f.c.SeedsNATS()})
-	if err := admin.AddMember(f.ctx, room, "bob", "member"); err != nil {
+	if err := admin.AddMember(f.ctx, room, "bob", client.RoomMember); err != nil {
 		t.Fatal(err)
 	}
 	admin.Close()

@@ -46,20 +46,16 @@ import (
 // Like an identity file, a known-keys file that group or others can access
 // is refused (chmod 600).
 
-// KnownKeysHeader is the first line of a known-keys file.
-const KnownKeysHeader = "# unibus known keys v1"
+// knownKeysHeader is the first line of a known-keys file.
+const knownKeysHeader = "# unibus known keys v1"
 
-// MaxKnownKeysFileSize bounds what the client reads of a known-keys file
+// maxKnownKeysFileSize bounds what the client reads of a known-keys file
 // (about 40 000 users).
-const MaxKnownKeysFileSize = 8 << 20
-
-// KnownKeysSuffix is appended to an identity file's path to name its
-// default known-keys file.
-const KnownKeysSuffix = ".known_keys"
+const maxKnownKeysFileSize = 8 << 20
 
 // DefaultKnownKeysFile is the known-keys file the CLI uses for an identity
 // file: beside it, named "<identity file>.known_keys".
-func DefaultKnownKeysFile(identityFile string) string { return identityFile + KnownKeysSuffix }
+func DefaultKnownKeysFile(identityFile string) string { return identityFile + ".known_keys" }
 
 // ErrKeyChanged is matched (errors.Is) by every KeyChangedError.
 var ErrKeyChanged = errors.New("a user's key differs from the pinned one")
@@ -107,16 +103,16 @@ func kemDigest(k identity.KEMPub) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// FingerprintLabel prefixes what Fingerprint hashes.
-const FingerprintLabel = "unibus/v1/fingerprint"
+// fingerprintLabel prefixes what Fingerprint hashes.
+const fingerprintLabel = "unibus/v1/fingerprint"
 
 // Fingerprint is what two people compare out of band to know they hold
-// the same keys for a user: SHA-256 of FingerprintLabel || 0x00 ||
+// the same keys for a user: SHA-256 of "unibus/v1/fingerprint" || 0x00 ||
 // sign-pub (32 bytes) || KEM public key (1216 bytes), as 16 groups of 4
 // hex digits.
 func Fingerprint(signPub identity.SignPub, kem identity.KEMPub) string {
 	h := sha256.New()
-	h.Write([]byte(FingerprintLabel))
+	h.Write([]byte(fingerprintLabel))
 	h.Write([]byte{0})
 	h.Write(signPub[:])
 	h.Write(kem.Bytes())
@@ -298,12 +294,12 @@ func (k *knownKeys) load() error {
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return fmt.Errorf("known-keys file %s has mode %04o: others could change whom you trust; run: chmod 600 %s", k.path, perm, k.path)
 	}
-	raw, err := io.ReadAll(io.LimitReader(f, MaxKnownKeysFileSize+1))
+	raw, err := io.ReadAll(io.LimitReader(f, maxKnownKeysFileSize+1))
 	if err != nil {
 		return fmt.Errorf("read known-keys file: %w", err)
 	}
-	if len(raw) > MaxKnownKeysFileSize {
-		return fmt.Errorf("known-keys file %s is larger than %d bytes", k.path, MaxKnownKeysFileSize)
+	if len(raw) > maxKnownKeysFileSize {
+		return fmt.Errorf("known-keys file %s is larger than %d bytes", k.path, maxKnownKeysFileSize)
 	}
 	handles, kems, err := parseKnownKeys(raw)
 	if err != nil {
@@ -326,8 +322,8 @@ func parseKnownKeys(raw []byte) (handles, kems map[string]string, err error) {
 		n++
 		line := strings.TrimSuffix(sc.Text(), "\r")
 		if n == 1 {
-			if line != KnownKeysHeader {
-				return nil, nil, fmt.Errorf("line 1 is not %q: not a unibus known-keys file", KnownKeysHeader)
+			if line != knownKeysHeader {
+				return nil, nil, fmt.Errorf("line 1 is not %q: not a unibus known-keys file", knownKeysHeader)
 			}
 			continue
 		}
@@ -382,7 +378,7 @@ func (k *knownKeys) appendLines(lines []string) error {
 	}
 	var b strings.Builder
 	if fi, err := f.Stat(); err == nil && fi.Size() == 0 {
-		b.WriteString(KnownKeysHeader + "\n")
+		b.WriteString(knownKeysHeader + "\n")
 	}
 	for _, l := range lines {
 		b.WriteString(l + "\n")
@@ -403,7 +399,7 @@ func (k *knownKeys) rewrite() error {
 		return nil
 	}
 	var b strings.Builder
-	b.WriteString(KnownKeysHeader + "\n")
+	b.WriteString(knownKeysHeader + "\n")
 	for _, h := range slices.Sorted(maps.Keys(k.handles)) {
 		b.WriteString("handle " + h + " " + k.handles[h] + "\n")
 	}

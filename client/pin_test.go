@@ -66,7 +66,7 @@ func TestKnownKeysFile(t *testing.T) {
 		t.Fatalf("known-keys file mode %04o, want 0600", fi.Mode().Perm())
 	}
 	raw, _ := os.ReadFile(path)
-	want := KnownKeysHeader + "\nhandle bob " + bob.String() + "\nkem " + bob.String() + " " + kemDigest(bobKEM) + "\n"
+	want := knownKeysHeader + "\nhandle bob " + bob.String() + "\nkem " + bob.String() + " " + kemDigest(bobKEM) + "\n"
 	if string(raw) != want {
 		t.Fatalf("file:\n%s\nwant:\n%s", raw, want)
 	}
@@ -139,15 +139,15 @@ func TestKnownKeysRefusals(t *testing.T) {
 	cases := map[string]string{
 		"no header":           "handle bob " + b + "\n",
 		"other version":       "# unibus known keys v2\n",
-		"unknown record":      KnownKeysHeader + "\nuser bob " + b + "\n",
-		"two spaces":          KnownKeysHeader + "\nhandle  bob " + b + "\n",
-		"missing field":       KnownKeysHeader + "\nhandle bob\n",
-		"extra field":         KnownKeysHeader + "\nkem " + b + " " + digest + " x\n",
-		"bad handle":          KnownKeysHeader + "\nhandle Bob " + b + "\n",
-		"bad sign-pub":        KnownKeysHeader + "\nhandle bob " + strings.ToUpper(b) + "\n",
-		"bad digest":          KnownKeysHeader + "\nkem " + b + " " + digest[:62] + "\n",
-		"overlong line":       KnownKeysHeader + "\n# " + strings.Repeat("x", 5000) + "\n",
-		"bad sign-pub of kem": KnownKeysHeader + "\nkem " + b[:63] + " " + digest + "\n",
+		"unknown record":      knownKeysHeader + "\nuser bob " + b + "\n",
+		"two spaces":          knownKeysHeader + "\nhandle  bob " + b + "\n",
+		"missing field":       knownKeysHeader + "\nhandle bob\n",
+		"extra field":         knownKeysHeader + "\nkem " + b + " " + digest + " x\n",
+		"bad handle":          knownKeysHeader + "\nhandle Bob " + b + "\n",
+		"bad sign-pub":        knownKeysHeader + "\nhandle bob " + strings.ToUpper(b) + "\n",
+		"bad digest":          knownKeysHeader + "\nkem " + b + " " + digest[:62] + "\n",
+		"overlong line":       knownKeysHeader + "\n# " + strings.Repeat("x", 5000) + "\n",
+		"bad sign-pub of kem": knownKeysHeader + "\nkem " + b[:63] + " " + digest + "\n",
 	}
 	for name, content := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -162,7 +162,7 @@ func TestKnownKeysRefusals(t *testing.T) {
 	}
 	t.Run("loose mode", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "kk")
-		if err := os.WriteFile(path, []byte(KnownKeysHeader+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(path, []byte(knownKeysHeader+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		os.Chmod(path, 0o644)
@@ -173,7 +173,7 @@ func TestKnownKeysRefusals(t *testing.T) {
 	t.Run("comments, blank lines and the first of duplicates", func(t *testing.T) {
 		mallory, _ := testPub(t, 3)
 		path := filepath.Join(t.TempDir(), "kk")
-		content := KnownKeysHeader + "\n\n# a comment\nhandle bob " + b + "\r\nhandle bob " + mallory.String() + "\n"
+		content := knownKeysHeader + "\n\n# a comment\nhandle bob " + b + "\r\nhandle bob " + mallory.String() + "\n"
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}

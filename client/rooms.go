@@ -27,31 +27,32 @@ type roomState struct {
 
 // CreateRoom creates a room owned by the caller: it picks the id, makes the
 // epoch-1 key and seals it to itself.
-func (c *Client) CreateRoom(ctx context.Context, name string) (wire.Room, error) {
+func (c *Client) CreateRoom(ctx context.Context, name string) (Room, error) {
 	id, err := e2e.NewRoomID()
 	if err != nil {
-		return wire.Room{}, err
+		return Room{}, err
 	}
 	key, err := e2e.NewRoomKey(nil)
 	if err != nil {
-		return wire.Room{}, err
+		return Room{}, err
 	}
 	sk, err := e2e.SealRoomKey(c.id, id, 1, c.id.SignPub(), c.id.KEMPub(), key)
 	if err != nil {
-		return wire.Room{}, err
+		return Room{}, err
 	}
 	var room wire.Room
 	if err := c.do(ctx, "POST", "/v1/rooms", wire.CreateRoomRequest{ID: id.String(), Name: name, Key: sealedWire(sk)}, &room); err != nil {
-		return room, err
+		return Room{}, err
 	}
 	c.dropConn() // the server closed our data-plane login; the next one carries the new room
-	return room, nil
+	return roomFromWire(room), nil
 }
 
-// ListRooms lists the caller's rooms.
-func (c *Client) ListRooms(ctx context.Context) ([]wire.Room, error) {
+// ListRooms lists the caller's rooms, by name.
+func (c *Client) ListRooms(ctx context.Context) ([]Room, error) {
 	var l wire.RoomList
-	return l.Rooms, c.do(ctx, "GET", "/v1/rooms", nil, &l)
+	err := c.do(ctx, "GET", "/v1/rooms", nil, &l)
+	return roomsFromWire(l.Rooms), err
 }
 
 // ResolveRoom turns a room id or name into the id of one of the caller's rooms.
@@ -78,10 +79,18 @@ func (c *Client) ResolveRoom(ctx context.Context, idOrName string) (string, erro
 	return found, nil
 }
 
-// RoomInfo returns the room with its members and epochs.
-func (c *Client) RoomInfo(ctx context.Context, room string) (wire.RoomInfo, error) {
+// RoomInfo returns the room (by id) with its members and epochs.
+func (c *Client) RoomInfo(ctx context.Context, room string) (RoomInfo, error) {
+	ri, err := c.roomInfo(ctx, room)
+	return roomInfoFromWire(ri), err
+}
+
+// roomInfo is RoomInfo in the API's form, which the room state and the
+// checks before sealing work on.
+func (c *Client) roomInfo(ctx context.Context, room string) (wire.RoomInfo, error) {
 	var ri wire.RoomInfo
-	return ri, c.do(ctx, "GET", "/v1/rooms/"+url.PathEscape(room), nil, &ri)
+	err := c.do(ctx, "GET", "/v1/rooms/"+url.PathEscape(room), nil, &ri)
+	return ri, err
 }
 
 // state returns the room's state, refreshed when older than the cache TTL
@@ -98,7 +107,7 @@ func (c *Client) state(ctx context.Context, room string, force bool) (*roomState
 	if err != nil {
 		return nil, err
 	}
-	info, err := c.RoomInfo(ctx, room)
+	info, err := c.roomInfo(ctx, room)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +164,7 @@ func (c *Client) acceptKey(id e2e.RoomID, st *roomState, creators map[uint64]str
 		return nil, fmt.Errorf("key sealed for another room")
 	}
 	m, isMember := st.members[sealer]
-	allowed := sealer.Equal(c.id.SignPub()) || (isMember && m.Role == "owner") || creators[wk.Epoch] == sealer.String()
+	allowed := sealer.Equal(c.id.SignPub()) || (isMember && RoomRole(m.Role) == RoomOwner) || creators[wk.Epoch] == sealer.String()
 	if !allowed {
 		return nil, fmt.Errorf("sealer %s is not an owner of the room", sealer.Short())
 	}
@@ -167,10 +176,10 @@ func sealedWire(sk e2e.SealedKey) wire.SealedKey {
 }
 
 // AddMember adds a user (handle or sign-pub) to the room with the given
-// role ("member" or "owner"), sealing the current epoch's key to the user's
-// published KEM key after checking its binding signature and the pinned
-// keys (a changed key is a KeyChangedError; nothing is sealed).
-func (c *Client) AddMember(ctx context.Context, room, user, role string) error {
+// role, sealing the current epoch's key to the user's published KEM key
+// after checking its binding signature and the pinned keys (a changed key
+// is a KeyChangedError; nothing is sealed).
+func (c *Client) AddMember(ctx context.Context, room, user string, role RoomRole) error {
 	st, err := c.state(ctx, room, true)
 	if err != nil {
 		return err
@@ -203,7 +212,7 @@ func (c *Client) AddMember(ctx context.Context, room, user, role string) error {
 	if err != nil {
 		return err
 	}
-	req := wire.AddMemberRequest{Member: u.SignPub, Role: role, Keys: []wire.SealedKey{sealedWire(sk)}}
+	req := wire.AddMemberRequest{Member: u.SignPub, Role: string(role), Keys: []wire.SealedKey{sealedWire(sk)}}
 	return c.do(ctx, "POST", "/v1/rooms/"+room+"/members", req, nil)
 }
 
@@ -243,7 +252,7 @@ func (c *Client) RemoveMember(ctx context.Context, room, user string) error {
 	if err != nil {
 		return err
 	}
-	info, err := c.RoomInfo(ctx, room)
+	info, err := c.roomInfo(ctx, room)
 	if err != nil {
 		return err
 	}
@@ -264,7 +273,7 @@ func (c *Client) RemoveMember(ctx context.Context, room, user string) error {
 	me := c.id.SignPub().String()
 	owner := false
 	for _, m := range info.Members {
-		owner = owner || (m.SignPub == me && m.Role == "owner")
+		owner = owner || (m.SignPub == me && RoomRole(m.Role) == RoomOwner)
 	}
 	if !owner || u.SignPub == me {
 		return c.do(ctx, "DELETE", path, nil, nil)
@@ -286,7 +295,7 @@ func (c *Client) Rotate(ctx context.Context, room string) error {
 	if err != nil {
 		return err
 	}
-	info, err := c.RoomInfo(ctx, room)
+	info, err := c.roomInfo(ctx, room)
 	if err != nil {
 		return err
 	}

@@ -10,42 +10,49 @@ import (
 )
 
 // Me returns the caller's own record.
-func (c *Client) Me(ctx context.Context) (wire.User, error) {
+func (c *Client) Me(ctx context.Context) (User, error) {
 	var u wire.User
-	return u, c.do(ctx, "GET", "/v1/me", nil, &u)
+	err := c.do(ctx, "GET", "/v1/me", nil, &u)
+	return userFromWire(u), err
 }
 
 // Register publishes the identity's KEM public key with its binding
 // signature, so that owners can seal room keys to it.
-func (c *Client) Register(ctx context.Context) (wire.User, error) {
+func (c *Client) Register(ctx context.Context) (User, error) {
 	var u wire.User
 	req := wire.KEMKeyRequest{KEMPub: c.id.KEMPub().Bytes(), Sig: c.id.SignKEMBinding()}
-	return u, c.do(ctx, "PUT", "/v1/me/kem-key", req, &u)
+	err := c.do(ctx, "PUT", "/v1/me/kem-key", req, &u)
+	return userFromWire(u), err
 }
 
-// AddUser registers a user (admin only).
-func (c *Client) AddUser(ctx context.Context, handle, signPub, role string) (wire.User, error) {
+// AddUser registers a user (admin only): the handle it will be known by,
+// its sign-pub (64 hex, from unibus keygen) and its role.
+func (c *Client) AddUser(ctx context.Context, handle, signPub string, role Role) (User, error) {
 	var u wire.User
-	return u, c.do(ctx, "POST", "/v1/users", wire.AddUserRequest{Handle: handle, SignPub: signPub, Role: role}, &u)
+	err := c.do(ctx, "POST", "/v1/users", wire.AddUserRequest{Handle: handle, SignPub: signPub, Role: string(role)}, &u)
+	return userFromWire(u), err
 }
 
-// ListUsers lists every user (admin only).
-func (c *Client) ListUsers(ctx context.Context) ([]wire.User, error) {
+// ListUsers lists every user, revoked ones included (admin only).
+func (c *Client) ListUsers(ctx context.Context) ([]User, error) {
 	var l wire.UserList
-	return l.Users, c.do(ctx, "GET", "/v1/users", nil, &l)
+	err := c.do(ctx, "GET", "/v1/users", nil, &l)
+	return usersFromWire(l.Users), err
 }
 
 // RevokeUser revokes a user by handle or sign-pub (admin only).
-func (c *Client) RevokeUser(ctx context.Context, user string) (wire.User, error) {
+func (c *Client) RevokeUser(ctx context.Context, user string) (User, error) {
 	var u wire.User
-	return u, c.do(ctx, "POST", "/v1/users/"+url.PathEscape(user)+"/revoke", nil, &u)
+	err := c.do(ctx, "POST", "/v1/users/"+url.PathEscape(user)+"/revoke", nil, &u)
+	return userFromWire(u), err
 }
 
 // User looks up a user's public record by handle or sign-pub, as the server
 // gives it: nothing is checked against the pinned keys (Whois does that).
-func (c *Client) User(ctx context.Context, user string) (wire.User, error) {
+func (c *Client) User(ctx context.Context, user string) (User, error) {
 	var u wire.User
-	return u, c.do(ctx, "GET", "/v1/users/"+url.PathEscape(user), nil, &u)
+	err := c.do(ctx, "GET", "/v1/users/"+url.PathEscape(user), nil, &u)
+	return userFromWire(u), err
 }
 
 // verifiedKEM checks the binding signature of a user's published KEM key:

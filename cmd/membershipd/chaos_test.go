@@ -12,7 +12,6 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/internal/testbin"
-	"github.com/unibus/unibus/wire"
 )
 
 // startCluster starts three nodes together and waits until all are healthy.
@@ -156,7 +155,7 @@ func TestClusterFailsClosedWithoutQuorum(t *testing.T) {
 	// wrongly.
 	deadline = time.Now().Add(60 * time.Second)
 	for {
-		rooms, err := func() ([]wire.Room, error) {
+		rooms, err := func() ([]client.Room, error) {
 			c, err := client.Dial(ctx, client.Config{Identity: root, Servers: []string{nodes[0].bus.HTTPURL}, NATS: []string{nodes[0].bus.NATSURL}})
 			if err != nil {
 				return nil, err

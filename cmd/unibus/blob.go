@@ -11,7 +11,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/wire"
 )
 
 func newBlobCmd(a *app) *cobra.Command {
@@ -69,15 +68,15 @@ func newBlobCmd(a *app) *cobra.Command {
 }
 
 // sendFile uploads path and announces it.
-func (a *app) sendFile(cmd *cobra.Command, c *client.Client, room, topic, path string) (wire.BlobAnnouncement, error) {
+func (a *app) sendFile(cmd *cobra.Command, c *client.Client, room, topic, path string) (client.BlobAnnouncement, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return wire.BlobAnnouncement{}, &exitError{exitUsage, err}
+		return client.BlobAnnouncement{}, &exitError{exitUsage, err}
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return wire.BlobAnnouncement{}, err
+		return client.BlobAnnouncement{}, err
 	}
 	meta := client.BlobMeta{Name: filepath.Base(path), ContentType: mime.TypeByExtension(filepath.Ext(path))}
 	bar := a.progress("put "+meta.Name, fi.Size())

@@ -46,7 +46,7 @@ func newWhoamiCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(me, fmt.Sprintf("handle:   %s\nsign-pub: %s\nrole:     %s\nstatus:   %s\nkem key:  %v",
+			return a.print(userJSON(me), fmt.Sprintf("handle:   %s\nsign-pub: %s\nrole:     %s\nstatus:   %s\nkem key:  %v",
 				me.Handle, me.SignPub, me.Role, me.Status, len(me.KEMPub) > 0))
 		},
 	}
@@ -68,7 +68,7 @@ func newRegisterCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(me, fmt.Sprintf("registered KEM key for %s (%s)", me.Handle, me.SignPub))
+			return a.print(userJSON(me), fmt.Sprintf("registered KEM key for %s (%s)", me.Handle, me.SignPub))
 		},
 	}
 }

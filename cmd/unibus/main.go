@@ -108,7 +108,8 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	pf.StringSliceVar(&a.nats, "nats", []string{client.DefaultNATS}, "data-plane seed URL(s), comma-separated")
 	pf.StringVar(&a.idFile, "identity", "", "identity file (from unibus keygen)")
 	pf.StringVar(&a.ca, "ca", "", "CA certificate (PEM) that signed the servers' certificates")
-	pf.StringVar(&a.known, "known-keys", "", "file of the users' keys pinned on first sight (default: the identity file's path + "+client.KnownKeysSuffix+")")
+	// The help names the default the way client.DefaultKnownKeysFile makes it.
+	pf.StringVar(&a.known, "known-keys", "", "file of the users' keys pinned on first sight (default: "+client.DefaultKnownKeysFile("the identity file's path + ")+")")
 	pf.BoolVar(&a.json, "json", false, "print JSON (one object per line)")
 	pf.DurationVar(&a.timeout, "timeout", 15*time.Second, "timeout of each control-plane request")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log reconnects and warnings to stderr")

@@ -6,6 +6,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/unibus/unibus/client"
 )
 
 func newRoomCmd(a *app) *cobra.Command {
@@ -16,14 +18,14 @@ func newRoomCmd(a *app) *cobra.Command {
 		Short: "Add a user (handle or sign-pub) to a room, sealing the room key to them",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if role != "member" && role != "owner" {
+			if r := client.RoomRole(role); r != client.RoomMember && r != client.RoomOwner {
 				return usageErr("--role must be member or owner")
 			}
 			c, room, err := a.room(cmd, args[0])
 			if err != nil {
 				return err
 			}
-			if err := c.AddMember(cmd.Context(), room, args[1], role); err != nil {
+			if err := c.AddMember(cmd.Context(), room, args[1], client.RoomRole(role)); err != nil {
 				return err
 			}
 			return a.print(map[string]string{"room": room, "member": args[1], "role": role}, fmt.Sprintf("added %s to %s as %s", args[1], args[0], role))
@@ -43,7 +45,7 @@ func newRoomCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(r, fmt.Sprintf("created room %s (%s)", r.Name, r.ID))
+			return a.print(roomJSON(r), fmt.Sprintf("created room %s (%s)", r.Name, r.ID))
 		},
 	}, &cobra.Command{
 		Use:   "list",
@@ -59,7 +61,7 @@ func newRoomCmd(a *app) *cobra.Command {
 				return err
 			}
 			if a.json {
-				return a.print(rs, "")
+				return a.print(roomsJSON(rs), "")
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tID\tEPOCH\tROTATION-PENDING")
@@ -82,7 +84,7 @@ func newRoomCmd(a *app) *cobra.Command {
 				return err
 			}
 			if a.json {
-				return a.print(ri, "")
+				return a.print(roomInfoJSON(ri), "")
 			}
 			var b strings.Builder
 			fmt.Fprintf(&b, "room %s (%s) epoch %d", ri.Room.Name, ri.Room.ID, ri.Room.Epoch)
@@ -128,7 +130,7 @@ func newRoomCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(ri.Room, fmt.Sprintf("rotated %s to epoch %d", args[0], ri.Room.Epoch))
+			return a.print(roomJSON(ri.Room), fmt.Sprintf("rotated %s to epoch %d", args[0], ri.Room.Epoch))
 		},
 	})
 	return cmd

@@ -5,6 +5,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/unibus/unibus/client"
 )
 
 func newUserCmd(a *app) *cobra.Command {
@@ -19,11 +21,11 @@ func newUserCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			u, err := c.AddUser(cmd.Context(), handle, signPub, role)
+			u, err := c.AddUser(cmd.Context(), handle, signPub, client.Role(role))
 			if err != nil {
 				return err
 			}
-			return a.print(u, fmt.Sprintf("added user %q (%s) role=%s", u.Handle, u.SignPub, u.Role))
+			return a.print(userJSON(u), fmt.Sprintf("added user %q (%s) role=%s", u.Handle, u.SignPub, u.Role))
 		},
 	}
 	add.Flags().StringVar(&handle, "handle", "", "unique handle")
@@ -45,7 +47,7 @@ func newUserCmd(a *app) *cobra.Command {
 				return err
 			}
 			if a.json {
-				return a.print(us, "")
+				return a.print(usersJSON(us), "")
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "HANDLE\tROLE\tSTATUS\tKEM\tSIGN-PUB")
@@ -67,7 +69,7 @@ func newUserCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(u, fmt.Sprintf("revoked user %q (%s)", u.Handle, u.SignPub))
+			return a.print(userJSON(u), fmt.Sprintf("revoked user %q (%s)", u.Handle, u.SignPub))
 		},
 	}, &cobra.Command{
 		Use:   "show USER",
@@ -82,7 +84,7 @@ func newUserCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(u, fmt.Sprintf("%s %s role=%s status=%s kem=%v", u.Handle, u.SignPub, u.Role, u.Status, len(u.KEMPub) > 0))
+			return a.print(userJSON(u), fmt.Sprintf("%s %s role=%s status=%s kem=%v", u.Handle, u.SignPub, u.Role, u.Status, len(u.KEMPub) > 0))
 		},
 	})
 	return cmd

@@ -64,7 +64,7 @@ fingerprint with them first), accept them with --accept.`,
 
 func printWhois(a *app, ki client.KeyInfo) error {
 	u := ki.User
-	j := whoisJSON{Handle: u.Handle, SignPub: u.SignPub, Role: u.Role, Status: u.Status,
+	j := whoisJSON{Handle: u.Handle, SignPub: u.SignPub, Role: string(u.Role), Status: string(u.Status),
 		Fingerprint: ki.Fingerprint, Pin: string(ki.Pin), KnownKeysFile: ki.KnownKeysFile}
 	if ki.Change != nil {
 		j.Change = ki.Change.Key

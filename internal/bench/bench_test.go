@@ -220,7 +220,7 @@ func TestOptionsValidate(t *testing.T) {
 func TestModuleRoot(t *testing.T) {
 	wd, _ := os.Getwd()
 	root := ModuleRoot(wd)
-	if root == "" || filepath.Base(wd) != "bench" || filepath.Dir(wd) != root {
+	if root == "" || filepath.Base(wd) != "bench" || filepath.Dir(filepath.Dir(wd)) != root {
 		t.Fatalf("module root of %s: %q", wd, root)
 	}
 	if got := ModuleRoot(t.TempDir()); got != "" {

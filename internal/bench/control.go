@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/wire"
 )
 
 // ControlResult is one control-plane measurement: requests per second from
@@ -203,7 +204,8 @@ func (f *fixture) Control(ctx context.Context, workers int, d time.Duration, cei
 	if err != nil {
 		return out, fmt.Errorf("%s: %w", EndpointBare, err)
 	}
-	meJSON, err := json.Marshal(me)
+	meJSON, err := json.Marshal(wire.User{SignPub: me.SignPub, Handle: me.Handle, Role: string(me.Role), Status: string(me.Status),
+		KEMPub: me.KEMPub, KEMSig: me.KEMSig, CreatedAt: me.CreatedAt}) // the body of GET /v1/me
 	if err != nil {
 		return out, err
 	}

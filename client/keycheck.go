@@ -9,6 +9,10 @@ import (
 	"github.com/unibus/unibus/wire"
 )
 
+// The keys the server gives are checked against the pins (pin.go) here:
+// for a person by Whois and AcceptKeys, before a room key is sealed by
+// sealable, and whenever a room's members are listed by observe.
+
 // PinState says how a user's keys, as the server gives them now, compare
 // with the keys the client pinned.
 type PinState string
@@ -23,7 +27,7 @@ const (
 
 // KeyInfo is a user's public record with its checked keys.
 type KeyInfo struct {
-	User wire.User
+	User User
 	// Fingerprint is Fingerprint(sign-pub, KEM key); empty while the user
 	// has published no KEM key.
 	Fingerprint string
@@ -92,7 +96,7 @@ func (c *Client) AcceptKeys(ctx context.Context, user string) (KeyInfo, error) {
 
 // lookupKeys fetches a user's record and checks it: the answer is about the
 // user asked for, and a published KEM key is signed by the sign-pub.
-func (c *Client) lookupKeys(ctx context.Context, user string) (wire.User, pin, string, error) {
+func (c *Client) lookupKeys(ctx context.Context, user string) (User, pin, string, error) {
 	u, err := c.User(ctx, user)
 	if err != nil {
 		return u, pin{}, "", err
@@ -115,7 +119,7 @@ func (c *Client) lookupKeys(ctx context.Context, user string) (wire.User, pin, s
 
 // answerFor checks that the server's record u answers a lookup of user (a
 // handle or a sign-pub), and returns its sign-pub.
-func answerFor(user string, u wire.User) (identity.SignPub, error) {
+func answerFor(user string, u User) (identity.SignPub, error) {
 	sp, err := identity.ParseSignPub(u.SignPub)
 	if err != nil {
 		return sp, fmt.Errorf("the server answered %q with a malformed sign-pub: %w", user, err)

@@ -62,7 +62,7 @@ func (b *swapBus) user(t *testing.T, handle string) (*identity.Identity, *client
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.admin.AddUser(context.Background(), handle, id.SignPub().String(), "member"); err != nil {
+	if _, err := b.admin.AddUser(context.Background(), handle, id.SignPub().String(), client.RoleMember); err != nil {
 		t.Fatal(err)
 	}
 	return id, b.dial(t, id, "")
@@ -171,7 +171,7 @@ func TestPinnedClientRefusesSwappedKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.AddMember(ctx, room1.ID, "bob", "member"); err != nil { // pins bob
+	if err := alice.AddMember(ctx, room1.ID, "bob", client.RoomMember); err != nil { // pins bob
 		t.Fatal(err)
 	}
 	ki, err := alice.Whois(ctx, "bob")
@@ -192,7 +192,7 @@ func TestPinnedClientRefusesSwappedKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := carol.AddMember(ctx, room3.ID, "bob", "member"); err != nil {
+		if err := carol.AddMember(ctx, room3.ID, "bob", client.RoomMember); err != nil {
 			t.Fatalf("control: an unpinned client refused the swapped key (the attack did not happen): %v", err)
 		}
 		b.putKEMKey(t, bobID, bobID.KEMPub()) // restore
@@ -214,10 +214,10 @@ func TestPinnedClientRefusesSwappedKeys(t *testing.T) {
 		if err != nil || u.SignPub != malHex {
 			t.Fatalf("the server does not serve the swap: %+v %v", u, err)
 		}
-		wantKeyChanged(t, alice.AddMember(ctx, room2.ID, "bob", "member"), "bob", "sign-pub")
+		wantKeyChanged(t, alice.AddMember(ctx, room2.ID, "bob", client.RoomMember), "bob", "sign-pub")
 		// A new process with the same known-keys file refuses as well.
 		again := b.dial(t, aliceID, known)
-		wantKeyChanged(t, again.AddMember(ctx, room2.ID, "bob", "member"), "bob", "sign-pub")
+		wantKeyChanged(t, again.AddMember(ctx, room2.ID, "bob", client.RoomMember), "bob", "sign-pub")
 		if n := b.sealedTo(t, malHex); n != before {
 			t.Fatalf("a room key was sealed to the impostor (%d → %d)", before, n)
 		}
@@ -235,7 +235,7 @@ func TestPinnedClientRefusesSwappedKeys(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := fresh.AddMember(ctx, room4.ID, "bob", "member"); err != nil {
+		if err := fresh.AddMember(ctx, room4.ID, "bob", client.RoomMember); err != nil {
 			t.Fatalf("control: an unpinned client refused the swap (the attack did not happen): %v", err)
 		}
 		if n := b.sealedTo(t, malHex); n != before+1 {
@@ -246,7 +246,7 @@ func TestPinnedClientRefusesSwappedKeys(t *testing.T) {
 		if ki, err := alice.AcceptKeys(ctx, "bob"); err != nil || ki.Pin != client.PinAccepted {
 			t.Fatalf("accept: %+v %v", ki, err)
 		}
-		if err := alice.AddMember(ctx, room2.ID, "bob", "member"); err != nil {
+		if err := alice.AddMember(ctx, room2.ID, "bob", client.RoomMember); err != nil {
 			t.Fatalf("add after accepting: %v", err)
 		}
 	})
@@ -285,10 +285,10 @@ func TestMembersArePinnedOnSight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.AddMember(ctx, room.ID, "bob", "owner"); err != nil {
+	if err := alice.AddMember(ctx, room.ID, "bob", client.RoomOwner); err != nil {
 		t.Fatal(err)
 	}
-	if err := bob.AddMember(ctx, room.ID, "dave", "member"); err != nil { // alice never sealed to dave
+	if err := bob.AddMember(ctx, room.ID, "dave", client.RoomMember); err != nil { // alice never sealed to dave
 		t.Fatal(err)
 	}
 	if _, err := alice.Send(ctx, room.ID, "", []byte("hello")); err != nil { // alice reads the member list

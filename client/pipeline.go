@@ -32,10 +32,11 @@ import (
 //
 // The dispatcher takes whatever has arrived, up to maxChunk messages, so a
 // chunk is one message at low rates (no added latency) and grows under
-// load, where a worker verifies it as one ed25519 batch (roughly half the
-// cost per signature) against each sender's key prepared once. Every message is still verified (signature by the sender it names,
-// sender a member) before it is decrypted and before fn sees it; a message
-// that fails is reported through OnError and never delivered.
+// load, where a worker verifies it as one ed25519 batch (cheaper per
+// signature) against each sender's key prepared once. Every message is
+// still verified (signature by the sender it names, sender a member)
+// before it is decrypted and before fn sees it; a message that fails is
+// reported through OnError and never delivered.
 
 // maxChunk bounds the messages one worker handles at a time.
 const maxChunk = 64
@@ -353,7 +354,7 @@ func (p *pipeline) deliverOne(j *recvJob) {
 		out.Sender = env.Sender.String()
 	}
 	if j.md != nil {
-		out.Time, out.StreamS = j.md.Timestamp, j.md.Sequence.Stream
+		out.Time, out.StreamSeq = j.md.Timestamp, j.md.Sequence.Stream
 	}
 	if p.ctx.Err() == nil {
 		p.fn(out)

@@ -41,7 +41,7 @@ func TestListenPipelineOrderAndForgeries(t *testing.T) {
 	mallory, _ := identity.Generate()
 	reader, _ := identity.Generate()
 	for handle, id := range map[string]*identity.Identity{"mallory": mallory, "reader": reader} {
-		if _, err := admC.AddUser(ctx, handle, id.SignPub().String(), "member"); err != nil {
+		if _, err := admC.AddUser(ctx, handle, id.SignPub().String(), client.RoleMember); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -52,7 +52,7 @@ func TestListenPipelineOrderAndForgeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []*identity.Identity{mallory, reader} {
-		if err := admC.AddMember(ctx, r.ID, id.SignPub().String(), "member"); err != nil {
+		if err := admC.AddMember(ctx, r.ID, id.SignPub().String(), client.RoomMember); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -122,10 +122,10 @@ func TestListenPipelineOrderAndForgeries(t *testing.T) {
 			if got := binary.BigEndian.Uint64(m.Data); got != uint64(i) || m.Seq != uint64(i+1) || m.Sender != adm.SignPub().String() || m.Handle != "admin" {
 				t.Fatalf("%s: message %d is #%d seq %d from %s (%s)", name, i, got, m.Seq, m.Sender, m.Handle)
 			}
-			if m.StreamS <= lastStream {
-				t.Fatalf("%s: message %d has stream sequence %d after %d: out of order", name, i, m.StreamS, lastStream)
+			if m.StreamSeq <= lastStream {
+				t.Fatalf("%s: message %d has stream sequence %d after %d: out of order", name, i, m.StreamSeq, lastStream)
 			}
-			lastStream = m.StreamS
+			lastStream = m.StreamSeq
 		}
 		var badSig, badDecrypt int
 		for _, err := range errs {
@@ -184,7 +184,7 @@ func TestListenPipelineOrderAndForgeries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, id := range []*identity.Identity{mallory, reader} {
-		if err := admC.AddMember(ctx, r2.ID, id.SignPub().String(), "member"); err != nil {
+		if err := admC.AddMember(ctx, r2.ID, id.SignPub().String(), client.RoomMember); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,115 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/subjects"
+)
+
+// The data-plane connection: made on first use and logged in with the
+// identity's nkey; the server's ACL for it lists the caller's rooms at
+// login, so it is dropped and made again after the caller creates a room.
+
+// conn returns the data-plane connection, connecting on first use.
+func (c *Client) conn() (*nats.Conn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.nc != nil && !c.nc.IsClosed() {
+		return c.nc, nil
+	}
+	if c.sender == nil {
+		c.sender = &sender{seqs: map[string]uint64{}}
+		if _, err := rand.Read(c.sender.stream[:]); err != nil {
+			return nil, err
+		}
+	}
+	opts := []nats.Option{
+		nats.Name("unibus-sdk"),
+		nats.Nkey(c.id.NKey(), c.id.SignNonce),
+		nats.CustomInboxPrefix(subjects.InboxPrefix(c.id.SignPub().String())),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, time.Second),
+		nats.IgnoreAuthErrorAbort(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.invalidateRooms()
+			if err != nil {
+				c.log.Info("data plane disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.invalidateRooms()
+			c.log.Info("data plane reconnected", "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			c.log.Warn("data plane error", "err", err)
+		}),
+	}
+	if c.cfg.RootCAs != nil || hasTLSURL(c.cfg.NATS) {
+		opts = append(opts, nats.Secure(&tls.Config{RootCAs: c.cfg.RootCAs, MinVersion: tls.VersionTLS12}))
+	}
+	nc, err := nats.Connect(strings.Join(c.cfg.NATS, ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect data plane (%s): %w", strings.Join(c.cfg.NATS, ", "), err)
+	}
+	c.nc = nc
+	return nc, nil
+}
+
+func hasTLSURL(urls []string) bool {
+	for _, u := range urls {
+		if strings.HasPrefix(u, "tls://") {
+			return true
+		}
+	}
+	return false
+}
+
+// dropConn closes the data-plane connection so that the next use logs in
+// again and gets the ACL for the caller's current rooms.
+func (c *Client) dropConn() {
+	c.mu.Lock()
+	nc := c.nc
+	c.nc = nil
+	c.mu.Unlock()
+	if nc != nil {
+		nc.Close()
+	}
+}
+
+// invalidateRooms makes the next send refresh room state: a reconnect may
+// follow a membership change that rotated a room.
+func (c *Client) invalidateRooms() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, st := range c.rooms {
+		ns := *st
+		ns.fetched = time.Time{}
+		c.rooms[id] = &ns
+	}
+}
+
+// retryable reports whether a data-plane error may pass by itself (a
+// timeout, a reconnect, a stream leader being elected).
+func retryable(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, jetstream.ErrTooManyStalledMsgs)
+}
+
+// backoff is the wait before retry attempt+1: from 50 ms, doubling, at
+// most a second.
+func backoff(attempt int) time.Duration {
+	d := 50 * time.Millisecond << min(attempt, 5)
+	return min(d, time.Second)
+}

@@ -1,0 +1,251 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/e2e"
+	"github.com/unibus/unibus/subjects"
+)
+
+// publishAckTimeout bounds the wait for the stream's acknowledgement of one
+// publish; the publish is then retried with the same message id, so the
+// stream stores it once. Without it a publish in flight to a stream leader
+// that dies while the client's own connection stays up would never be
+// acknowledged nor failed, and Send would block until its context ended.
+// publishRetryFor bounds the retries, well inside the stream's
+// de-duplication window (--dedup-window, 2 minutes by default): a message
+// retried after the window could be stored twice.
+const (
+	publishAckTimeout = 5 * time.Second
+	publishRetryFor   = time.Minute
+)
+
+// sender numbers this client's messages: a random stream id and, per room,
+// a counter from 1. The message id <stream>-<seq> is reused on a retried
+// publish, so JetStream de-duplicates it, and lets receivers of a room
+// detect gaps in the sender's sequence.
+type sender struct {
+	stream [8]byte
+	mu     sync.Mutex
+	seqs   map[string]uint64
+	// js is the JetStream context of the current connection, made once
+	// per connection: each context subscribes its own reply subject for
+	// asynchronous publishes, and keeps it until the connection closes.
+	js jetstream.JetStream
+	nc *nats.Conn
+}
+
+// next reserves n sequence numbers in room and returns the first.
+func (s *sender) next(room string, n int) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	first := s.seqs[room] + 1
+	s.seqs[room] += uint64(n)
+	return first
+}
+
+// jetStream returns the JetStream context of the data-plane connection.
+func (c *Client) jetStream() (jetstream.JetStream, error) {
+	nc, err := c.conn()
+	if err != nil {
+		return nil, err
+	}
+	s := c.sender
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nc != nc {
+		js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(publishAckTimeout))
+		if err != nil {
+			return nil, err
+		}
+		s.nc, s.js = nc, js
+	}
+	return s.js, nil
+}
+
+// Send encrypts data for the room's current epoch, signs it, and publishes
+// it with acknowledgement; a publish that times out is retried with the
+// same message id, so the stream stores it once. topic "" is the default.
+// It returns the message id.
+func (c *Client) Send(ctx context.Context, room, topic string, data []byte) (string, error) {
+	ids, err := c.SendBatch(ctx, room, topic, [][]byte{data})
+	if err != nil {
+		return "", err
+	}
+	return ids[0], nil
+}
+
+// SendBatch sends several messages with pipelined (asynchronous)
+// publishes and waits until the stream has acknowledged every one; any
+// that fail are retried with their message ids, so none is stored twice.
+// It returns the message ids in order. Messages are encrypted and signed
+// on every core, a chunk at a time, and published in order as each chunk
+// is ready.
+func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byte) ([]string, error) {
+	if topic == "" {
+		topic = subjects.DefaultTopic
+	}
+	if !subjects.ValidTopic(topic) {
+		return nil, fmt.Errorf("invalid topic %q: dot-separated tokens of [A-Za-z0-9_-]", topic)
+	}
+	st, err := c.state(ctx, room, false)
+	if err != nil {
+		return nil, err
+	}
+	if st.info.Room.RotationPending {
+		if err := c.Rotate(ctx, room); err != nil {
+			return nil, fmt.Errorf("room needs a key rotation before sending: %w", err)
+		}
+		if st, err = c.state(ctx, room, true); err != nil {
+			return nil, err
+		}
+	}
+	epoch := st.info.Room.Epoch
+	key, ok := st.keys[epoch]
+	if !ok {
+		return nil, fmt.Errorf("you hold no accepted key for the room's current epoch %d", epoch)
+	}
+	js, err := c.jetStream()
+	if err != nil {
+		return nil, err
+	}
+	subject := subjects.RoomTopic(room, topic)
+	first := c.sender.next(room, len(data))
+	ids := make([]string, len(data))
+	msgs := make([]*nats.Msg, len(data))
+	expect := []string{subjects.Stream(room)} // shared by every message's headers; never modified
+	seal := func(lo, hi int) error {
+		nonces := make([]byte, (hi-lo)*e2e.NonceSize)
+		if _, err := rand.Read(nonces); err != nil {
+			return err
+		}
+		for i := lo; i < hi; i++ {
+			seq := first + uint64(i)
+			ids[i] = e2e.MsgID(c.sender.stream, seq)
+			nonce := nonces[(i-lo)*e2e.NonceSize : (i-lo+1)*e2e.NonceSize]
+			env, err := e2e.SealMessage(c.id, st.id, subject, epoch, key, ids[i], seq, nonce, data[i])
+			if err != nil {
+				return err
+			}
+			h := nats.Header(env.Headers())
+			h[jetstream.ExpectedStreamHeader] = expect
+			msgs[i] = &nats.Msg{Subject: subject, Header: h, Data: env.Payload}
+		}
+		return nil
+	}
+	// Sealing (encrypt + sign) is spread over the cores, a chunk at a
+	// time, and each chunk is published, in order, as soon as it is
+	// sealed: the first publishes are in flight while later messages are
+	// still being signed.
+	chunks := sealChunks(ctx, len(data), seal)
+	var failed []*nats.Msg
+	futures := make([]jetstream.PubAckFuture, 0, len(data))
+	for _, ch := range chunks {
+		select {
+		case err := <-ch.done:
+			if err != nil {
+				return nil, err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		futures, failed = publishAsync(js, msgs[ch.lo:ch.hi], futures, failed)
+	}
+	pending, started := msgs, time.Now()
+	for attempt := 0; len(pending) > 0; attempt++ {
+		if attempt > 0 {
+			futures, failed = publishAsync(js, pending, futures[:0], nil)
+		}
+		var lastErr error
+		for _, f := range futures {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				lastErr = err
+				failed = append(failed, f.Msg())
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if len(failed) == 0 {
+			break
+		}
+		if attempt >= 20 || time.Since(started) > publishRetryFor || (lastErr != nil && !retryable(lastErr)) {
+			return nil, fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff(attempt)):
+		}
+		pending, failed = failed, nil
+	}
+	return ids, nil
+}
+
+// publishAsync publishes msgs without waiting; the message id header
+// (Nats-Msg-Id) and the expected stream are already in each message's
+// headers. Messages that could not even be queued go to failed.
+func publishAsync(js jetstream.JetStream, msgs []*nats.Msg, futures []jetstream.PubAckFuture, failed []*nats.Msg) ([]jetstream.PubAckFuture, []*nats.Msg) {
+	for _, m := range msgs {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			failed = append(failed, m)
+			continue
+		}
+		futures = append(futures, f)
+	}
+	return futures, failed
+}
+
+// sealChunk is how many messages one sealing step handles.
+const sealChunk = 32
+
+// chunk is a range of a batch being sealed; done receives the result.
+type chunk struct {
+	lo, hi int
+	done   chan error
+}
+
+// sealChunks runs seal over [0, n) in chunks of sealChunk on up to
+// GOMAXPROCS goroutines and returns the chunks in order; each chunk's done
+// receives seal's result exactly once. A batch of one chunk is sealed by
+// the caller's goroutine.
+func sealChunks(ctx context.Context, n int, seal func(lo, hi int) error) []chunk {
+	chunks := make([]chunk, 0, (n+sealChunk-1)/sealChunk)
+	for lo := 0; lo < n; lo += sealChunk {
+		chunks = append(chunks, chunk{lo: lo, hi: min(lo+sealChunk, n), done: make(chan error, 1)})
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(chunks))
+	if workers <= 1 {
+		for _, ch := range chunks {
+			ch.done <- seal(ch.lo, ch.hi)
+		}
+		return chunks
+	}
+	var next atomic.Int64
+	for range workers {
+		go func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(chunks) || ctx.Err() != nil {
+					for ; i < len(chunks); i = int(next.Add(1) - 1) {
+						chunks[i].done <- ctx.Err()
+					}
+					return
+				}
+				chunks[i].done <- seal(chunks[i].lo, chunks[i].hi)
+			}
+		}()
+	}
+	return chunks
+}
