@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +14,6 @@ import (
 	"github.com/unibus/unibus/internal/audit"
 	"github.com/unibus/unibus/internal/store"
 )
-
-// auditPage is how many entries one read fetches.
-const auditPage = 500
 
 func newAuditCmd(stdout io.Writer) *cobra.Command {
 	o := &userOpts{}
@@ -42,16 +38,7 @@ node's audit stream over the internal identity (--nats-url,
 				return err
 			}
 			defer st.Close()
-			var es []audit.Entry
-			err = eachAuditPage(cmd.Context(), st, after, func(page []audit.Entry) error {
-				for _, e := range page {
-					if limit > 0 && len(es) >= limit {
-						return errStopPaging
-					}
-					es = append(es, e)
-				}
-				return nil
-			})
+			es, err := store.ListAudit(cmd.Context(), st, after, limit)
 			if err != nil {
 				return err
 			}
@@ -110,7 +97,7 @@ still contains it.`,
 				return err
 			}
 			defer st.Close()
-			head, found, err := verifyAudit(cmd.Context(), st, want)
+			head, found, err := store.VerifyAudit(cmd.Context(), st, want)
 			if err != nil {
 				if errors.Is(err, audit.ErrBroken) || errors.Is(err, audit.ErrInvalid) {
 					fmt.Fprintf(stdout, "audit log BROKEN after seq %d: %v\n", head.Seq, err)
@@ -130,58 +117,7 @@ still contains it.`,
 	return cmd
 }
 
-// verifyAudit checks the whole chain page by page; found reports whether
-// want (if any) is one of its entries.
-func verifyAudit(ctx context.Context, st store.AuditLog, want *audit.Head) (audit.Head, bool, error) {
-	var head audit.Head
-	found := false
-	err := eachAuditPage(ctx, st, 0, func(page []audit.Entry) error {
-		h, err := audit.Verify(head, page)
-		if err != nil {
-			head = h
-			return err
-		}
-		if want != nil {
-			for _, e := range page {
-				if e.Seq == want.Seq && e.Hash == want.Hash {
-					found = true
-				}
-			}
-		}
-		head = h
-		return nil
-	})
-	return head, found, err
-}
-
-// auditHead returns the head of a chain after verifying it.
-func auditHead(ctx context.Context, st store.AuditLog) (audit.Head, error) {
-	h, _, err := verifyAudit(ctx, st, nil)
-	return h, err
-}
-
-var errStopPaging = errors.New("stop")
-
-// eachAuditPage calls fn with every page of entries after after.
-func eachAuditPage(ctx context.Context, st store.AuditLog, after uint64, fn func([]audit.Entry) error) error {
-	for {
-		page, err := st.AuditEntries(ctx, after, auditPage)
-		if err != nil {
-			return err
-		}
-		if len(page) == 0 {
-			return nil
-		}
-		if err := fn(page); err != nil {
-			if errors.Is(err, errStopPaging) {
-				return nil
-			}
-			return err
-		}
-		after = page[len(page)-1].Seq
-	}
-}
-
+// parseHead parses --expect-head.
 func parseHead(s string) (audit.Head, error) {
 	seq, hash, ok := strings.Cut(s, ":")
 	n, err := strconv.ParseUint(seq, 10, 64)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 
 	"github.com/unibus/unibus/identity"
@@ -82,60 +81,17 @@ func (k *kvFlags) dial(ctx context.Context, extra ...nats.Option) (*nats.Conn, e
 	return nc, nil
 }
 
-// openKV dials and binds the store's buckets; with create false it fails
-// if the node is not in kv mode instead of creating buckets there.
-func (k *kvFlags) openKV(ctx context.Context, create bool) (*kvstore.Store, *nats.Conn, error) {
+// openKV dials and binds the store's buckets; it fails if the node is not
+// in kv mode instead of creating buckets there.
+func (k *kvFlags) openKV(ctx context.Context) (*kvstore.Store, *nats.Conn, error) {
 	nc, err := k.dial(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := kvstore.Open(ctx, nc, kvstore.Options{Replicas: k.replicas, Bootstrap: 30 * time.Second, NoCreate: !create})
+	s, err := kvstore.Open(ctx, nc, kvstore.Options{Replicas: k.replicas, Bootstrap: 30 * time.Second, NoCreate: true})
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
 	}
 	return s, nc, nil
-}
-
-// replication describes a bucket's stream from the leader's stream info:
-// "KV_UNIBUS_users: leader=n1 followers_current=2/2 msgs=5 (replicated, HA)".
-//
-// A follower that has not yet applied the write just made is not current:
-// it polls for up to settle for every follower to catch up, then reports
-// what it sees.
-func replication(ctx context.Context, stream jetstream.Stream, settle time.Duration) (string, error) {
-	deadline := time.Now().Add(settle)
-	for {
-		line, done, err := replicationOnce(ctx, stream)
-		if err != nil || done || time.Now().After(deadline) {
-			return line, err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func replicationOnce(ctx context.Context, stream jetstream.Stream) (string, bool, error) {
-	info, err := stream.Info(ctx)
-	if err != nil {
-		return "", false, err
-	}
-	leader, current, followers := "", 0, 0
-	if c := info.Cluster; c != nil {
-		leader = c.Leader
-		for _, p := range c.Replicas {
-			followers++
-			if p.Current {
-				current++
-			}
-		}
-	}
-	verdict := "single replica, NOT HA"
-	switch r := info.Config.Replicas; {
-	case r >= 3 && followers == r-1 && current == followers:
-		verdict = "replicated, HA"
-	case r >= 2:
-		verdict = "replicated, DEGRADED: not every replica is current"
-	}
-	line := fmt.Sprintf("%s: leader=%s followers_current=%d/%d msgs=%d (%s)", info.Config.Name, leader, current, followers, info.State.Msgs, verdict)
-	return line, current == followers, nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/api"
 	"github.com/unibus/unibus/internal/audit"
 	"github.com/unibus/unibus/internal/store"
 	"github.com/unibus/unibus/internal/store/kvstore"
@@ -67,12 +66,7 @@ type openedStore struct {
 
 // audited applies a change after recording it in the store's audit log.
 func (s openedStore) audited(ctx context.Context, rec audit.Record, apply func() error) error {
-	rec.Actor, rec.Via = s.actor, audit.ViaCLI
-	res, err := store.Audited(ctx, s, rec, func() time.Time { return time.Now().UTC() }, apply)
-	if res.FailRecordErr != nil {
-		return errors.Join(err, res.FailRecordErr)
-	}
-	return err
+	return store.AuditedAs(ctx, s, s.actor, audit.ViaCLI, rec, apply)
 }
 
 func (s openedStore) Close() error {
@@ -92,7 +86,7 @@ func (o *userOpts) open(ctx context.Context) (openedStore, error) {
 		}
 		return openedStore{Store: st, actor: audit.ActorLocal}, nil
 	case "kv":
-		kv, nc, err := o.kv.openKV(ctx, false)
+		kv, nc, err := o.kv.openKV(ctx)
 		if err != nil {
 			return openedStore{}, err
 		}
@@ -108,7 +102,7 @@ func newUserAddCmd(stdout io.Writer, o *userOpts) *cobra.Command {
 		Short: "Register a user; re-adding a key is an error (exit 1), never an overwrite",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !api.ValidHandle(handle) {
+			if !identity.ValidHandle(handle) {
 				return &exitError{2, fmt.Errorf("--handle must match [a-z0-9][a-z0-9._-]{0,62}")}
 			}
 			if _, err := identity.ParseSignPub(signPub); err != nil {
@@ -135,7 +129,7 @@ func newUserAddCmd(stdout io.Writer, o *userOpts) *cobra.Command {
 				return err
 			}
 			if st.kv != nil && !o.json {
-				line, err := replication(cmd.Context(), st.kv.StreamFor(kvstore.BucketUsers), 5*time.Second)
+				line, err := kvstore.DescribeReplication(cmd.Context(), st.kv.StreamFor(kvstore.BucketUsers), 5*time.Second)
 				if err != nil {
 					return fmt.Errorf("user added; reading the users bucket's replication failed: %w", err)
 				}

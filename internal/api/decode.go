@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -23,12 +22,6 @@ const (
 	// MaxRoomNameLen bounds a room name in bytes.
 	MaxRoomNameLen = 64
 )
-
-// handleRE is the handle syntax (docs/DESIGN.md).
-var handleRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
-// ValidHandle reports whether h is a valid handle.
-func ValidHandle(h string) bool { return handleRE.MatchString(h) }
 
 // validRoomName: 1..64 bytes of UTF-8 with no control characters.
 func validRoomName(n string) bool {

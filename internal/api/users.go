@@ -58,7 +58,7 @@ func (s *Server) addUser(w http.ResponseWriter, r *http.Request, c *caller) erro
 	if err := decode(c.body, &req); err != nil {
 		return err
 	}
-	if !ValidHandle(req.Handle) {
+	if !identity.ValidHandle(req.Handle) {
 		return badRequest("handle must match [a-z0-9][a-z0-9._-]{0,62}")
 	}
 	if _, err := identity.ParseSignPub(req.SignPub); err != nil {
@@ -100,7 +100,7 @@ func (s *Server) lookupUser(r *http.Request, arg string) (store.User, error) {
 	if _, err := identity.ParseSignPub(arg); err == nil {
 		return s.o.Store.GetUser(r.Context(), arg)
 	}
-	if !ValidHandle(arg) {
+	if !identity.ValidHandle(arg) {
 		return store.User{}, badRequest("user must be a 64-hex sign-pub or a handle")
 	}
 	return s.o.Store.GetUserByHandle(r.Context(), arg)

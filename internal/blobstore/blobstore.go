@@ -12,6 +12,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/unibus/unibus/internal/store"
 )
 
 // Errors callers branch on.
@@ -20,6 +22,11 @@ var (
 	ErrDigestMismatch = errors.New("blob bytes do not hash to its id")
 	ErrTooLarge       = errors.New("blob is larger than the size limit")
 	ErrBadID          = errors.New("blob id must be 64 lowercase hex characters (sha-256 of the ciphertext)")
+	ErrBadRoomID      = errors.New("room id must be 32 lowercase hex characters")
+	// ErrUnavailable is store.ErrUnavailable: a blob store that cannot
+	// answer (not open yet, no quorum) is unavailable in the same sense as
+	// the control-plane store, and callers deny on either alike.
+	ErrUnavailable = store.ErrUnavailable
 )
 
 // Info describes a stored blob.
@@ -41,19 +48,29 @@ type Store interface {
 	Open(ctx context.Context, room, id string) (io.ReadCloser, Info, error)
 	// Stat returns the blob's info.
 	Stat(ctx context.Context, room, id string) (Info, error)
+	// Close releases the store and stops what it runs in the background.
+	Close() error
 }
 
 // ValidID reports whether id is 64 lowercase hex characters.
-func ValidID(id string) bool {
-	if len(id) != 64 {
+func ValidID(id string) bool { return lowerHex(id, 64) }
+
+// ValidRoomID reports whether room is a room id: 32 lowercase hex
+// characters. Both stores check it before a room id names a file or an
+// object.
+func ValidRoomID(room string) bool { return lowerHex(room, 32) }
+
+// lowerHex reports whether s is n lowercase hex characters.
+func lowerHex(s string, n int) bool {
+	if len(s) != n {
 		return false
 	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return false
 		}
 	}
-	_, err := hex.DecodeString(id)
+	_, err := hex.DecodeString(s)
 	return err == nil
 }

@@ -22,7 +22,7 @@ import (
 func TestAuditLogRecordsEveryAdminAction(t *testing.T) { forEachStore(t, testAuditLog) }
 
 func testAuditLog(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	admin := b.adm.SignPub().String()
 	alice, ac := b.user(t, "alice") // user.add by admin, user.kem_key by alice

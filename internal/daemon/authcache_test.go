@@ -194,13 +194,18 @@ func TestGrantCacheLinearizable(t *testing.T) {
 
 // userStore is a store with one user whose status and rooms the test
 // changes behind the authorizer's back (as the admin tool does to the
-// SQLite file), counting reads.
+// SQLite file), counting reads. Its change version is constant (as a kv
+// store's, whose watch reports every change), or moves on every change
+// (as SQLite's does), or fails.
 type userStore struct {
 	store.Store // unused methods panic
 	mu          sync.Mutex
 	u           store.User
 	rooms       []string
 	reads       int
+	version     uint64
+	moves       bool  // set moves the version
+	versionErr  error // ChangeVersion fails with it
 }
 
 func (s *userStore) GetUser(_ context.Context, signPub string) (store.User, error) {
@@ -220,20 +225,44 @@ func (s *userStore) RoomIDs(context.Context, string) ([]string, error) {
 	return append([]string(nil), s.rooms...), nil
 }
 
+func (s *userStore) ChangeVersion(context.Context) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version, s.versionErr
+}
+
 func (s *userStore) set(status store.Status, rooms ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.u.Status, s.rooms = status, rooms
+	if s.moves {
+		s.version++
+	}
 }
 
-// In SQLite mode (no change feed) a cached grant's user is read at every
-// login, so a revocation written to the file by the admin tool, which
-// nothing forgets, denies the next login; in kv mode the watch forgets it.
-func TestAuthorizerRereadsUserWithoutFeed(t *testing.T) {
-	id, _ := identity.Generate()
-	st := &userStore{u: store.User{SignPub: id.SignPub().String(), Status: store.StatusActive}, rooms: []string{"r1"}}
+func (s *userStore) readCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reads
+}
+
+func newUserStore(t *testing.T) (*userStore, *identity.Identity) {
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &userStore{u: store.User{SignPub: id.SignPub().String(), Status: store.StatusActive}, rooms: []string{"r1"}, version: 1}, id
+}
+
+// Where the store's change version moves on every commit (SQLite), a
+// revocation written behind the cache by another process, which nothing
+// forgets yet, denies the next login: the version moved, so the user is
+// read again.
+func TestAuthorizerRereadsUserWhenVersionMoves(t *testing.T) {
+	st, id := newUserStore(t)
+	st.moves = true
 	a := &storeAuthorizer{}
-	a.set(st) // not a lazyStore: SQLite mode
+	a.set(st)
 	ctx := context.Background()
 	for range 3 {
 		g, err := a.Grant(ctx, id.NKey())
@@ -244,6 +273,13 @@ func TestAuthorizerRereadsUserWithoutFeed(t *testing.T) {
 	if !GrantCachedKey(a, id.SignPub()) {
 		t.Fatal("grant not cached")
 	}
+	before := st.readCount()
+	if _, err := a.Grant(ctx, id.NKey()); err != nil {
+		t.Fatal(err)
+	}
+	if st.readCount() != before {
+		t.Errorf("with the version unchanged, a cached grant read the store (%d reads)", st.readCount()-before)
+	}
 	st.set(store.StatusRevoked)
 	if g, err := a.Grant(ctx, id.NKey()); err != nil || g.Active {
 		t.Fatalf("revoked in the store behind the cache: %+v %v, want inactive", g, err)
@@ -253,27 +289,39 @@ func TestAuthorizerRereadsUserWithoutFeed(t *testing.T) {
 	}
 }
 
-// A revocation forgotten through the kick path (the API) denies the next
-// login in kv mode too, where a cached grant is served without a read.
-func TestAuthorizerForgetThenDeny(t *testing.T) {
-	id, _ := identity.Generate()
-	st := &userStore{u: store.User{SignPub: id.SignPub().String(), Status: store.StatusActive}, rooms: []string{"r1"}}
+// Without a change version (ChangeVersion fails), a cached grant's user is
+// read at every login.
+func TestAuthorizerRereadsUserWithoutVersion(t *testing.T) {
+	st, id := newUserStore(t)
+	st.versionErr = store.ErrUnavailable
 	a := &storeAuthorizer{}
 	a.set(st)
-	a.st.Load().watched = true // as in kv mode
 	ctx := context.Background()
 	a.Grant(ctx, id.NKey())
 	st.mu.Lock()
-	before := st.reads
+	st.u.Status = store.StatusRevoked // behind the cache, version unchanged
 	st.mu.Unlock()
+	if g, err := a.Grant(ctx, id.NKey()); err != nil || g.Active {
+		t.Fatalf("revoked behind the cache without a version: %+v %v, want inactive", g, err)
+	}
+}
+
+// A revocation forgotten through the kick path (the API) or the watch
+// denies the next login where the version is constant (kv), and a cached
+// grant is served there without a read.
+func TestAuthorizerForgetThenDeny(t *testing.T) {
+	st, id := newUserStore(t)
+	a := &storeAuthorizer{}
+	a.set(st)
+	ctx := context.Background()
+	a.Grant(ctx, id.NKey())
+	before := st.readCount()
 	if g, err := a.Grant(ctx, id.NKey()); err != nil || !g.Active {
 		t.Fatalf("cached grant: %+v %v", g, err)
 	}
-	st.mu.Lock()
-	if st.reads != before {
-		t.Errorf("a cached grant in kv mode read the store (%d reads)", st.reads-before)
+	if st.readCount() != before {
+		t.Errorf("a cached grant with a constant version read the store (%d reads)", st.readCount()-before)
 	}
-	st.mu.Unlock()
 	st.set(store.StatusActive) // removed from r1
 	a.forget(id.NKey())
 	if g, err := a.Grant(ctx, id.NKey()); err != nil || !g.Active || len(g.Rooms) != 0 {

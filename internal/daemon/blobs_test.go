@@ -66,7 +66,7 @@ func blobFiles(t *testing.T, b *bus) []string {
 func TestBlobAccessAndIntegrity(t *testing.T) { forEachStore(t, testBlobAccessAndIntegrity) }
 
 func testBlobAccessAndIntegrity(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option(), withConfig(func(c *daemon.Config) { c.BlobMaxSize = 1 << 20 }))
+	b := startBus(t, storeOption(kind), withConfig(func(c *daemon.Config) { c.BlobMaxSize = 1 << 20 }))
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	bobID, _ := b.user(t, "bob")
@@ -129,7 +129,7 @@ func testBlobAccessAndIntegrity(t *testing.T, kind storeKind) {
 func TestBlobInterruptedUpload(t *testing.T) { forEachStore(t, testBlobInterruptedUpload) }
 
 func testBlobInterruptedUpload(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	room, err := alice.CreateRoom(ctx, "files")

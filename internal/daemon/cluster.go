@@ -25,10 +25,10 @@ func (c *Config) validateCluster() []error {
 		}
 		return errs
 	}
-	if c.BusAuth != "enforce" {
+	if c.BusAuth != BusAuthEnforce {
 		add("cluster mode refuses to start without --bus-auth enforce: every node of a cluster must enforce the same posture")
 	}
-	if c.Store != "kv" {
+	if c.Store != StoreKV {
 		add("cluster mode needs --store kv: a SQLite file is one node's, and the control plane must survive a node")
 	}
 	if c.NodeName == "" {

@@ -16,29 +16,61 @@ import (
 	"github.com/unibus/unibus/internal/natsnode"
 )
 
+// BusAuth is the data plane's login posture.
+type BusAuth string
+
+// Bus-auth postures.
+const (
+	// BusAuthEnforce requires every client to log in with its nkey and
+	// grants it only its rooms (the default).
+	BusAuthEnforce BusAuth = natsnode.BusAuthEnforce
+	// BusAuthOff accepts any client with full permissions; loopback only.
+	BusAuthOff BusAuth = natsnode.BusAuthOff
+)
+
+// StoreKind selects the control-plane store and the blob store.
+type StoreKind string
+
+// Stores.
+const (
+	// StoreSQLite is one SQLite file and a blob directory (the default).
+	StoreSQLite StoreKind = "sqlite"
+	// StoreKV is JetStream KV buckets and an object store on the embedded
+	// node, replicated in a cluster.
+	StoreKV StoreKind = "kv"
+)
+
+// JSSync is JetStream's fsync policy: JSSyncAlways, or a Go duration such
+// as "2m" between flushes (docs/DESIGN.md).
+type JSSync string
+
+// JSSyncAlways fsyncs before every acknowledgement (the default).
+const JSSyncAlways JSSync = "always"
+
 // Config is membershipd's configuration. The zero value of each field is
-// replaced by its default in Defaults.
+// replaced by its default in Defaults. Validate's messages name the
+// command-line flags that set each field.
 type Config struct {
-	Bind     string // address both planes bind (default 127.0.0.1)
-	HTTPPort int    // control plane (default 8470; 0 = random, for tests)
-	NATSPort int    // data plane (default 4250; 0 = random, for tests)
-	DataDir  string // writable state root (default local_files)
-	BusAuth  string // enforce (default) | off (loopback only)
-	TLSCert  string // PEM certificate for both planes
-	TLSKey   string // PEM key for both planes
+	Bind     string  // address both planes bind (default 127.0.0.1)
+	HTTPPort int     // control plane (default 8470; 0 = random, for tests)
+	NATSPort int     // data plane (default 4250; 0 = random, for tests)
+	DataDir  string  // writable state root (default local_files)
+	BusAuth  BusAuth // BusAuthEnforce (default) | BusAuthOff (loopback only)
+	TLSCert  string  // PEM certificate for both planes
+	TLSKey   string  // PEM key for both planes
 	// InsecureNoTLS allows a non-loopback bind without TLS. Loud by design.
 	InsecureNoTLS bool
-	Store         string // sqlite (default) | kv (JetStream KV buckets on the embedded node)
-	DB            string // SQLite file (default <data-dir>/unibus.db)
-	NATSStore     string // JetStream dir (default <data-dir>/jetstream)
-	NATSURL       string // external NATS (not yet implemented)
-	KVReplicas    int    // replicas of room streams, KV buckets and the object store; default 1
+	Store         StoreKind // StoreSQLite (default) | StoreKV
+	DB            string    // SQLite file (default <data-dir>/unibus.db)
+	NATSStore     string    // JetStream dir (default <data-dir>/jetstream)
+	NATSURL       string    // external NATS (not yet implemented)
+	KVReplicas    int       // replicas of room streams, KV buckets and the object store; default 1
 	// KVBootstrap is how long opening the KV buckets retries while JetStream
 	// has no meta leader (a cold cluster); default 120 s.
 	KVBootstrap    time.Duration
 	InternalIDFile string // default <data-dir>/internal.id
 	NodeName       string // default "unibus-<http port>"
-	JSSync         string // "always" (default) or a Go duration such as "2m"
+	JSSync         JSSync // JSSyncAlways (default) or a Go duration such as "2m"
 	Window         time.Duration
 	RoomMaxAge     time.Duration
 	RoomMaxBytes   int64
@@ -80,10 +112,10 @@ func (c *Config) Defaults() {
 		c.DataDir = "local_files"
 	}
 	if c.BusAuth == "" {
-		c.BusAuth = "enforce"
+		c.BusAuth = BusAuthEnforce
 	}
 	if c.Store == "" {
-		c.Store = "sqlite"
+		c.Store = StoreSQLite
 	}
 	if c.DB == "" {
 		c.DB = filepath.Join(c.DataDir, "unibus.db")
@@ -107,7 +139,7 @@ func (c *Config) Defaults() {
 		c.KVReplicas = 1
 	}
 	if c.JSSync == "" {
-		c.JSSync = "always"
+		c.JSSync = JSSyncAlways
 	}
 	if c.Window == 0 {
 		c.Window = 60 * time.Second
@@ -131,10 +163,10 @@ func (c *Config) tlsOn() bool { return c.TLSCert != "" || c.TLSKey != "" }
 
 // syncPolicy parses JSSync.
 func (c *Config) syncPolicy() (always bool, interval time.Duration, err error) {
-	if c.JSSync == "always" {
+	if c.JSSync == JSSyncAlways {
 		return true, 0, nil
 	}
-	d, err := time.ParseDuration(c.JSSync)
+	d, err := time.ParseDuration(string(c.JSSync))
 	if err != nil || d <= 0 {
 		return false, 0, fmt.Errorf("--js-sync must be 'always' or a positive duration such as 2m, not %q", c.JSSync)
 	}
@@ -145,11 +177,11 @@ func (c *Config) syncPolicy() (always bool, interval time.Duration, err error) {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if c.BusAuth != "enforce" && c.BusAuth != "off" {
+	if c.BusAuth != BusAuthEnforce && c.BusAuth != BusAuthOff {
 		add("--bus-auth must be enforce or off, not %q", c.BusAuth)
 	}
 	loop := natsnode.IsLoopback(c.Bind)
-	if c.BusAuth == "off" && !loop {
+	if c.BusAuth == BusAuthOff && !loop {
 		add("--bus-auth off is only allowed when every listener binds a loopback address (--bind %s is not loopback)", c.Bind)
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
@@ -159,8 +191,7 @@ func (c *Config) Validate() error {
 		add("--bind %s is not loopback: TLS is required (--tls-cert/--tls-key), or opt out explicitly with --insecure-no-tls", c.Bind)
 	}
 	switch c.Store {
-	case "sqlite":
-	case "kv":
+	case StoreSQLite, StoreKV:
 	default:
 		add("--store must be sqlite or kv, not %q", c.Store)
 	}

@@ -63,7 +63,7 @@ func userCount(t *testing.T, b *bus) int {
 func TestSignedRequestAttacks(t *testing.T) { forEachStore(t, testSignedRequestAttacks) }
 
 func testSignedRequestAttacks(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	adminKey := b.adm.SigningKey()
 	adminID := b.adm.SignPub().String()
 	stranger, _ := identity.Generate()
@@ -167,7 +167,7 @@ func testSignedRequestAttacks(t *testing.T, kind storeKind) {
 func TestBadInput(t *testing.T) { forEachStore(t, testBadInput) }
 
 func testBadInput(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	adminKey := b.adm.SigningKey()
 	adminID := b.adm.SignPub().String()
 	ok, _ := identity.Generate()
@@ -222,7 +222,7 @@ func testBadInput(t *testing.T, kind storeKind) {
 func TestAuthorization(t *testing.T) { forEachStore(t, testAuthorization) }
 
 func testAuthorization(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
 	_, bob := b.user(t, "bob")

@@ -24,37 +24,48 @@ import (
 	"github.com/unibus/unibus/internal/audit"
 	"github.com/unibus/unibus/internal/blobstore"
 	"github.com/unibus/unibus/internal/blobstore/fileblobs"
+	"github.com/unibus/unibus/internal/blobstore/objblobs"
 	"github.com/unibus/unibus/internal/metrics"
 	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/internal/store"
+	"github.com/unibus/unibus/internal/store/kvstore"
 	"github.com/unibus/unibus/internal/store/sqlite"
 	"github.com/unibus/unibus/wire"
 )
 
 // Daemon is a running membershipd.
 type Daemon struct {
-	cfg       Config
-	log       *slog.Logger
-	store     store.Store
-	blobs     blobstore.Store
-	node      *natsnode.Node
-	internal  *identity.Identity
-	nc        *nats.Conn // internal identity, bus account (room streams)
-	cnc       *nats.Conn // internal identity, control account (kv mode)
-	js        jetstream.JetStream
-	authz     *storeAuthorizer
-	stopWatch context.CancelFunc
-	watchCtx  context.Context
-	lazy      *lazyStore // kv mode: the store the API sees, set once open
-	lazyBlobs *lazyBlobs
-	errMu     sync.Mutex
-	err       error // why the daemon stopped on its own
-	metrics   *metrics.Metrics
-	httpSrv   *http.Server
-	httpLn    net.Listener
-	tls       *tls.Config
-	done      chan struct{}
-	closeMu   sync.Once
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	blobs    blobstore.Store
+	kv       *kvstore.Store  // kv mode: the store, opening in the background
+	objs     *objblobs.Store // kv mode: the blob store, likewise
+	node     *natsnode.Node
+	internal *identity.Identity
+	nc       *nats.Conn // internal identity, bus account (room streams)
+	cnc      *nats.Conn // internal identity, control account (kv mode)
+	js       jetstream.JetStream
+	authz    *storeAuthorizer
+	metrics  *metrics.Metrics
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	tls      *tls.Config
+
+	// ctx ends when Close begins. Every goroutine the daemon starts (the
+	// control plane's server, the wait for the kv store in a cluster, the
+	// index repair) watches it, and wg counts them: Close waits for all.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	done            chan struct{} // closed when the control plane has stopped serving
+	stopServingOnce sync.Once
+	closeOnce       sync.Once
+	closeErr        error
+	errMu           sync.Mutex
+	err             error // why the daemon stopped on its own
+
 	// AdminIDFile is the path of the bootstrapped admin identity, if any.
 	AdminIDFile string
 }
@@ -68,6 +79,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 	started := &Daemon{cfg: cfg, log: cfg.Logger, metrics: metrics.New(), done: make(chan struct{})}
+	started.ctx, started.cancel = context.WithCancel(context.Background())
 	d = started
 	defer func() {
 		// The error returns set d to nil: close what was started.
@@ -87,14 +99,10 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		d.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	d.authz = &storeAuthorizer{}
-	if cfg.Store == "sqlite" {
-		if d.store, err = sqlite.Open(ctx, cfg.DB); err != nil {
-			return nil, fmt.Errorf("open store: %w", err)
+	if cfg.Store == StoreSQLite {
+		if err := d.openSQLite(ctx); err != nil {
+			return nil, err
 		}
-		if d.blobs, err = fileblobs.Open(cfg.BlobDir); err != nil {
-			return nil, fmt.Errorf("open blob store: %w", err)
-		}
-		d.authz.set(d.store)
 	}
 	if d.internal, err = loadOrCreateIdentity(cfg.InternalIDFile); err != nil {
 		return nil, fmt.Errorf("internal identity: %w", err)
@@ -102,17 +110,15 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if err := d.startNATS(ctx); err != nil {
 		return nil, err
 	}
-	if cfg.Store == "kv" {
-		d.lazy, d.lazyBlobs = &lazyStore{}, &lazyBlobs{}
-		d.store, d.blobs = d.lazy, d.lazyBlobs
-		d.authz.set(d.lazy)
-		if err := d.connectControl(); err != nil {
+	if cfg.Store == StoreKV {
+		if err := d.openKV(); err != nil {
 			return nil, err
 		}
-	}
-	if cfg.Store == "kv" && !cfg.clustered() {
-		if err := d.openKV(ctx); err != nil {
-			return nil, err
+		if !cfg.clustered() {
+			if err := d.waitKV(ctx); err != nil {
+				return nil, err
+			}
+			d.wg.Go(d.repairIndex)
 		}
 	}
 	if cfg.Bootstrap && natsnode.IsLoopback(cfg.Bind) && !cfg.clustered() {
@@ -125,19 +131,37 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	if cfg.clustered() {
 		// A cold cluster has no meta leader until a quorum of nodes is up:
-		// serve /healthz (503) meanwhile, and open the store in the
-		// background; everything that needs it is denied until then.
-		go func() {
-			if err := d.openKV(d.watchCtx); err != nil && d.watchCtx.Err() == nil {
-				d.log.Error("could not open the kv store; stopping", "err", err)
-				d.fail(err)
-			}
-		}()
+		// serve /healthz (503) meanwhile; the store opens in the
+		// background and denies everything until then.
+		d.wg.Go(d.awaitKV)
 	}
 	d.log.Info("membershipd ready", "node", d.nodeName(), "http", d.HTTPURL(), "nats", d.NATSURL(),
 		"route", d.node.RouteURL(), "bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store,
 		"cluster", cfg.ClusterName, "js_sync", cfg.JSSync)
 	return d, nil
+}
+
+// openSQLite opens the SQLite store and the blob directory, and serves
+// logins from the store.
+func (d *Daemon) openSQLite(ctx context.Context) (err error) {
+	if d.store, err = sqlite.Open(ctx, d.cfg.DB); err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	if d.blobs, err = fileblobs.Open(d.cfg.BlobDir); err != nil {
+		return fmt.Errorf("open blob store: %w", err)
+	}
+	return d.useStore()
+}
+
+// useStore watches the store for access changes, then serves logins from
+// it. The watch comes first: it is what keeps cached grants current and
+// closes the connections of users whose access another node changed.
+func (d *Daemon) useStore() error {
+	if err := d.store.Watch(d.ctx, d.storeChanged); err != nil {
+		return fmt.Errorf("watch the store: %w", err)
+	}
+	d.authz.set(d.store)
+	return nil
 }
 
 func (d *Daemon) nodeName() string {
@@ -155,7 +179,7 @@ func (d *Daemon) startNATS(ctx context.Context) error {
 	}
 	o := natsnode.Options{
 		Host: d.cfg.Bind, Port: port, ServerName: d.nodeName(), StoreDir: d.cfg.NATSStore,
-		BusAuth: d.cfg.BusAuth, TLS: d.tls, SyncAlways: always, SyncInterval: interval,
+		BusAuth: string(d.cfg.BusAuth), TLS: d.tls, SyncAlways: always, SyncInterval: interval,
 		InternalNKey: d.internal.NKey(), Authorizer: d.authz,
 		Logger: d.log.With("component", "nats"), AllowNonLoopbackWithoutTLS: d.cfg.InsecureNoTLS,
 		OnAuth: d.metrics.OnBusAuth,
@@ -211,12 +235,12 @@ func (d *Daemon) startHTTP() error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(d.log.With("component", "http").Handler(), slog.LevelWarn),
 	}
-	go func() {
+	d.wg.Go(func() {
 		defer close(d.done)
 		if err := d.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			d.log.Error("control plane stopped", "err", err)
 		}
-	}()
+	})
 	return nil
 }
 
@@ -242,30 +266,42 @@ func (d *Daemon) Err() error {
 	return d.err
 }
 
-// fail records err and stops serving.
+// fail records err and stops serving the control plane, so that Done is
+// closed; Close releases the rest. It runs in a goroutine of the daemon's,
+// which Close waits for, so it must not call Close.
 func (d *Daemon) fail(err error) {
 	d.errMu.Lock()
 	d.err = err
 	d.errMu.Unlock()
-	go d.Close()
+	d.stopServing()
 }
 
-// Done is closed when the control plane has stopped serving.
+// Done is closed when the control plane has stopped serving: on Close, or
+// when the daemon failed on its own (Err says why; call Close to release
+// the rest).
 func (d *Daemon) Done() <-chan struct{} { return d.done }
 
-// Close stops the control plane, the NATS node and the store, in that order.
+// stopServing shuts the control plane down and waits until it has stopped.
+func (d *Daemon) stopServing() (err error) {
+	d.stopServingOnce.Do(func() {
+		if d.httpSrv == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err = d.httpSrv.Shutdown(ctx)
+		<-d.done
+	})
+	return err
+}
+
+// Close stops the control plane, then every goroutine the daemon started
+// (and waits for them), then the NATS node and the stores, in that order.
 func (d *Daemon) Close() error {
-	var err error
-	d.closeMu.Do(func() {
-		if d.httpSrv != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			err = d.httpSrv.Shutdown(ctx)
-			cancel()
-			<-d.done
-		}
-		if d.stopWatch != nil {
-			d.stopWatch()
-		}
+	d.closeOnce.Do(func() {
+		err := d.stopServing()
+		d.cancel()
+		d.wg.Wait()
 		if d.nc != nil {
 			d.nc.Close()
 		}
@@ -278,14 +314,18 @@ func (d *Daemon) Close() error {
 		if d.store != nil {
 			err = errors.Join(err, d.store.Close())
 		}
+		if d.blobs != nil {
+			err = errors.Join(err, d.blobs.Close())
+		}
+		d.closeErr = err
 	})
-	return err
+	return d.closeErr
 }
 
 func (d *Daemon) health(ctx context.Context) wire.Health {
 	h := wire.Health{Status: "ok", Node: d.nodeName(), Version: d.cfg.Version, Posture: wire.Posture{
-		BusAuth: d.cfg.BusAuth, ACL: d.cfg.BusAuth == "enforce", TLS: d.tls != nil, Store: d.cfg.Store,
-		KVReplicas: d.cfg.KVReplicas, JSSync: d.cfg.JSSync, Cluster: d.cfg.clustered(),
+		BusAuth: string(d.cfg.BusAuth), ACL: d.cfg.BusAuth == BusAuthEnforce, TLS: d.tls != nil, Store: string(d.cfg.Store),
+		KVReplicas: d.cfg.KVReplicas, JSSync: string(d.cfg.JSSync), Cluster: d.cfg.clustered(),
 		RouteTLS: d.cfg.clustered() && d.cfg.RouteTLSCert != "",
 	}}
 	leader, peers := d.node.MetaLeader()
@@ -352,117 +392,6 @@ func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
 	d.AdminIDFile = path
 	d.log.Info("first run: created and registered an admin identity; keep this file secret", "file", path, "sign_pub", id.SignPub().String())
 	return nil
-}
-
-// storeAuthorizer grants data-plane access from the store: active users get
-// their rooms. Until the store is open, on any store error, and — in a
-// cluster — while this node cannot see a quorum (a stale leader would
-// still answer reads), it denies (fail closed). Grants of active users are
-// cached and forgotten on every access change (authcache.go).
-type storeAuthorizer struct {
-	st     atomic.Pointer[authzStore]
-	quorum func() bool
-	cache  grantCache
-}
-
-// authzStore is the store logins are authorized from.
-type authzStore struct {
-	store.Store
-	// watched is true in kv mode, where the watch of the users and
-	// members buckets reports every access change whoever made it, so a
-	// cached grant is served whole. SQLite has no such feed, and the
-	// admin tool revokes users in the file while membershipd runs
-	// ('membershipd user revoke --db'). There a cached grant is served
-	// whole only while the file's change version is what it was before
-	// the grant was read (nothing committed since, by anyone); otherwise
-	// the user's record is read again, and only its rooms come from the
-	// cache (they change only through this daemon's API, which forgets
-	// them).
-	watched bool
-	// version is the store's change version, if it has one (SQLite).
-	version func(context.Context) (uint64, error)
-}
-
-// changeVersioned is a store with a change version (store/sqlite).
-type changeVersioned interface {
-	ChangeVersion(context.Context) (uint64, error)
-}
-
-func (a *storeAuthorizer) set(st store.Store) {
-	_, watched := st.(*lazyStore) // kv mode: openKV starts the watch before the store serves
-	as := &authzStore{Store: st, watched: watched}
-	if v, ok := st.(changeVersioned); ok && !watched {
-		as.version = v.ChangeVersion
-	}
-	a.st.Store(as)
-	a.cache.clear()
-}
-
-// forget drops the cached grant of the user nkey; called before the
-// user's connections are closed after an access change.
-func (a *storeAuthorizer) forget(nkey string) {
-	sp, err := identity.SignPubFromNKey(nkey)
-	if err != nil {
-		a.cache.clear() // cannot happen for a key from the store: forget all
-		return
-	}
-	a.cache.forget(sp)
-}
-
-func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Grant, error) {
-	st := a.st.Load()
-	if st == nil {
-		return natsnode.Grant{}, fmt.Errorf("store not open yet: %w", store.ErrUnavailable)
-	}
-	if a.quorum != nil && !a.quorum() {
-		return natsnode.Grant{}, fmt.Errorf("no JetStream quorum visible from this node: %w", store.ErrUnavailable)
-	}
-	sp, err := identity.SignPubFromNKey(nkey)
-	if err != nil {
-		return natsnode.Grant{}, err
-	}
-	now := time.Now()
-	// The change version is read before the cache and the store: a commit
-	// after this read makes the next login's version differ.
-	var version uint64 // 0: none, never matches an entry's
-	if st.version != nil {
-		if v, err := st.version(ctx); err == nil {
-			version = v
-		}
-	}
-	if e := a.cache.lookup(sp, now); e != nil {
-		if st.watched || version != 0 && e.version == version {
-			return e.grant, nil
-		}
-		u, err := st.GetUser(ctx, e.grant.SignPubHex)
-		if err == nil && u.Status == store.StatusActive {
-			return e.grant, nil
-		}
-		// Revoked by the admin tool, or unreadable: the store decides.
-	}
-	slot, gen := a.cache.begin(sp)
-	g, err := grantFromStore(ctx, st, sp)
-	if err != nil || !g.Active {
-		a.cache.drop(sp, slot)
-		return g, err
-	}
-	a.cache.putVersion(slot, gen, g, now, version)
-	return g, nil
-}
-
-func grantFromStore(ctx context.Context, st store.Store, sp identity.SignPub) (natsnode.Grant, error) {
-	u, err := st.GetUser(ctx, sp.String())
-	if err != nil {
-		return natsnode.Grant{}, err
-	}
-	if u.Status != store.StatusActive {
-		return natsnode.Grant{}, nil
-	}
-	rooms, err := st.RoomIDs(ctx, u.SignPub)
-	if err != nil {
-		return natsnode.Grant{}, err
-	}
-	return natsnode.Grant{Active: true, Rooms: rooms, SignPubHex: u.SignPub}, nil
 }
 
 // dataPlane adapts the node for the API.

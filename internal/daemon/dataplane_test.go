@@ -84,7 +84,7 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, room string) uint64 {
 func TestNonMemberDeniedOnDataPlane(t *testing.T) { forEachStore(t, testNonMemberDeniedOnDataPlane) }
 
 func testNonMemberDeniedOnDataPlane(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	malloryID, mallory := b.user(t, "mallory")
@@ -165,7 +165,7 @@ func TestMemberCannotAdministerStreams(t *testing.T) {
 }
 
 func testMemberCannotAdministerStreams(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
 	room, err := alice.CreateRoom(ctx, "mine")
@@ -204,7 +204,7 @@ func testMemberCannotAdministerStreams(t *testing.T, kind storeKind) {
 func TestRemovedMember(t *testing.T) { forEachStore(t, testRemovedMember) }
 
 func testRemovedMember(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
 	bobID, bob := b.user(t, "bob")
@@ -291,7 +291,7 @@ func testRemovedMember(t *testing.T, kind storeKind) {
 func TestRevokedUser(t *testing.T) { forEachStore(t, testRevokedUser) }
 
 func testRevokedUser(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	bobID, bob := b.user(t, "bob")
 	if _, err := bob.CreateRoom(ctx, "bobs"); err != nil {

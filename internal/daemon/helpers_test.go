@@ -93,14 +93,15 @@ func (b *bus) user(t testing.TB, handle string) (*identity.Identity, *client.Cli
 }
 
 // storeKind is a control-plane backend the daemon tests run against.
-type storeKind string
+type storeKind = daemon.StoreKind
 
-func (k storeKind) option() option { return withConfig(func(c *daemon.Config) { c.Store = string(k) }) }
+// storeOption selects the backend k.
+func storeOption(k storeKind) option { return withConfig(func(c *daemon.Config) { c.Store = k }) }
 
 // forEachStore runs a test against both backends (the single-node
 // scenarios hold on SQLite and on JetStream KV alike).
 func forEachStore(t *testing.T, test func(t *testing.T, kind storeKind)) {
-	for _, k := range []storeKind{"sqlite", "kv"} {
+	for _, k := range []storeKind{daemon.StoreSQLite, daemon.StoreKV} {
 		t.Run(string(k), func(t *testing.T) { test(t, k) })
 	}
 }

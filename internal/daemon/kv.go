@@ -7,86 +7,93 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/blobstore/objblobs"
 	"github.com/unibus/unibus/internal/store/kvstore"
 )
 
-// connectControl opens the internal identity's control-account connection
-// (in-process: it needs no quorum) and the context that stops the watch.
-func (d *Daemon) connectControl() error {
+// openKV opens the internal identity's control-account connection
+// (in-process: it needs no quorum), creates the KV store and the blob
+// object store over it, which open in the background (a cold cluster has
+// no quorum to open them on yet, and until they are open they deny
+// everything), and serves logins from the store.
+func (d *Daemon) openKV() error {
 	var err error
 	if d.cnc, err = d.node.Connect(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-control")); err != nil {
 		return fmt.Errorf("internal control connection: %w", err)
 	}
-	d.watchCtx, d.stopWatch = context.WithCancel(context.Background())
-	return nil
+	log := d.log.With("component", "kvstore")
+	d.kv = kvstore.New(d.cnc, kvstore.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log})
+	d.objs = objblobs.New(d.cnc, objblobs.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log})
+	d.store, d.blobs = d.kv, d.objs
+	return d.useStore()
 }
 
-// openKV opens the KV store and the object store over the internal
-// identity's control-account connection, repairs the membership index,
-// and starts the watch that kicks users whose access changed on any node.
-func (d *Daemon) openKV(ctx context.Context) error {
-	log := d.log.With("component", "kvstore")
-	kv, err := kvstore.Open(ctx, d.cnc, kvstore.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log})
-	if err != nil {
+// waitKV waits until the KV store and the object store are open (each
+// retries within the bootstrap budget) or ctx ends.
+func (d *Daemon) waitKV(ctx context.Context) error {
+	if err := d.kv.WaitOpen(ctx); err != nil {
 		return fmt.Errorf("open kv store: %w", err)
 	}
-	blobs, err := objblobs.Open(ctx, d.cnc, objblobs.Options{Replicas: d.cfg.KVReplicas, Bootstrap: d.cfg.KVBootstrap, Logger: log})
-	if err != nil {
+	if err := d.objs.WaitOpen(ctx); err != nil {
 		return fmt.Errorf("open blob object store: %w", err)
 	}
-	// The watch must run before the store serves: it is what closes the
-	// connections of users whose access another node changed. Right after a
-	// cold start or a loss of quorum the buckets' own leaders may still be
-	// electing: retry within the bootstrap budget.
-	deadline := time.Now().Add(d.cfg.KVBootstrap)
-	for {
-		err := kv.WatchAccess(d.watchCtx, d.accessChanged)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("watch users and members: %w", err)
-		}
-		log.Warn("cannot watch the users and members buckets yet; retrying", "err", err)
-		time.Sleep(time.Second)
-	}
-	// The index repair is an optimisation of availability (readers check
-	// the index against the room records anyway): a failure is logged.
-	go func() {
-		for attempt := 0; attempt < 10 && d.watchCtx.Err() == nil; attempt++ {
-			n, err := kv.Repair(d.watchCtx)
-			if err == nil {
-				if n > 0 {
-					log.Warn("repaired the rooms_by_member index (a write was interrupted)", "entries", n)
-				}
-				return
-			}
-			log.Warn("rooms_by_member index repair failed; retrying", "err", err)
-			time.Sleep(5 * time.Second)
-		}
-	}()
-	d.lazy.set(kv)
-	d.lazyBlobs.set(blobs)
-	log.Info("kv store open", "replicas", d.cfg.KVReplicas)
+	d.log.Info("kv store open", "component", "kvstore", "replicas", d.cfg.KVReplicas)
 	return nil
 }
 
-// accessChanged forgets the user's cached grant and closes the user's live
-// data-plane connections on this node; the client reconnects and is
-// authorized again with its new rooms, or not at all.
-func (d *Daemon) accessChanged(signPub string) {
-	sp, err := identity.ParseSignPub(signPub)
-	if err != nil {
-		d.authz.cache.clear() // not a key: forget every grant
+// awaitKV waits in the background for a cluster's stores to open, then
+// repairs the index; a store that cannot open within its budget stops the
+// daemon.
+func (d *Daemon) awaitKV() {
+	if err := d.waitKV(d.ctx); err != nil {
+		if d.ctx.Err() == nil {
+			d.log.Error("could not open the kv store; stopping", "err", err)
+			d.fail(err)
+		}
 		return
 	}
-	d.authz.cache.forget(sp)
-	n, err := d.node.Kick(sp.NKey())
-	if err != nil {
-		d.log.Warn("kick after an access change failed", "sign_pub", signPub, "err", err)
-		return
+	d.repairIndex()
+}
+
+// repairIndexAttempts and repairIndexWait pace the index repair's retries.
+const (
+	repairIndexAttempts = 10
+	repairIndexWait     = 5 * time.Second
+)
+
+// repairIndex runs the KV store's index repair, retrying until it passes
+// or the daemon closes. The repair is an optimisation of availability
+// (readers check the index against the room records anyway): a failure is
+// logged.
+func (d *Daemon) repairIndex() {
+	log := d.log.With("component", "kvstore")
+	for range repairIndexAttempts {
+		n, err := d.kv.Repair(d.ctx)
+		if err == nil {
+			if n > 0 {
+				log.Warn("repaired the rooms_by_member index (a write was interrupted)", "entries", n)
+			}
+			return
+		}
+		if d.ctx.Err() != nil {
+			return
+		}
+		log.Warn("rooms_by_member index repair failed; retrying", "err", err)
+		if !sleep(d.ctx, repairIndexWait) {
+			return
+		}
 	}
-	d.metrics.Kicked.Add(float64(n))
+}
+
+// sleep waits for dt or until ctx ends, and reports whether it waited the
+// whole time.
+func sleep(ctx context.Context, dt time.Duration) bool {
+	t := time.NewTimer(dt)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/daemon"
 	"github.com/unibus/unibus/internal/store/kvstore"
 	"github.com/unibus/unibus/wire"
 )
@@ -20,7 +21,7 @@ import (
 // bucket is made to refuse writes (a 1-byte size limit with discard-new),
 // which JetStream answers with an error exactly as it does without quorum.
 func TestNonceWriteFailureDenies503(t *testing.T) {
-	b := startBus(t, storeKind("kv").option())
+	b := startBus(t, storeOption(daemon.StoreKV))
 	internal, err := identity.Load(filepath.Join(b.cfg.DataDir, "internal.id"))
 	if err != nil {
 		t.Fatal(err)

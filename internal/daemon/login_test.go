@@ -78,7 +78,7 @@ func TestLoginDeniedRightAfterRevocation(t *testing.T) {
 }
 
 func testLoginDeniedRightAfterRevocation(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	bobID, bob := b.user(t, "bob")
 	if _, err := bob.CreateRoom(ctx, "bobs"); err != nil {
@@ -101,7 +101,7 @@ func TestLoginWithoutRoomRightAfterRemoval(t *testing.T) {
 }
 
 func testLoginWithoutRoomRightAfterRemoval(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
 	bobID, _ := b.user(t, "bob")
@@ -136,7 +136,7 @@ func testLoginWithoutRoomRightAfterRemoval(t *testing.T, kind storeKind) {
 func TestLoginsRacingRevocation(t *testing.T) { forEachStore(t, testLoginsRacingRevocation) }
 
 func testLoginsRacingRevocation(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	bobID, _ := b.user(t, "bob")
 	warm(t, b, bobID)
@@ -191,14 +191,16 @@ func testLoginsRacingRevocation(t *testing.T, kind storeKind) {
 }
 
 // TestAdminToolRevocation revokes through the store directly, as
-// 'membershipd user revoke' does while membershipd runs. SQLite has no
-// change feed, so the next login must read the user again; in kv mode the
-// watch reports the change (it closes the live connection, which is how
-// the test knows it arrived) and the next login is refused.
+// 'membershipd user revoke' does while membershipd runs. SQLite's watch
+// sees another process's commit only at its next poll, so the very next
+// login must notice it through the store's change version and read the
+// user again; in kv mode the watch reports the change (it closes the live
+// connection, which is how the test knows it arrived) and the next login
+// is refused.
 func TestAdminToolRevocation(t *testing.T) { forEachStore(t, testAdminToolRevocation) }
 
 func testAdminToolRevocation(t *testing.T, kind storeKind) {
-	b := startBus(t, kind.option())
+	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	bobID, bob := b.user(t, "bob")
 	if _, err := bob.CreateRoom(ctx, "bobs"); err != nil {
@@ -212,13 +214,13 @@ func testAdminToolRevocation(t *testing.T, kind storeKind) {
 
 	var tool store.Store
 	switch kind {
-	case "sqlite":
+	case daemon.StoreSQLite:
 		st, err := sqlite.Open(ctx, filepath.Join(b.cfg.DataDir, "unibus.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		tool = st
-	case "kv":
+	case daemon.StoreKV:
 		internal, err := identity.Load(filepath.Join(b.cfg.DataDir, "internal.id"))
 		if err != nil {
 			t.Fatal(err)
@@ -238,7 +240,7 @@ func testAdminToolRevocation(t *testing.T, kind storeKind) {
 	if _, _, err := store.Revoke(ctx, tool, bobID.SignPub().String(), time.Now().UTC()); err != nil {
 		t.Fatal(err)
 	}
-	if kind == "kv" {
+	if kind == daemon.StoreKV {
 		select {
 		case <-live.disc:
 		case <-time.After(30 * time.Second):

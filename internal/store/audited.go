@@ -51,3 +51,16 @@ func Audited(ctx context.Context, log AuditLog, rec audit.Record, now func() tim
 	}
 	return AuditResult{Appended: 2}, aerr
 }
+
+// AuditedAs is Audited for a caller acting as actor by way of via (the
+// admin commands: the host's "local" or the node's internal identity, by
+// the CLI), at the current time in UTC. It returns apply's error, joined
+// with the error of a failure entry that could not be appended.
+func AuditedAs(ctx context.Context, log AuditLog, actor, via string, rec audit.Record, apply func() error) error {
+	rec.Actor, rec.Via = actor, via
+	res, err := Audited(ctx, log, rec, func() time.Time { return time.Now().UTC() }, apply)
+	if res.FailRecordErr != nil {
+		return errors.Join(err, res.FailRecordErr)
+	}
+	return err
+}

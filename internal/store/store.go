@@ -1,6 +1,6 @@
 // Package store defines unibus's control-plane state: users, rooms, members,
 // sealed room keys, epochs and anti-replay nonces, behind one interface with
-// two implementations (store/sqlite, and the JetStream-KV store that follows).
+// two implementations (store/sqlite and store/kvstore).
 //
 // The store holds only public keys, ciphertext and membership. It never sees a
 // room key in the clear. Every rule that must hold atomically under
@@ -141,6 +141,12 @@ type Rotation struct {
 // write that returned before them (read-your-writes): a backend must not
 // answer from a replica that is behind. A backend failure is wrapped in
 // ErrUnavailable, which callers treat as a denial.
+//
+// A store may exist before it is open: the kv store opens in the
+// background (a cold cluster has no quorum to open it on yet), and until
+// then every method but Watch and Close fails with an error wrapping
+// ErrUnavailable. The sqlite store opens before its constructor returns
+// and has no such state.
 type Store interface {
 	// AddUser registers u. A sign-pub already present (whatever its status)
 	// is ErrAlreadyRegistered and changes nothing; a handle in use is
@@ -202,7 +208,51 @@ type Store interface {
 
 	AuditLog
 
-	// Close releases the store.
+	// Watch calls fn with a Change for every write committed from the
+	// moment Watch returns until ctx ends or the store is closed: a user
+	// added, revoked or with a new KEM key; a room created, or whose
+	// members, epoch or rotation-pending flag changed. Nonces and audit
+	// entries are not reported. A Change may name something that did not
+	// change in the end; a committed change is never left out.
+	//
+	// fn is never called concurrently with itself (nor with another
+	// watcher's fn of the same store), and receives the changes to one
+	// user or one room in the order they were committed. It must return
+	// promptly and must not write to the store; reading is fine.
+	//
+	// What each backend reports, and when:
+	//   - kv: every write, by any node or admin tool, from its watch of
+	//     the users and members buckets: shortly after the write
+	//     returned, with Own false. On a store that is not open yet,
+	//     Watch returns at once and the watch is established before the
+	//     store opens, so nothing it can be read for is missed.
+	//   - sqlite: its own writes synchronously, before the write method
+	//     returns, with Own true; commits by other connections to the
+	//     same file (another process, such as 'membershipd user revoke
+	//     --db') as ChangeAll, found by polling PRAGMA data_version, so
+	//     within the store's poll interval.
+	//
+	// Watch returns an error wrapping ErrUnavailable when the watch
+	// cannot be established.
+	Watch(ctx context.Context, fn func(Change)) error
+
+	// ChangeVersion is the read path's freshness check, for a consumer
+	// that also acts on Watch: a value cached while ChangeVersion returned
+	// v is current as long as ChangeVersion still returns v, except for
+	// changes Watch reports. It never returns 0. On an error the caller
+	// must read the store.
+	//   - kv: constant while the store's watch runs (Watch reports every
+	//     write from every node, so there is nothing else to detect); an
+	//     error when no watch runs (Watch was never called, or its watch
+	//     ended).
+	//   - sqlite: moves on every commit to the file by anyone, so that a
+	//     change by another process, which Watch reports only at its next
+	//     poll, is seen at once. It costs one PRAGMA on a connection of
+	//     its own.
+	ChangeVersion(ctx context.Context) (uint64, error)
+
+	// Close releases the store and stops what it runs in the background
+	// (an open in progress, watches). Methods called after Close fail.
 	Close() error
 }
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/unibus/unibus/internal/blobstore"
 )
@@ -32,8 +33,15 @@ func blob(n int) ([]byte, string) {
 	return b, hex.EncodeToString(s[:])
 }
 
-// Run runs the suite; open is called once per subtest.
-func Run(t *testing.T, open func(t *testing.T) Backend) {
+// Run runs the suite; open is called once per subtest and returns an open
+// store. notOpen, for a backend that opens in the background, returns a
+// store whose open cannot complete during the test (no JetStream to open
+// it on); a backend whose constructor returns only an open store
+// (fileblobs) passes nil.
+func Run(t *testing.T, open func(t *testing.T) Backend, notOpen func(t *testing.T) blobstore.Store) {
+	if notOpen != nil {
+		t.Run("NotOpenYet", func(t *testing.T) { testNotOpenYet(t, notOpen(t)) })
+	}
 	t.Run("PutOpenStat", func(t *testing.T) {
 		b := open(t)
 		ctx := t.Context()
@@ -119,4 +127,30 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		}
 		rc.Close()
 	})
+}
+
+// testNotOpenYet: a store that is not open yet answers every method with
+// ErrUnavailable (the API's 503), whatever the arguments, and closes
+// promptly.
+func testNotOpenYet(t *testing.T, s blobstore.Store) {
+	ctx := t.Context()
+	data, id := blob(10)
+	if _, err := s.Put(ctx, Room, id, bytes.NewReader(data), 1<<20); !errors.Is(err, blobstore.ErrUnavailable) {
+		t.Errorf("Put: %v, want ErrUnavailable", err)
+	}
+	if _, _, err := s.Open(ctx, Room, id); !errors.Is(err, blobstore.ErrUnavailable) {
+		t.Errorf("Open: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Stat(ctx, Room, "bad id"); !errors.Is(err, blobstore.ErrUnavailable) {
+		t.Errorf("Stat: %v, want ErrUnavailable", err)
+	}
+	// Close stops the open in progress rather than wait out its budget
+	// (the backends under test get minutes of it).
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("Close of a store still opening took %v: it waited for the open instead of stopping it", d)
+	}
 }

@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/internal/blobstore"
 )
 
@@ -46,8 +45,8 @@ func (s *Store) path(room, id string) (string, error) {
 	if !blobstore.ValidID(id) {
 		return "", blobstore.ErrBadID
 	}
-	if _, err := e2e.ParseRoomID(room); err != nil {
-		return "", err
+	if !blobstore.ValidRoomID(room) {
+		return "", blobstore.ErrBadRoomID
 	}
 	return filepath.Join(s.dir, room, id), nil
 }
@@ -160,3 +159,6 @@ func (s *Store) Stat(ctx context.Context, room, id string) (blobstore.Info, erro
 	}
 	return blobstore.Info{Room: room, ID: id, Size: fi.Size(), Created: fi.ModTime().UTC()}, nil
 }
+
+// Close releases nothing: the store holds no open file between calls.
+func (s *Store) Close() error { return nil }

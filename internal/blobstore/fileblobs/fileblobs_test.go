@@ -90,5 +90,5 @@ func TestConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		return blobtest.Backend{Store: s, Stored: func() int { return len(entries(t, dir)) }}
-	})
+	}, nil) // Open returns only an open store: there is no "not open yet"
 }

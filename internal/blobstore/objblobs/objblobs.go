@@ -24,33 +24,40 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/internal/blobstore"
-	"github.com/unibus/unibus/internal/store/kvstore"
+	"github.com/unibus/unibus/internal/store/jsretry"
 )
 
 // Bucket is the object store's name.
 const Bucket = "UNIBUS_blobs"
 
-// Options configure Open.
+// Options configure New and Open.
 type Options struct {
 	Replicas  int           // default 1
 	Bootstrap time.Duration // how long to retry while JetStream is not ready; default 120 s
 	Logger    *slog.Logger
 }
 
-// Store is the object-store blob store.
+// Store is the object-store blob store. It opens in the background (see
+// New); until then every method fails with blobstore.ErrUnavailable.
 type Store struct {
+	opening *jsretry.Opening
+	// Set by the background open before it reports the store open.
 	obs    jetstream.ObjectStore
 	stream jetstream.Stream
 }
 
 var _ blobstore.Store = (*Store)(nil)
 
-// Open binds the object store over nc (the internal identity's control
-// account connection), creating it when absent, with direct gets off so
-// the stream leader answers every metadata read.
-func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+// New returns the store at once and opens it in the background over nc
+// (the internal identity's control-account connection): it binds the
+// object store, creating it when absent, with direct gets off so that the
+// stream leader answers every metadata read, retrying for o.Bootstrap
+// while JetStream is not ready (a cold cluster). Until the open completes
+// every method fails with an error wrapping blobstore.ErrUnavailable;
+// WaitOpen waits for it. The store does not own nc; Close stops an open
+// still in progress.
+func New(nc *nats.Conn, o Options) *Store {
 	if o.Replicas <= 0 {
 		o.Replicas = 1
 	}
@@ -60,75 +67,100 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("object store: %w", err)
-	}
-	start, wait := time.Now(), 250*time.Millisecond
-	for {
-		s, err := open(ctx, js, o.Replicas)
-		if err == nil {
-			return s, nil
+	s := &Store{}
+	s.opening = jsretry.Start("blob store", func(ctx context.Context) error {
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("object store: %w", err)
 		}
-		if ctx.Err() != nil || time.Since(start) > o.Bootstrap {
-			return nil, fmt.Errorf("open object store %s (waited %v): %w", Bucket, time.Since(start).Round(time.Second), err)
-		}
-		o.Logger.Warn("waiting for JetStream to open the blob object store", "bucket", Bucket, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(kvstore.Jitter(wait)):
-		}
-		wait = min(wait*2, 2*time.Second)
-	}
+		deadline := time.Now().Add(o.Bootstrap)
+		return jsretry.Until(ctx, "object store "+Bucket, deadline, o.Logger, nil, func() error {
+			return s.open(ctx, js, o.Replicas)
+		})
+	})
+	return s
 }
 
-func open(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	ctx, cancel := context.WithTimeout(ctx, kvstore.AttemptTimeout)
+// Open is New followed by WaitOpen: it returns the store once it is open.
+func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+	s := New(nc, o)
+	if err := s.WaitOpen(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// WaitOpen waits until the background open has ended and returns its
+// error, or ctx's if ctx ends first.
+func (s *Store) WaitOpen(ctx context.Context) error { return s.opening.Wait(ctx) }
+
+// Close stops an open still in progress. It releases nothing else: the
+// connection belongs to the caller.
+func (s *Store) Close() error {
+	s.opening.Stop()
+	return nil
+}
+
+func (s *Store) open(ctx context.Context, js jetstream.JetStream, replicas int) error {
+	ctx, cancel := context.WithTimeout(ctx, jsretry.AttemptTimeout)
 	defer cancel()
 	name := "OBJ_" + Bucket
 	stream, err := js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		_, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: Bucket, Replicas: replicas, Storage: jetstream.FileStorage})
 		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return nil, err
+			return err
 		}
 		stream, err = js.Stream(ctx, name)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg := stream.CachedInfo().Config; cfg.AllowDirect {
 		cfg.AllowDirect = false
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("turn off direct gets on %s: %w", name, err)
+			return fmt.Errorf("turn off direct gets on %s: %w", name, err)
 		}
 		if stream, err = js.Stream(ctx, name); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	obs, err := js.ObjectStore(ctx, Bucket)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &Store{obs: obs, stream: stream}, nil
+	s.obs, s.stream = obs, stream
+	return nil
 }
 
-// Stream returns the object store's stream (for replication reports).
-func (s *Store) Stream() jetstream.Stream { return s.stream }
+// Stream returns the object store's stream (for replication reports), or
+// nil while the store is not open.
+func (s *Store) Stream() jetstream.Stream {
+	if s.opening.Check() != nil {
+		return nil
+	}
+	return s.stream
+}
 
-func name(room, id string) (string, error) {
+// name checks that the store is open and returns the object name of a
+// blob.
+func (s *Store) name(room, id string) (string, error) {
+	if err := s.opening.Check(); err != nil {
+		return "", err
+	}
 	if !blobstore.ValidID(id) {
 		return "", blobstore.ErrBadID
 	}
-	if _, err := e2e.ParseRoomID(room); err != nil {
-		return "", err
+	if !blobstore.ValidRoomID(room) {
+		return "", blobstore.ErrBadRoomID
 	}
 	return room + "." + id, nil
 }
 
 // Put implements blobstore.Store.
 func (s *Store) Put(ctx context.Context, room, id string, r io.Reader, max int64) (blobstore.Info, error) {
-	n, err := name(room, id)
+	n, err := s.name(room, id)
 	if err != nil {
 		return blobstore.Info{}, err
 	}
@@ -189,7 +221,7 @@ func (v *verifying) Read(p []byte) (int, error) {
 
 // Open implements blobstore.Store.
 func (s *Store) Open(ctx context.Context, room, id string) (io.ReadCloser, blobstore.Info, error) {
-	n, err := name(room, id)
+	n, err := s.name(room, id)
 	if err != nil {
 		return nil, blobstore.Info{}, err
 	}
@@ -210,7 +242,7 @@ func (s *Store) Open(ctx context.Context, room, id string) (io.ReadCloser, blobs
 
 // Stat implements blobstore.Store.
 func (s *Store) Stat(ctx context.Context, room, id string) (blobstore.Info, error) {
-	n, err := name(room, id)
+	n, err := s.name(room, id)
 	if err != nil {
 		return blobstore.Info{}, err
 	}

@@ -2,11 +2,14 @@ package objblobs_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/unibus/unibus/internal/blobstore"
 	"github.com/unibus/unibus/internal/blobstore/blobtest"
 	"github.com/unibus/unibus/internal/blobstore/objblobs"
+	"github.com/unibus/unibus/internal/store/jsretry/jsretrytest"
 	"github.com/unibus/unibus/internal/testnode"
 )
 
@@ -17,6 +20,7 @@ func TestConformance(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { s.Close() })
 		return blobtest.Backend{Store: s, Stored: func() int {
 			info, err := s.Stream().Info(t.Context())
 			if err != nil {
@@ -24,6 +28,9 @@ func TestConformance(t *testing.T) {
 			}
 			return int(info.State.Msgs)
 		}}
+	}, func(t *testing.T) blobstore.Store {
+		// A server without JetStream never lets the store open.
+		return objblobs.New(jsretrytest.NoJetStream(t), objblobs.Options{Bootstrap: 10 * time.Minute})
 	})
 }
 
@@ -33,6 +40,7 @@ func TestDirectGetsOff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s.Close()
 	info, err := s.Stream().Info(t.Context())
 	if err != nil {
 		t.Fatal(err)

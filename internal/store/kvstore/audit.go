@@ -9,6 +9,7 @@ import (
 
 	"github.com/unibus/unibus/internal/audit"
 	"github.com/unibus/unibus/internal/store"
+	"github.com/unibus/unibus/internal/store/jsretry"
 )
 
 // The audit log is a plain stream (not a bucket): one subject, one message
@@ -45,7 +46,7 @@ func (s *Store) auditConfig() jetstream.StreamConfig {
 // buckets exist, so that admin tools keep auditing against a node that
 // predates the log.
 func (s *Store) openAudit(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, jsretry.AttemptTimeout)
 	defer cancel()
 	st, err := s.js.Stream(ctx, AuditStream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -64,14 +65,23 @@ func (s *Store) openAudit(ctx context.Context) error {
 	return nil
 }
 
-// AuditStreamHandle returns the audit stream (for replication reports).
-func (s *Store) AuditStreamHandle() jetstream.Stream { return s.audit }
+// AuditStreamHandle returns the audit stream (for replication reports), or
+// nil while the store is not open.
+func (s *Store) AuditStreamHandle() jetstream.Stream {
+	if s.opening.Check() != nil {
+		return nil
+	}
+	return s.audit
+}
 
 // AppendAudit implements store.AuditLog: read the newest entry from the
 // stream leader, chain r after it, and publish with the stream's expected
 // last sequence, so an append that raced another is refused by JetStream
 // and retried on the new head.
 func (s *Store) AppendAudit(ctx context.Context, r audit.Record) (audit.Entry, error) {
+	if err := s.check("audit log"); err != nil {
+		return audit.Entry{}, err
+	}
 	for range auditAppendTries {
 		e, err := s.appendAuditOnce(ctx, r)
 		if err == nil {
@@ -121,6 +131,9 @@ func (s *Store) appendAuditOnce(ctx context.Context, r audit.Record) (audit.Entr
 
 // AuditEntries implements store.AuditLog, reading from the stream leader.
 func (s *Store) AuditEntries(ctx context.Context, after uint64, limit int) ([]audit.Entry, error) {
+	if err := s.check("audit log"); err != nil {
+		return nil, err
+	}
 	var out []audit.Entry
 	for seq := after + 1; len(out) < limit; seq++ {
 		e, err := s.auditEntry(ctx, seq)

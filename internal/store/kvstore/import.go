@@ -24,6 +24,9 @@ type RoomImport struct {
 func (s *Store) ImportRoom(ctx context.Context, in RoomImport) (imported bool, err error) {
 	r := in.Room
 	op := "import room " + r.ID
+	if err := s.check(op); err != nil {
+		return false, err
+	}
 	if err := token("room", r.ID); err != nil {
 		return false, wrap(op, err)
 	}
@@ -53,7 +56,7 @@ func (s *Store) ImportRoom(ctx context.Context, in RoomImport) (imported bool, e
 	}
 	for _, k := range in.Keys {
 		kr := keyRec{Sealer: k.Sealer, Sealed: k.Sealed, Sig: k.Sig, Write: w}
-		if _, err := s.keys.Put(ctx, keyKey(r.ID, k.Member, k.Epoch), jsonBytes(kr)); err != nil {
+		if _, err := s.keys.Put(ctx, sealedKeyName(r.ID, k.Member, k.Epoch), jsonBytes(kr)); err != nil {
 			return false, wrap(op, err)
 		}
 	}

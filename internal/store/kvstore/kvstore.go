@@ -33,6 +33,15 @@
 // crash between the writes therefore leaves keys nobody can read and a
 // lease that expires, never access the record does not grant. The
 // complete order of every multi-key write is documented in docs/STORES.md.
+//
+// # Opening and watching
+//
+// A store exists before it is open: New returns at once and opens the
+// buckets in the background, retrying while a cold cluster has no quorum;
+// until then every method fails with store.ErrUnavailable. Watch is served
+// by one watch of the users and members buckets per store (watch.go),
+// which reports every node's writes; it is established before the store
+// opens when Watch was called first.
 package kvstore
 
 import (
@@ -41,14 +50,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/internal/store"
+	"github.com/unibus/unibus/internal/store/jsretry"
 )
 
 // Bucket names (their streams are KV_<name>).
@@ -74,13 +84,13 @@ const (
 	MaxValueSize = 1 << 20
 )
 
-// Options configure Open.
+// Options configure New and Open.
 type Options struct {
 	// Replicas of every bucket (1 on a single node, 3 in a cluster). An
 	// existing bucket keeps its replica count; raising it is an operator
 	// step (docs/OPERATIONS.md).
 	Replicas int
-	// Bootstrap is how long Open keeps retrying bucket creation while
+	// Bootstrap is how long the open keeps retrying bucket creation while
 	// JetStream has no meta leader (a cold cluster). Default 120 s.
 	Bootstrap time.Duration
 	// LeaseTTL is how long a crashed writer can keep a room busy.
@@ -117,11 +127,21 @@ func (o *Options) defaults() {
 	}
 }
 
-// Store is the JetStream-KV store. It does not own the connection.
+// Store is the JetStream-KV store. It does not own the connection. It
+// opens in the background (see New): until then every method but Watch
+// and Close fails with an error wrapping store.ErrUnavailable.
 type Store struct {
-	o  Options
-	js jetstream.JetStream
+	o       Options
+	opening *jsretry.Opening
+	// life ends on Close; the watch's goroutines run under it and wg
+	// counts them.
+	life     context.Context
+	stopLife context.CancelFunc
+	wg       sync.WaitGroup
+	hub      hub
 
+	// Set by the background open before it reports the store open.
+	js                                            jetstream.JetStream
 	users, rooms, members, keys, byMember, nonces jetstream.KeyValue
 	streams                                       map[string]jetstream.Stream
 	audit                                         jetstream.Stream
@@ -129,22 +149,49 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Open opens (creating when absent) every bucket over nc, which must be a
-// connection of the internal identity in the control account. While
-// JetStream cannot create buckets yet (no meta leader on a cold cluster)
-// it retries for o.Bootstrap, logging progress.
-func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+// New returns the store at once and opens it in the background over nc,
+// which must be a connection of the internal identity in the control
+// account: it binds every bucket and the audit stream (creating them when
+// absent, unless o.NoCreate), retrying for o.Bootstrap while JetStream
+// cannot answer yet (no meta leader on a cold cluster), logging progress;
+// then, if Watch was called meanwhile, it establishes the watch (retrying
+// within the same budget). Until all that is done every method but Watch
+// and Close fails with an error wrapping store.ErrUnavailable ("kv store
+// not open yet"); WaitOpen waits for it.
+func New(nc *nats.Conn, o Options) *Store {
 	o.defaults()
+	s := &Store{o: o, streams: map[string]jetstream.Stream{}}
+	s.life, s.stopLife = context.WithCancel(context.Background())
+	s.opening = jsretry.Start("kv store", func(ctx context.Context) error { return s.open(ctx, nc) })
+	return s
+}
+
+// Open is New followed by WaitOpen: it returns the store once it is open.
+func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
+	s := New(nc, o)
+	if err := s.WaitOpen(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// WaitOpen waits until the background open has ended and returns its
+// error, or ctx's if ctx ends first.
+func (s *Store) WaitOpen(ctx context.Context) error { return s.opening.Wait(ctx) }
+
+// open is the background open (see New).
+func (s *Store) open(ctx context.Context, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("kv store: %w", err)
+		return fmt.Errorf("kv store: %w", err)
 	}
-	s := &Store{o: o, js: js, streams: map[string]jetstream.Stream{}}
-	deadline := time.Now().Add(o.Bootstrap)
+	s.js = js
+	deadline := time.Now().Add(s.o.Bootstrap)
 	for _, name := range Buckets {
-		kv, stream, err := OpenBucket(ctx, js, s.bucketConfig(name), !o.NoCreate, deadline, o.Logger)
+		kv, stream, err := OpenBucket(ctx, js, s.bucketConfig(name), !s.o.NoCreate, deadline, s.o.Logger)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.streams[name] = stream
 		switch name {
@@ -162,10 +209,35 @@ func Open(ctx context.Context, nc *nats.Conn, o Options) (*Store, error) {
 			s.nonces = kv
 		}
 	}
-	if err := retryOpen(ctx, "audit stream", deadline, o.Logger, func() error { return s.openAudit(ctx) }); err != nil {
-		return nil, err
+	if err := jsretry.Until(ctx, "audit stream", deadline, s.o.Logger, unavailable, func() error { return s.openAudit(ctx) }); err != nil {
+		return err
 	}
-	return s, nil
+	if !s.bucketsBound() {
+		return nil
+	}
+	// Right after a cold start or a loss of quorum the buckets' own
+	// leaders may still be electing: retry within the bootstrap budget.
+	for {
+		err := s.startWatch(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("watch users and members: %w", err)
+		}
+		s.o.Logger.Warn("cannot watch the users and members buckets yet; retrying", "err", err)
+		if err := jsretry.Sleep(ctx, time.Second); err != nil {
+			return fmt.Errorf("watch users and members: %w", err)
+		}
+	}
+}
+
+// check returns nil if the store is open, else the reason, prefixed by op.
+func (s *Store) check(op string) error {
+	if err := s.opening.Check(); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
 }
 
 func (s *Store) bucketConfig(name string) jetstream.KeyValueConfig {
@@ -189,71 +261,20 @@ func (s *Store) bucketConfig(name string) jetstream.KeyValueConfig {
 func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool, deadline time.Time, log *slog.Logger) (jetstream.KeyValue, jetstream.Stream, error) {
 	var kv jetstream.KeyValue
 	var stream jetstream.Stream
-	err := retryOpen(ctx, "kv bucket "+cfg.Bucket, deadline, log, func() (err error) {
+	err := jsretry.Until(ctx, "kv bucket "+cfg.Bucket, deadline, log, unavailable, func() (err error) {
 		kv, stream, err = openBucketOnce(ctx, js, cfg, create)
 		return err
 	})
 	return kv, stream, err
 }
 
-// AttemptTimeout bounds one attempt to create or bind a stream while the
-// store opens. It is short on purpose: when every node of a cold cluster
-// asks for the same bucket at the same moment, an attempt can go
-// unanswered, and a long timeout made the nodes wait it out together,
-// bucket after bucket (two minutes for a simultaneous three-node start).
-const AttemptTimeout = 4 * time.Second
-
-// Jitter returns d plus up to half of d at random, so that nodes retrying
-// the same creation drift apart instead of colliding again.
-func Jitter(d time.Duration) time.Duration {
-	return d + rand.N(d/2+1)
-}
-
-// retryOpen runs once until it succeeds, fails with errNoBucket, or
-// deadline passes: on a cold cluster JetStream refuses to create streams
-// until a quorum of nodes has elected a meta leader.
-func retryOpen(ctx context.Context, what string, deadline time.Time, log *slog.Logger, once func() error) error {
-	start, wait := time.Now(), 250*time.Millisecond
-	lastLog := time.Time{}
-	for {
-		err := once()
-		if err == nil {
-			if time.Since(start) > time.Second {
-				log.Info(what+" open", "after", time.Since(start).Round(time.Millisecond))
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("open %s: %w", what, ctx.Err())
-		}
-		if errors.Is(err, errNoBucket) {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("open %s: JetStream did not accept it within the bootstrap budget (%v); is a quorum of the cluster up? last error: %w",
-				what, time.Since(start).Round(time.Second), unavailable(err))
-		}
-		if time.Since(lastLog) > 5*time.Second {
-			log.Warn("waiting for JetStream to open a stream (a cold cluster has no meta leader until a quorum of nodes is up)",
-				"stream", what, "waited", time.Since(start).Round(time.Second), "err", err)
-			lastLog = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("open %s: %w", what, ctx.Err())
-		case <-time.After(Jitter(wait)):
-		}
-		wait = min(wait*2, 2*time.Second)
-	}
-}
-
 func openBucketOnce(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig, create bool) (jetstream.KeyValue, jetstream.Stream, error) {
-	ctx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+	ctx, cancel := context.WithTimeout(ctx, jsretry.AttemptTimeout)
 	defer cancel()
 	name := "KV_" + cfg.Bucket
 	stream, err := js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) && !create {
-		return nil, nil, fmt.Errorf("%w: bucket %s does not exist: is the node running with --store kv?", errNoBucket, cfg.Bucket)
+		return nil, nil, &jsretry.Permanent{Err: fmt.Errorf("%w: bucket %s does not exist: is the node running with --store kv?", errNoBucket, cfg.Bucket)}
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if _, err = js.CreateKeyValue(ctx, cfg); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
@@ -288,11 +309,23 @@ func noDirect(ctx context.Context, js jetstream.JetStream, stream jetstream.Stre
 	return js.Stream(ctx, cfg.Name)
 }
 
-// StreamFor returns the stream behind a bucket (for replication reports).
-func (s *Store) StreamFor(bucket string) jetstream.Stream { return s.streams[bucket] }
+// StreamFor returns the stream behind a bucket (for replication reports),
+// or nil while the store is not open.
+func (s *Store) StreamFor(bucket string) jetstream.Stream {
+	if s.opening.Check() != nil {
+		return nil
+	}
+	return s.streams[bucket]
+}
 
-// Close releases nothing: the connection belongs to the caller.
-func (s *Store) Close() error { return nil }
+// Close stops an open in progress and the watch, and waits for their
+// goroutines. The connection belongs to the caller.
+func (s *Store) Close() error {
+	s.stopLife()
+	s.opening.Stop()
+	s.wg.Wait()
+	return nil
+}
 
 // ctx bounds one operation.
 func (s *Store) ctx(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -31,6 +31,9 @@ func nonceKey(keyID, nonce string) string {
 // is an error: the caller denies (fail closed).
 func (s *Store) UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error {
 	op := "use nonce of " + keyID
+	if err := s.check(op); err != nil {
+		return err
+	}
 	if err := token("key id", keyID); err != nil {
 		return wrap(op, err)
 	}

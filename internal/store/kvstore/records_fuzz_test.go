@@ -48,7 +48,7 @@ func FuzzRecords(f *testing.F) {
 		{BucketRooms, room, roomRec{ID: room, Name: "ops", CreatedBy: alice, CreatedAt: t0, MaxAge: time.Hour}, fzDecoder[roomRec]()},
 		{BucketMembers, room, stateRec{Epoch: 1, Epochs: []epochRec{{Epoch: 1, By: alice, Reason: "create", At: t0}},
 			Members: map[string]memberRec{alice: {Role: "owner", AddedBy: alice, AddedAt: t0}}, Writes: []string{"0123456789abcdef"}}, fzDecoder[stateRec]()},
-		{BucketRoomKeys, keyKey(room, alice, 1), keyRec{Sealer: alice, Sealed: []byte("sealed"), Sig: []byte("sig"), Write: "0123456789abcdef"}, fzDecoder[keyRec]()},
+		{BucketRoomKeys, sealedKeyName(room, alice, 1), keyRec{Sealer: alice, Sealed: []byte("sealed"), Sig: []byte("sig"), Write: "0123456789abcdef"}, fzDecoder[keyRec]()},
 		{BucketRoomsByMember, alice, indexRec{Rooms: []string{room}}, fzDecoder[indexRec]()},
 		{BucketNonces, nonceKey(alice, "n"), nonceRec{Expires: t0.Add(time.Hour)}, fzDecoder[nonceRec]()},
 	}

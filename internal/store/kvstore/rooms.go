@@ -74,7 +74,9 @@ type indexRec struct {
 	Rooms []string `json:"rooms"`
 }
 
-func keyKey(room, member string, epoch uint64) string {
+// sealedKeyName is the UNIBUS_room_keys key of a member's sealed key for
+// one epoch of a room.
+func sealedKeyName(room, member string, epoch uint64) string {
 	return room + "." + member + "." + strconv.FormatUint(epoch, 10)
 }
 
@@ -129,6 +131,9 @@ func (s *Store) roomState(ctx context.Context, room string) (stateRec, []byte, u
 // any reader.
 func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member, key store.SealedKey) error {
 	op := "create room " + r.ID
+	if err := s.check(op); err != nil {
+		return err
+	}
 	if err := errors.Join(token("room", r.ID), token("sign-pub", owner.SignPub)); err != nil {
 		return wrap(op, err)
 	}
@@ -181,7 +186,7 @@ func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member
 		}
 	}
 	kr := keyRec{Sealer: key.Sealer, Sealed: key.Sealed, Sig: key.Sig, Write: w}
-	if _, err := s.keys.Put(ctx, keyKey(r.ID, owner.SignPub, 1), jsonBytes(kr)); err != nil {
+	if _, err := s.keys.Put(ctx, sealedKeyName(r.ID, owner.SignPub, 1), jsonBytes(kr)); err != nil {
 		return wrap(op, err)
 	}
 	st := stateRec{
@@ -211,6 +216,9 @@ func (s *Store) userExists(ctx context.Context, signPub string) error {
 
 // GetRoom implements store.Store.
 func (s *Store) GetRoom(ctx context.Context, id string) (store.Room, error) {
+	if err := s.check("get room " + id); err != nil {
+		return store.Room{}, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	r, err := s.getRoom(ctx, id)
@@ -236,6 +244,9 @@ func (s *Store) getRoom(ctx context.Context, id string) (store.Room, error) {
 // RoomIDs reads the user's index entry and keeps the rooms whose state
 // record lists the user: the index can only ever narrow access.
 func (s *Store) RoomIDs(ctx context.Context, signPub string) ([]string, error) {
+	if err := s.check("list room ids of " + signPub); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	ids, err := s.roomIDs(ctx, signPub)
@@ -273,6 +284,9 @@ func (s *Store) roomIDs(ctx context.Context, signPub string) ([]string, error) {
 // ListRooms implements store.Store.
 func (s *Store) ListRooms(ctx context.Context, signPub string) ([]store.Room, error) {
 	op := "list rooms of " + signPub
+	if err := s.check(op); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	ids, err := s.roomIDs(ctx, signPub)
@@ -301,6 +315,9 @@ func (s *Store) ListRooms(ctx context.Context, signPub string) ([]store.Room, er
 
 // ListMembers implements store.Store.
 func (s *Store) ListMembers(ctx context.Context, room string) ([]store.Member, error) {
+	if err := s.check("list members of room " + room); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	st, _, _, err := s.roomState(ctx, room)
@@ -325,6 +342,9 @@ func memberOf(room, pub string, m memberRec) store.Member {
 // GetMember implements store.Store.
 func (s *Store) GetMember(ctx context.Context, room, signPub string) (store.Member, error) {
 	op := fmt.Sprintf("get member %s of room %s", signPub, room)
+	if err := s.check(op); err != nil {
+		return store.Member{}, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	st, _, _, err := s.roomState(ctx, room)
@@ -344,6 +364,9 @@ func (s *Store) GetMember(ctx context.Context, room, signPub string) (store.Memb
 // AddMember implements store.Store (see mutate for the write order).
 func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.SealedKey) error {
 	op := fmt.Sprintf("add member %s to room %s", m.SignPub, m.Room)
+	if err := s.check(op); err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if token("sign-pub", m.SignPub) != nil {
@@ -374,6 +397,9 @@ func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.Seal
 // RemoveMember implements store.Store.
 func (s *Store) RemoveMember(ctx context.Context, room, signPub string, rot *store.Rotation) error {
 	op := fmt.Sprintf("remove member %s from room %s", signPub, room)
+	if err := s.check(op); err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	err := s.mutate(ctx, room, func(st *stateRec) ([]store.SealedKey, error) {
@@ -403,6 +429,9 @@ func (s *Store) RemoveMember(ctx context.Context, room, signPub string, rot *sto
 // Rotate implements store.Store.
 func (s *Store) Rotate(ctx context.Context, rot store.Rotation) error {
 	op := fmt.Sprintf("rotate room %s to epoch %d", rot.Room, rot.Epoch)
+	if err := s.check(op); err != nil {
+		return err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if rot.Reason == "" {
@@ -480,7 +509,7 @@ func (s *Store) mutate(ctx context.Context, room string, fn func(*stateRec) ([]s
 		}
 		for _, k := range keys {
 			kr := keyRec{Sealer: k.Sealer, Sealed: k.Sealed, Sig: k.Sig, Write: w}
-			if _, err := s.keys.Put(ctx, keyKey(room, k.Member, k.Epoch), jsonBytes(kr)); err != nil {
+			if _, err := s.keys.Put(ctx, sealedKeyName(room, k.Member, k.Epoch), jsonBytes(kr)); err != nil {
 				return fmt.Errorf("store sealed key of %s for epoch %d: %w", k.Member, k.Epoch, err)
 			}
 		}
@@ -537,6 +566,9 @@ func (s *Store) indexUpdateErr(ctx context.Context, signPub, room string, add bo
 // Repair makes every user's index entry list exactly the rooms whose state
 // record names the user. membershipd runs it at start in kv mode.
 func (s *Store) Repair(ctx context.Context) (fixed int, err error) {
+	if err := s.check("repair index"); err != nil {
+		return 0, err
+	}
 	rooms, err := s.listKeys(ctx, BucketMembers, "*")
 	if err != nil {
 		return 0, wrap("repair index", err)
@@ -576,6 +608,9 @@ func (s *Store) Repair(ctx context.Context) (fixed int, err error) {
 // SealedKeys returns the member's keys of committed writes, by epoch.
 func (s *Store) SealedKeys(ctx context.Context, room, member string) ([]store.SealedKey, error) {
 	op := fmt.Sprintf("sealed keys of %s in room %s", member, room)
+	if err := s.check(op); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	if token("sign-pub", member) != nil {
@@ -616,6 +651,9 @@ func (s *Store) SealedKeys(ctx context.Context, room, member string) ([]store.Se
 
 // Epochs implements store.Store.
 func (s *Store) Epochs(ctx context.Context, room string) ([]store.Epoch, error) {
+	if err := s.check("epochs of room " + room); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	st, _, _, err := s.roomState(ctx, room)

@@ -59,6 +59,9 @@ func UserKeyPub(key string) string {
 // trusts a claim only when the user record names the same handle.
 func (s *Store) AddUser(ctx context.Context, u store.User) error {
 	op := "add user " + u.SignPub
+	if err := s.check(op); err != nil {
+		return err
+	}
 	if err := token("sign-pub", u.SignPub); err != nil {
 		return wrap(op, err)
 	}
@@ -140,6 +143,9 @@ func (s *Store) claimHandle(ctx context.Context, handle, signPub string) (uint64
 // GetUser implements store.Store.
 func (s *Store) GetUser(ctx context.Context, signPub string) (store.User, error) {
 	op := "get user " + signPub
+	if err := s.check(op); err != nil {
+		return store.User{}, err
+	}
 	if token("sign-pub", signPub) != nil {
 		return store.User{}, wrap(op, store.ErrNotFound)
 	}
@@ -156,6 +162,9 @@ func (s *Store) GetUser(ctx context.Context, signPub string) (store.User, error)
 // record names the same handle.
 func (s *Store) GetUserByHandle(ctx context.Context, handle string) (store.User, error) {
 	op := fmt.Sprintf("get user by handle %q", handle)
+	if err := s.check(op); err != nil {
+		return store.User{}, err
+	}
 	if handle == "" || len(handle) > 128 {
 		return store.User{}, wrap(op, store.ErrNotFound)
 	}
@@ -177,6 +186,9 @@ func (s *Store) GetUserByHandle(ctx context.Context, handle string) (store.User,
 
 // ListUsers implements store.Store.
 func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
+	if err := s.check("list users"); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
 	keys, err := s.listKeys(ctx, BucketUsers, "u.*")
@@ -206,6 +218,9 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 
 // updateUser applies fn to the user record with compare-and-set.
 func (s *Store) updateUser(ctx context.Context, op, signPub string, fn func(*userRec)) (store.User, error) {
+	if err := s.check(op); err != nil {
+		return store.User{}, err
+	}
 	if token("sign-pub", signPub) != nil {
 		return store.User{}, wrap(op, store.ErrNotFound)
 	}

@@ -12,6 +12,11 @@
 // admin CLI) that opens the same file. Reads use a separate pool of
 // read-only connections and see the last committed state.
 //
+// Open returns only an open store: there is no "not open yet" state here.
+// Watch reports this store's own writes before they return, and finds
+// other processes' commits by polling (watch.go); ChangeVersion sees them
+// at once (version.go).
+//
 // This package is not the place for authorization or input validation; the
 // API checks who may do what before it calls the store.
 package sqlite
@@ -58,7 +63,8 @@ type Store struct {
 	// run (parsing them each time was 7% of a data-plane login).
 	getUserStmt, roomIDsStmt, useNonceStmt *sql.Stmt
 
-	cv changeVersion // ChangeVersion's connection, on r
+	cv    changeVersion // ChangeVersion's connection, on r
+	watch watchers      // Watch's callbacks and poller (watch.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -84,6 +90,7 @@ func WithLogger(l *slog.Logger) Option {
 // schema this one does not know, is refused.
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	s := &Store{log: slog.New(slog.DiscardHandler), sweepEvery: SweepEvery}
+	s.watch.poll = DefaultWatchPoll
 	for _, o := range opts {
 		o(s)
 	}
@@ -221,8 +228,10 @@ func (s *Store) checkPragmas(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database. Methods called after Close fail.
+// Close stops the watch poller and closes the database. Methods called
+// after Close fail.
 func (s *Store) Close() error {
+	s.watch.stopWatch()
 	errs := []error{s.cv.close()}
 	for _, st := range []*sql.Stmt{s.getUserStmt, s.roomIDsStmt, s.useNonceStmt} {
 		if st != nil {

@@ -16,9 +16,9 @@ import (
 	"github.com/unibus/unibus/internal/store/storetest"
 )
 
-func openTest(t *testing.T, path string) *Store {
+func openTest(t *testing.T, path string, opts ...Option) *Store {
 	t.Helper()
-	s, err := Open(t.Context(), path)
+	s, err := Open(t.Context(), path, opts...)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -31,8 +31,25 @@ func openTest(t *testing.T, path string) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		return openTest(t, filepath.Join(t.TempDir(), "unibus.db"))
+	var mu sync.Mutex
+	paths := map[store.Store]string{}
+	storetest.Run(t, storetest.Backend{
+		Open: func(t *testing.T) store.Store {
+			path := filepath.Join(t.TempDir(), "unibus.db")
+			s := openTest(t, path, WithWatchPoll(10*time.Millisecond))
+			mu.Lock()
+			paths[s] = path
+			mu.Unlock()
+			return s
+		},
+		// Another process's handle: a second Open of the same file.
+		Reopen: func(t *testing.T, s store.Store) store.Store {
+			mu.Lock()
+			path := paths[s]
+			mu.Unlock()
+			return openTest(t, path)
+		},
+		// Open returns only an open store: there is no "not open yet".
 	})
 }
 

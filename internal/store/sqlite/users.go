@@ -28,7 +28,7 @@ func scanUser(row interface{ Scan(...any) error }) (store.User, error) {
 // AddUser registers u. The sign-pub is checked before the handle: a user
 // already registered is ErrAlreadyRegistered whatever handle is asked for.
 func (s *Store) AddUser(ctx context.Context, u store.User) error {
-	return s.write(ctx, "add user "+u.SignPub, func(tx *sql.Tx) error {
+	return s.reported(store.Change{Kind: store.ChangeUser, User: u.SignPub, UserAdded: true}, s.write(ctx, "add user "+u.SignPub, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			u.SignPub, u.Handle, string(u.Role), string(u.Status), u.KEMPub, u.KEMSig, toDB(u.CreatedAt), toDB(u.UpdatedAt))
 		if !isUnique(err) {
@@ -44,7 +44,7 @@ func (s *Store) AddUser(ctx context.Context, u store.User) error {
 			return err
 		}
 		return fmt.Errorf("handle %q: %w", u.Handle, store.ErrHandleTaken)
-	})
+	}))
 }
 
 // GetUser returns the user with this sign-pub, or ErrNotFound.
@@ -96,12 +96,16 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 // Revoking again keeps the time of the first revocation.
 func (s *Store) RevokeUser(ctx context.Context, signPub string, at time.Time) (store.User, error) {
 	var u store.User
+	var flipped int64
 	err := s.write(ctx, "revoke user "+signPub, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE users SET status = ?, updated_at = ? WHERE sign_pub = ? AND status <> ?`,
-			string(store.StatusRevoked), toDB(at), signPub, string(store.StatusRevoked)); err != nil {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET status = ?, updated_at = ? WHERE sign_pub = ? AND status <> ?`,
+			string(store.StatusRevoked), toDB(at), signPub, string(store.StatusRevoked))
+		if err != nil {
 			return err
 		}
-		var err error
+		if flipped, err = res.RowsAffected(); err != nil {
+			return err
+		}
 		u, err = scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE sign_pub = ?`, signPub))
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
@@ -110,6 +114,9 @@ func (s *Store) RevokeUser(ctx context.Context, signPub string, at time.Time) (s
 	})
 	if err != nil {
 		return store.User{}, err
+	}
+	if flipped > 0 {
+		s.report(store.Change{Kind: store.ChangeUser, User: signPub, StatusChanged: true, Own: true})
 	}
 	return u, nil
 }
@@ -129,6 +136,7 @@ func (s *Store) SetKEMKey(ctx context.Context, signPub string, kemPub, sig []byt
 	if n == 0 {
 		return wrap(op, store.ErrNotFound)
 	}
+	s.report(store.Change{Kind: store.ChangeUser, User: signPub, KEMKeyChanged: true, Own: true})
 	return nil
 }
 

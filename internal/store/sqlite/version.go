@@ -22,12 +22,13 @@ type changeVersion struct {
 	version uint64
 }
 
-// ChangeVersion returns a number that is the same at two calls only if
-// nothing was committed to the database in between, by this process or
-// any other. The login path uses it to serve a cached grant without
-// reading the user again (daemon/authcache.go). It costs one PRAGMA on a
-// dedicated connection, under a mutex held for that query only. Any error
-// is returned, and the caller must then read the store.
+// ChangeVersion implements store.Store: a number, never 0, that is the
+// same at two calls only if nothing was committed to the database in
+// between, by this process or any other, so that another process's commit
+// is seen at once rather than at Watch's next poll. The login path uses it
+// to serve a cached grant without reading the user again. It costs one
+// PRAGMA on a dedicated connection, under a mutex held for that query
+// only. Any error is returned, and the caller must then read the store.
 func (s *Store) ChangeVersion(ctx context.Context) (uint64, error) {
 	v := &s.cv
 	v.mu.Lock()

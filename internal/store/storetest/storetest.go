@@ -2,17 +2,21 @@
 // store.go's doc comments, checked through the interface only, so that the
 // SQLite and the JetStream-KV backends are held to the same behaviour.
 //
-// A backend's test calls Run with a function that opens a fresh, empty store
-// and registers its own cleanup:
+// A backend's test calls Run with a Backend that opens a fresh, empty store
+// (and registers its own cleanup), opens a second handle on the same data,
+// and, for a backend that opens in the background, makes a store that is
+// not open yet:
 //
 //	func TestConformance(t *testing.T) {
-//		storetest.Run(t, func(t *testing.T) store.Store {
-//			s, err := Open(t.Context(), filepath.Join(t.TempDir(), "unibus.db"))
-//			if err != nil {
-//				t.Fatal(err)
-//			}
-//			t.Cleanup(func() { s.Close() })
-//			return s
+//		paths := map[store.Store]string{}
+//		storetest.Run(t, storetest.Backend{
+//			Open: func(t *testing.T) store.Store {
+//				path := filepath.Join(t.TempDir(), "unibus.db")
+//				s := openTest(t, path)
+//				paths[s] = path
+//				return s
+//			},
+//			Reopen: func(t *testing.T, s store.Store) store.Store { return openTest(t, paths[s]) },
 //		})
 //	}
 //
@@ -35,17 +39,39 @@ import (
 	"github.com/unibus/unibus/internal/store"
 )
 
-// Run runs the conformance suite against the backend that open returns.
-// open is called once per subtest and must return an empty store.
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
+// Backend opens the stores the suite runs against.
+type Backend struct {
+	// Open returns a fresh, empty, open store. It is called once per
+	// subtest and registers the store's cleanup.
+	Open func(t *testing.T) store.Store
+	// Reopen returns a second handle on the data of s (a store Open
+	// returned), as another process (SQLite: the same file) or another
+	// node (kv: the same buckets) opens it, and registers its cleanup.
+	Reopen func(t *testing.T, s store.Store) store.Store
+	// NotOpen returns a store whose open cannot complete during the test
+	// (kv: JetStream never answers). It is nil for a backend whose
+	// constructor returns only an open store (SQLite).
+	NotOpen func(t *testing.T) store.Store
+}
+
+// Run runs the conformance suite against b.
+func Run(t *testing.T, b Backend) {
 	t.Helper()
-	groups := [][]test{userTests, roomTests, memberTests, rotationTests, removeTests, nonceTests, timeTests, auditTests}
+	groups := [][]test{userTests, roomTests, memberTests, rotationTests, removeTests, nonceTests, timeTests, auditTests, watchTests}
 	for _, g := range groups {
 		for _, tc := range g {
 			t.Run(tc.name, func(t *testing.T) {
-				tc.fn(&fixture{t: t, s: open(t), ctx: t.Context()})
+				s := b.Open(t)
+				reopen := func() store.Store {
+					t.Helper()
+					return b.Reopen(t, s)
+				}
+				tc.fn(&fixture{t: t, s: s, ctx: t.Context(), reopen: reopen})
 			})
 		}
+	}
+	if b.NotOpen != nil {
+		t.Run("NotOpenYet", func(t *testing.T) { testNotOpenYet(t, b.NotOpen(t)) })
 	}
 }
 
@@ -60,11 +86,13 @@ type fixture struct {
 	t   *testing.T
 	s   store.Store
 	ctx context.Context
+	// reopen opens a second handle on the store's data (Backend.Reopen).
+	reopen func() store.Store
 }
 
 // sub returns the fixture for a nested subtest sharing the same store.
 func (f *fixture) sub(t *testing.T) *fixture {
-	return &fixture{t: t, s: f.s, ctx: f.ctx}
+	return &fixture{t: t, s: f.s, ctx: f.ctx, reopen: f.reopen}
 }
 
 // base is the suite's clock. It is deliberately not UTC and has sub-millisecond
