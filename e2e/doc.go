@@ -19,4 +19,5 @@ var (
 	ErrWrongRecipient  = errors.New("sealed key is addressed to another member")
 	ErrBadRoomID       = errors.New("room id must be 32 lowercase hex characters")
 	ErrPayloadTooShort = errors.New("message payload shorter than nonce and tag: truncated ciphertext")
+	ErrReplayed        = errors.New("message stored long after it was sent: replayed")
 )

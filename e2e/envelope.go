@@ -9,16 +9,21 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 
 	"github.com/unibus/unibus/identity"
 )
 
-// Envelope format version 1 (see docs/FORMATS.md).
+// Envelope format version 2 (see docs/FORMATS.md). Version 1 lacked the
+// send time; it is read only from streams written before the upgrade
+// (ParseStoredEnvelopeInto).
 const (
-	Version       = "1"
-	AADLabel      = "unibus/v1/msg"
+	Version       = "2"
+	AADLabel      = "unibus/v2/msg"
+	VersionV1     = "1"
+	AADLabelV1    = "unibus/v1/msg"
 	NonceSize     = 24 // XChaCha20-Poly1305
 	TagSize       = 16
 	MaxSubjectLen = 512
@@ -32,7 +37,19 @@ const (
 	HdrSender  = "Unibus-Sender"
 	HdrSeq     = "Unibus-Seq"
 	HdrSig     = "Unibus-Sig"
+	HdrTime    = "Unibus-Time"
 	HdrMsgID   = "Nats-Msg-Id"
+)
+
+// MaxClockSkew is how far a message's send time may be from the clock of
+// the server that stores it: the relay refuses a message outside it, so a
+// captured envelope replayed after the stream's duplicate window (two
+// minutes, longer than this) is refused too. SendWindow is what receivers
+// allow between the send time and the time the stream stored the message
+// (the skew plus the time to store it).
+const (
+	MaxClockSkew = 60 * time.Second
+	SendWindow   = MaxClockSkew + 5*time.Second
 )
 
 // Envelope is one encrypted, signed room message as it travels.
@@ -43,6 +60,12 @@ type Envelope struct {
 	Sender  identity.SignPub
 	MsgID   string // "<16 lowercase hex sender-stream id>-<seq>"
 	Seq     uint64
+	// SentMillis is the send time in Unix milliseconds (version 2; 0 in a
+	// version 1 envelope).
+	SentMillis uint64
+	// V1 marks a version 1 envelope, read from a stream written before
+	// the upgrade: no send time, the version 1 AAD.
+	V1      bool
 	Payload []byte // nonce (24) || XChaCha20-Poly1305 ciphertext
 	Sig     []byte // ed25519 by Sender over AAD || Payload
 
@@ -69,14 +92,19 @@ func StreamOf(msgID string) string {
 
 // AAD returns the associated data bound by the AEAD and the signature:
 //
-//	"unibus/v1/msg" || 0x00 || room (16) || u16 len || subject || u64 epoch
-//	|| sender (32) || u16 len || msg id || u64 seq
+//	"unibus/v2/msg" || 0x00 || room (16) || u16 len || subject || u64 epoch
+//	|| sender (32) || u16 len || msg id || u64 seq || u64 sent (Unix ms)
 //
-// all integers big endian.
+// all integers big endian. A version 1 envelope's AAD has the label
+// "unibus/v1/msg" and ends after seq.
 func (e *Envelope) AAD() []byte { return e.appendAAD(nil) }
 
 func (e *Envelope) appendAAD(b []byte) []byte {
-	b = append(b, AADLabel...)
+	if e.V1 {
+		b = append(b, AADLabelV1...)
+	} else {
+		b = append(b, AADLabel...)
+	}
 	b = append(b, 0)
 	b = append(b, e.Room[:]...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.Subject)))
@@ -85,12 +113,42 @@ func (e *Envelope) appendAAD(b []byte) []byte {
 	b = append(b, e.Sender[:]...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(e.MsgID)))
 	b = append(b, e.MsgID...)
-	return binary.BigEndian.AppendUint64(b, e.Seq)
+	b = binary.BigEndian.AppendUint64(b, e.Seq)
+	if e.V1 {
+		return b
+	}
+	return binary.BigEndian.AppendUint64(b, e.SentMillis)
 }
 
 // aadLen is the length of the AAD.
 func (e *Envelope) aadLen() int {
-	return len(AADLabel) + 1 + RoomIDSize + 2 + len(e.Subject) + 8 + 32 + 2 + len(e.MsgID) + 8
+	if e.V1 {
+		return len(AADLabelV1) + 1 + RoomIDSize + 2 + len(e.Subject) + 8 + 32 + 2 + len(e.MsgID) + 8
+	}
+	return len(AADLabel) + 1 + RoomIDSize + 2 + len(e.Subject) + 8 + 32 + 2 + len(e.MsgID) + 8 + 8
+}
+
+// Sent is the send time (the zero time in a version 1 envelope).
+func (e *Envelope) Sent() time.Time {
+	if e.V1 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(e.SentMillis))
+}
+
+// CheckStoredAt refuses a version 2 envelope whose send time is more than
+// SendWindow from storedAt, the time the stream stored it: a captured
+// envelope published again later (a replay) carries the old send time.
+// A version 1 envelope has no send time and passes.
+func (e *Envelope) CheckStoredAt(storedAt time.Time) error {
+	if e.V1 {
+		return nil
+	}
+	if d := storedAt.Sub(e.Sent()); d > SendWindow || d < -SendWindow {
+		return fmt.Errorf("message %s from %s: sent at %s, stored %v later: %w", e.MsgID, e.Sender.Short(),
+			e.Sent().UTC().Format(time.RFC3339), d.Round(time.Second), ErrReplayed)
+	}
+	return nil
 }
 
 // scratch buffers hold AAD || Payload while a receiver verifies and opens
@@ -118,19 +176,37 @@ func (e *Envelope) withSigned(f func(signed []byte) bool) bool {
 	return ok
 }
 
-// SealMessage encrypts and signs plaintext. nonce must be unique per key:
-// callers pass 24 random bytes (the vectors pass fixed ones).
+// SealMessage encrypts and signs plaintext, sent now. nonce must be unique
+// per key: callers pass 24 random bytes.
+func SealMessage(sender *identity.Identity, room RoomID, subject string, epoch uint64, key *RoomKey, msgID string, seq uint64, nonce []byte, plaintext []byte) (*Envelope, error) {
+	return SealMessageAt(sender, room, subject, epoch, key, msgID, seq, time.Now(), nonce, plaintext)
+}
+
+// SealMessageAt is SealMessage with the send time given (the vectors pass
+// a fixed one); it is kept to the millisecond.
 //
 // It makes three allocations whatever the size: the Envelope, one buffer
 // holding AAD || Payload (Payload is its tail, so the signed bytes are
 // never copied), and the signature.
-func SealMessage(sender *identity.Identity, room RoomID, subject string, epoch uint64, key *RoomKey, msgID string, seq uint64, nonce []byte, plaintext []byte) (*Envelope, error) {
-	e := &Envelope{Room: room, Subject: subject, Epoch: epoch, Sender: sender.SignPub(), MsgID: msgID, Seq: seq}
-	if err := e.checkFields(); err != nil {
+func SealMessageAt(sender *identity.Identity, room RoomID, subject string, epoch uint64, key *RoomKey, msgID string, seq uint64, sent time.Time, nonce []byte, plaintext []byte) (*Envelope, error) {
+	ms := sent.UnixMilli()
+	if ms <= 0 {
+		return nil, fmt.Errorf("seal message: send time %v is before 1970", sent)
+	}
+	e := &Envelope{Room: room, Subject: subject, Epoch: epoch, Sender: sender.SignPub(), MsgID: msgID, Seq: seq, SentMillis: uint64(ms)}
+	if err := e.seal(sender, key, nonce, plaintext); err != nil {
 		return nil, err
 	}
+	return e, nil
+}
+
+// seal fills e.Payload and e.Sig from e's other fields.
+func (e *Envelope) seal(sender *identity.Identity, key *RoomKey, nonce []byte, plaintext []byte) error {
+	if err := e.checkFields(); err != nil {
+		return err
+	}
 	if len(nonce) != NonceSize {
-		return nil, fmt.Errorf("seal message: nonce must be %d bytes", NonceSize)
+		return fmt.Errorf("seal message: nonce must be %d bytes", NonceSize)
 	}
 	n := e.aadLen()
 	buf := e.appendAAD(make([]byte, 0, n+NonceSize+len(plaintext)+TagSize))
@@ -140,7 +216,7 @@ func SealMessage(sender *identity.Identity, room RoomID, subject string, epoch u
 	// The same deterministic RFC 8032 signature crypto/ed25519 makes
 	// (the vectors pin it), in less than half the time.
 	e.Sig = voi.Sign(voi.PrivateKey(sender.SigningKey()), buf)
-	return e, nil
+	return nil
 }
 
 func (e *Envelope) checkFields() error {
@@ -178,26 +254,35 @@ func (e *Envelope) belowRoom() bool {
 // result converts directly to nats.Header. It makes four allocations: the
 // map, one backing array for the values and one string for the sender,
 // sequence, epoch and signature texts (each value is a slice of it).
+//
+// A version 1 envelope's headers have Unibus-Version 1 and no Unibus-Time.
 func (e *Envelope) Headers() map[string][]string {
-	var b [2*len(identity.SignPub{}) + 20 + 20 + 86]byte
+	var b [2*len(identity.SignPub{}) + 20 + 20 + 20 + 86]byte
 	t := hex.AppendEncode(b[:0], e.Sender[:])
 	nSender := len(t)
 	t = strconv.AppendUint(t, e.Seq, 10)
 	nSeq := len(t)
 	t = strconv.AppendUint(t, e.Epoch, 10)
 	nEpoch := len(t)
+	t = strconv.AppendUint(t, e.SentMillis, 10)
+	nTime := len(t)
 	t = base64.RawURLEncoding.AppendEncode(t, e.Sig)
 	text := string(t)
-	v := make([]string, 6)
+	v := make([]string, 7)
 	v[0], v[1], v[2] = Version, text[nSeq:nEpoch], text[:nSender]
-	v[3], v[4], v[5] = text[nSender:nSeq], e.MsgID, text[nEpoch:]
-	h := make(map[string][]string, 8) // room for the transport's own headers
+	v[3], v[4], v[5], v[6] = text[nSender:nSeq], e.MsgID, text[nTime:], text[nEpoch:nTime]
+	h := make(map[string][]string, 9) // room for the transport's own headers
 	h[HdrVersion] = v[0:1:1]
 	h[HdrEpoch] = v[1:2:2]
 	h[HdrSender] = v[2:3:3]
 	h[HdrSeq] = v[3:4:4]
 	h[HdrMsgID] = v[4:5:5]
 	h[HdrSig] = v[5:6:6]
+	if e.V1 {
+		h[HdrVersion] = []string{VersionV1}
+	} else {
+		h[HdrTime] = v[6:7:7]
+	}
 	return h
 }
 
@@ -214,7 +299,8 @@ func header(h map[string][]string, k string) (string, error) {
 }
 
 // ParseEnvelope reads a message received on subject in room. It checks
-// structure only; call VerifySignature, then Open.
+// structure only; call VerifySignature, then Open. Only this version's
+// envelopes are accepted.
 func ParseEnvelope(room RoomID, subject string, h map[string][]string, payload []byte) (*Envelope, error) {
 	e := new(Envelope)
 	if err := ParseEnvelopeInto(e, room, subject, h, payload); err != nil {
@@ -227,15 +313,39 @@ func ParseEnvelope(room RoomID, subject string, h map[string][]string, payload [
 // receivers that reuse them: it allocates nothing. e is overwritten; its
 // Payload aliases payload and its Sig aliases e itself.
 func ParseEnvelopeInto(e *Envelope, room RoomID, subject string, h map[string][]string, payload []byte) error {
+	return parseEnvelopeInto(e, room, subject, h, payload, false)
+}
+
+// ParseStoredEnvelopeInto is ParseEnvelopeInto that also accepts a version
+// 1 envelope. Use it only for messages read from a room's own stream,
+// which may hold messages stored before the upgrade; since the upgrade no
+// relay stores a version 1 envelope.
+func ParseStoredEnvelopeInto(e *Envelope, room RoomID, subject string, h map[string][]string, payload []byte) error {
+	return parseEnvelopeInto(e, room, subject, h, payload, true)
+}
+
+func parseEnvelopeInto(e *Envelope, room RoomID, subject string, h map[string][]string, payload []byte, allowV1 bool) error {
 	*e = Envelope{Room: room, Subject: subject, Payload: payload}
 	ver, err := header(h, HdrVersion)
 	if err != nil {
 		return err
 	}
-	if ver != Version {
+	switch {
+	case ver == Version:
+	case ver == VersionV1 && allowV1:
+		e.V1 = true
+	default:
 		return fmt.Errorf("%w: %q", ErrVersion, ver)
 	}
 	var s string
+	if !e.V1 {
+		if s, err = header(h, HdrTime); err != nil {
+			return err
+		}
+		if e.SentMillis, err = parseUint(s); err != nil || e.SentMillis == 0 || e.SentMillis > 1<<62 {
+			return fmt.Errorf("%w: bad %s", ErrMalformed, HdrTime)
+		}
+	}
 	if s, err = header(h, HdrEpoch); err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"maps"
 	"testing"
+	"time"
 
 	"github.com/unibus/unibus/identity"
 )
@@ -68,7 +69,12 @@ func TestEnvelopeRejects(t *testing.T) {
 		{name: "sender swapped", mutH: func(h map[string][]string) { h[HdrSender] = []string{mallory.SignPub().String()} }, stage: "verify", want: ErrBadSignature},
 		{name: "seq changed", mutH: func(h map[string][]string) { h[HdrSeq] = []string{"8"}; h[HdrMsgID] = []string{MsgID([8]byte{1}, 8)} }, stage: "verify", want: ErrBadSignature},
 		{name: "seq and msg id disagree", mutH: func(h map[string][]string) { h[HdrSeq] = []string{"8"} }, stage: "parse", want: ErrMalformed},
-		{name: "version 2", mutH: func(h map[string][]string) { h[HdrVersion] = []string{"2"} }, stage: "parse", want: ErrVersion},
+		{name: "version 3", mutH: func(h map[string][]string) { h[HdrVersion] = []string{"3"} }, stage: "parse", want: ErrVersion},
+		{name: "version 1 (a downgrade)", mutH: func(h map[string][]string) { h[HdrVersion] = []string{"1"} }, stage: "parse", want: ErrVersion},
+		{name: "send time changed", mutH: func(h map[string][]string) { h[HdrTime] = []string{"1767225600001"} }, stage: "verify", want: ErrBadSignature},
+		{name: "missing send time", mutH: func(h map[string][]string) { delete(h, HdrTime) }, stage: "parse", want: ErrMalformed},
+		{name: "non-canonical send time", mutH: func(h map[string][]string) { h[HdrTime] = []string{"0" + h[HdrTime][0]} }, stage: "parse", want: ErrMalformed},
+		{name: "zero send time", mutH: func(h map[string][]string) { h[HdrTime] = []string{"0"} }, stage: "parse", want: ErrMalformed},
 		{name: "missing sig", mutH: func(h map[string][]string) { delete(h, HdrSig) }, stage: "parse", want: ErrMalformed},
 		{name: "duplicate epoch header", mutH: func(h map[string][]string) { h[HdrEpoch] = []string{"3", "3"} }, stage: "parse", want: ErrMalformed},
 		{name: "non-canonical epoch", mutH: func(h map[string][]string) { h[HdrEpoch] = []string{"03"} }, stage: "parse", want: ErrMalformed},
@@ -241,5 +247,32 @@ func BenchmarkOpenMessage1K(b *testing.B) {
 		if _, err := e.Open(key); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCheckStoredAt: a message stored more than SendWindow after (or
+// before) its send time is a replay; a version 1 envelope has no send time
+// to check.
+func TestCheckStoredAt(t *testing.T) {
+	sender := mustID(t, fixedSeed(1))
+	room, _ := ParseRoomID("00112233445566778899aabbccddeeff")
+	key, _ := RoomKeyFromBytes(bytes.Repeat([]byte{7}, 32))
+	sent := time.UnixMilli(1767225600000)
+	env, err := SealMessageAt(sender, room, "unibus.room."+room.String()+".msg", 1, key, MsgID([8]byte{1}, 1), 1, sent, make([]byte, NonceSize), []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d, ok := range map[time.Duration]bool{
+		0: true, SendWindow: true, -SendWindow: true, time.Millisecond: true,
+		SendWindow + time.Millisecond: false, -SendWindow - time.Millisecond: false, 3 * time.Minute: false,
+	} {
+		err := env.CheckStoredAt(sent.Add(d))
+		if (err == nil) != ok || !ok && !errors.Is(err, ErrReplayed) {
+			t.Errorf("stored %v after sending: %v", d, err)
+		}
+	}
+	env.V1 = true
+	if err := env.CheckStoredAt(sent.Add(time.Hour)); err != nil {
+		t.Errorf("v1: %v", err)
 	}
 }

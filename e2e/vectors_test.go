@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
 	"testing"
 	"testing/cryptotest"
+	"time"
 
 	"github.com/unibus/unibus/identity"
 )
@@ -52,6 +54,7 @@ type messageVector struct {
 	RoomKey    string            `json:"room_key"`
 	MsgID      string            `json:"msg_id"`
 	Seq        uint64            `json:"seq"`
+	SentMillis uint64            `json:"sent_ms,omitempty"`
 	Nonce      string            `json:"nonce"`
 	Plaintext  string            `json:"plaintext"`
 	AAD        string            `json:"aad"`
@@ -84,9 +87,15 @@ func unhex(t *testing.T, s string) []byte {
 // sealed bytes are reproducible by this implementation. Other
 // implementations check a sealed vector by opening it (they cannot replay
 // Go's test DRBG) and by verifying its signature.
-func generateVectors(t *testing.T) vectorFile {
+//
+// version 1 (v1 true) is the envelope streams written before protocol 2
+// still hold; its identities and sealed keys are the same as version 2's.
+func generateVectors(t *testing.T, v1 bool) vectorFile {
 	cryptotest.SetGlobalRandom(t, 9421)
-	vf := vectorFile{Comment: "unibus v1 format vectors; see docs/FORMATS.md. Regenerate: go test ./e2e -run TestVectors -update"}
+	vf := vectorFile{Comment: "unibus v2 format vectors; see docs/FORMATS.md. Regenerate: go test ./e2e -run TestVectors -update"}
+	if v1 {
+		vf.Comment = "unibus v1 message envelopes (read from streams written before protocol 2; nothing seals them any more), with the v2 identities and sealed keys; see docs/FORMATS.md. Regenerate: go test ./e2e -run TestVectors -update"
+	}
 	for _, b := range []byte{0x01, 0x02, 0x42} {
 		id := mustID(t, fixedSeed(b))
 		var ns []byte
@@ -119,7 +128,12 @@ func generateVectors(t *testing.T) vectorFile {
 		stream := [8]byte{0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7}
 		nonce := bytes.Repeat([]byte{byte(0x30 + i)}, NonceSize)
 		subject := "unibus.room." + room.String() + ".msg"
-		env, err := SealMessage(sealer, room, subject, 1, key, MsgID(stream, seq), seq, nonce, []byte(pt))
+		sent := vectorSendTime.Add(time.Duration(i) * time.Millisecond)
+		env, err := SealMessageAt(sealer, room, subject, 1, key, MsgID(stream, seq), seq, sent, nonce, []byte(pt))
+		if v1 {
+			env = &Envelope{Room: room, Subject: subject, Epoch: 1, Sender: sealer.SignPub(), MsgID: MsgID(stream, seq), Seq: seq, V1: true}
+			err = env.seal(sealer, key, nonce, []byte(pt))
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +143,7 @@ func generateVectors(t *testing.T) vectorFile {
 		}
 		vf.Messages = append(vf.Messages, messageVector{
 			SenderSeed: hex.EncodeToString(fixedSeed(0x01)), Room: room.String(), Subject: subject, Epoch: 1,
-			RoomKey: hex.EncodeToString(key.Bytes()), MsgID: env.MsgID, Seq: seq,
+			RoomKey: hex.EncodeToString(key.Bytes()), MsgID: env.MsgID, Seq: seq, SentMillis: env.SentMillis,
 			Nonce: hex.EncodeToString(nonce), Plaintext: hex.EncodeToString([]byte(pt)),
 			AAD: hex.EncodeToString(env.AAD()), Payload: hex.EncodeToString(env.Payload), Headers: hs,
 		})
@@ -137,31 +151,45 @@ func generateVectors(t *testing.T) vectorFile {
 	return vf
 }
 
+// vectorSendTime is the vectors' send time: 2026-01-01T00:00:00Z.
+var vectorSendTime = time.UnixMilli(1767225600000)
+
+// vectorFiles are the committed vector files and whether each is v1's.
+var vectorFiles = map[string]bool{"vectors.json": false, "vectors-v1.json": true}
+
 func TestVectors(t *testing.T) {
-	path := filepath.Join("testdata", "vectors.json")
-	got, err := json.MarshalIndent(generateVectors(t), "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	got = append(got, '\n')
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
+	for name, v1 := range vectorFiles {
+		path := filepath.Join("testdata", name)
+		got, err := json.MarshalIndent(generateVectors(t, v1), "", "  ")
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read vectors (run with -update to create): %v", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("the v1 formats changed: regenerated vectors differ from %s. A format change needs a new version label, not new vectors.", path)
+		got = append(got, '\n')
+		if *update {
+			if err := os.WriteFile(path, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("read vectors (run with -update to create): %v", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("the formats changed: regenerated vectors differ from %s. A format change needs a new version label, not new vectors.", path)
+		}
 	}
 }
 
 // TestVectorsVerify checks the committed vectors the way another
 // implementation would: from the stored bytes, without regenerating.
 func TestVectorsVerify(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("testdata", "vectors.json"))
+	for name, v1 := range vectorFiles {
+		t.Run(name, func(t *testing.T) { verifyVectors(t, name, v1) })
+	}
+}
+
+func verifyVectors(t *testing.T, name string, v1 bool) {
+	raw, err := os.ReadFile(filepath.Join("testdata", name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,9 +237,19 @@ func TestVectorsVerify(t *testing.T) {
 		for k, x := range v.Headers {
 			h[k] = []string{x}
 		}
-		env, err := ParseEnvelope(room, v.Subject, h, unhex(t, v.Payload))
+		env := new(Envelope)
+		err := ParseEnvelopeInto(env, room, v.Subject, h, unhex(t, v.Payload))
+		if v1 {
+			if !errors.Is(err, ErrVersion) {
+				t.Fatalf("a v1 envelope parsed as a current one: %v", err)
+			}
+			err = ParseStoredEnvelopeInto(env, room, v.Subject, h, unhex(t, v.Payload))
+		}
 		if err != nil {
 			t.Fatal(err)
+		}
+		if env.V1 != v1 || env.SentMillis != v.SentMillis {
+			t.Errorf("message %s: version 1 %v, sent %d", v.MsgID, env.V1, env.SentMillis)
 		}
 		if hex.EncodeToString(env.AAD()) != v.AAD {
 			t.Errorf("message %s: AAD differs", v.MsgID)

@@ -42,6 +42,12 @@ var (
 	// ErrBadSignature: the signature does not verify over the request.
 	ErrBadSignature = errors.New("httpsig: signature does not verify: sign the exact method, path, query and Content-Digest that are sent, with the key named by keyid")
 
+	// ErrWrongTag: the verifier requires a tag parameter (unibus binds
+	// every request to its deployment with it) and the signature carries
+	// none or another. A request signed for one deployment is refused by
+	// every other, even one where the same key is registered.
+	ErrWrongTag = errors.New("httpsig: signature is not bound to this deployment: sign with the tag parameter this server announces")
+
 	// ErrDigest: with a body, Content-Digest is missing, malformed, has no
 	// sha-256 member, or does not match the body.
 	ErrDigest = errors.New("httpsig: Content-Digest is missing, malformed or does not match the body: send Content-Digest: sha-256=:<base64 of SHA-256(body)>:")

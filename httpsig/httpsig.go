@@ -4,8 +4,9 @@
 //
 // It implements exactly unibus's profile (docs/DESIGN.md): one signature labelled
 // [Label], covering "@method", "@path", "@query" and, with a body,
-// "content-digest", with the created, nonce and keyid parameters. A
-// [Verifier] checks the signature, the clock window and the digest; it does
+// "content-digest", with the created, nonce and keyid parameters and the
+// tag that binds the request to one deployment. A [Verifier] checks the
+// signature, the clock window, the tag and the digest; it does
 // not remember nonces: the caller records (keyid, nonce) in its replay store
 // after [Verifier.Verify] succeeds, and denies the request when it cannot.
 //
@@ -48,6 +49,8 @@ const (
 	MaxNonceBytes = 128
 	// MaxKeyIDBytes bounds the keyid parameter; longer is ErrMalformed.
 	MaxKeyIDBytes = 256
+	// MaxTagBytes bounds the tag parameter; longer is ErrMalformed.
+	MaxTagBytes = 128
 )
 
 // algorithm is the RFC 9421 §6.2 registry name of the only algorithm we use.

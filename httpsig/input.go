@@ -13,7 +13,7 @@ type sigInput struct {
 
 	created, expires       int64
 	hasCreated, hasExpires bool
-	nonce, keyID, alg      string
+	nonce, keyID, alg, tag string
 	hasAlg                 bool
 }
 
@@ -75,7 +75,10 @@ func parseSignatureInput(lines []string, label string) (sigInput, error) {
 			in.alg, ok = v.(string)
 			in.hasAlg = true
 		case "tag":
-			_, ok = v.(string)
+			in.tag, ok = v.(string)
+			if ok && len(in.tag) > MaxTagBytes {
+				return in, detail(ErrMalformed, "tag is longer than %d bytes", MaxTagBytes)
+			}
 		default:
 			return in, detail(ErrMalformed, "unsupported signature parameter %s; use created, expires, nonce, keyid, alg, tag", quoteShort(k))
 		}

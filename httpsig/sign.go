@@ -26,6 +26,9 @@ type Signer struct {
 	Now func() time.Time
 	// Rand is the nonce source; nil means crypto/rand.
 	Rand io.Reader
+	// Tag, if not empty, travels as the tag parameter: unibus puts its
+	// deployment's binding there (see [Verifier.Tag]).
+	Tag string
 }
 
 // Sign adds Content-Digest (sha-256, only when body is non-empty),
@@ -34,7 +37,8 @@ type Signer struct {
 //
 // Covered components, in this order: "@method" "@path" "@query" and, with a
 // body, "content-digest". Parameters: created (unix seconds), nonce (22-char
-// base64url of 16 random bytes), keyid, alg="ed25519".
+// base64url of 16 random bytes), keyid, alg="ed25519", and tag when the
+// Signer has one.
 //
 // body must be exactly the bytes req will send; Sign does not read req.Body.
 // Sign each request just before sending it: the verifier accepts it only
@@ -95,6 +99,9 @@ func (s *Signer) sign(req *http.Request, digest []byte) error {
 	params.Add("nonce", base64.RawURLEncoding.EncodeToString(nonce))
 	params.Add("keyid", s.KeyID)
 	params.Add("alg", algorithm)
+	if s.Tag != "" {
+		params.Add("tag", s.Tag)
+	}
 	items := make([]httpsfv.Item, len(components))
 	for i, c := range components {
 		items[i] = httpsfv.NewItem(c)

@@ -39,6 +39,11 @@ type Verifier struct {
 	// verification across requests (see [KeyCache]); the rule is the same
 	// either way: crypto/ed25519's.
 	Keys *KeyCache
+	// Tag, if not empty, must be the signature's tag parameter, exactly
+	// (RFC 9421 §2.3: an application-specific tag). It binds a signature
+	// to one deployment, so that a request captured at one is refused by
+	// another that knows the same key (ErrWrongTag).
+	Tag string
 }
 
 // requiredComponents must be covered by every signature.
@@ -97,6 +102,11 @@ func (v *Verifier) verify(req *http.Request, body []byte, streaming bool) (Verif
 		return Verified{}, nil, detail(ErrMissingParam, "created is missing")
 	case in.nonce == "":
 		return Verified{}, nil, detail(ErrMissingParam, "nonce is missing")
+	case v.Tag != "" && in.tag != v.Tag:
+		if in.tag == "" {
+			return Verified{}, nil, detail(ErrWrongTag, "the signature has no tag (an older client?); this server wants tag %s", quoteShort(v.Tag))
+		}
+		return Verified{}, nil, detail(ErrWrongTag, "tag %s is another deployment's; this server wants %s", quoteShort(in.tag), quoteShort(v.Tag))
 	}
 	for _, c := range requiredComponents {
 		if !slices.Contains(in.components, c) {
