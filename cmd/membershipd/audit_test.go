@@ -12,12 +12,12 @@ import (
 
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/audit"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 func auditJSON(t *testing.T, dir string, args ...string) []audit.Entry {
 	t.Helper()
-	r := testbin.Run(t, dir, nil, "", "membershipd", append([]string{"audit", "--json"}, args...)...)
+	r := harness.Run(t, dir, nil, "", "membershipd", append([]string{"audit", "--json"}, args...)...)
 	if r.Code != 0 {
 		t.Fatalf("audit --json: %+v", r)
 	}
@@ -44,8 +44,8 @@ func TestAuditCommandSQLite(t *testing.T) {
 	db := filepath.Join(dir, "u.db")
 	id, _ := identity.Generate()
 	pub := id.SignPub().String()
-	run := func(args ...string) testbin.Result {
-		return testbin.Run(t, dir, nil, "", "membershipd", args...)
+	run := func(args ...string) harness.Result {
+		return harness.Run(t, dir, nil, "", "membershipd", args...)
 	}
 	if r := run("user", "add", "--db", db, "--handle", "alice", "--sign-pub", pub, "--role", "member"); r.Code != 0 {
 		t.Fatal(r)
@@ -126,14 +126,14 @@ func TestAuditCommandSQLite(t *testing.T) {
 // node's audit stream.
 func TestAuditCommandKV(t *testing.T) {
 	dir := t.TempDir()
-	b := testbin.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
+	b := harness.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
 	kvArgs := []string{"--store", "kv", "--nats-url", b.NATSURL, "--internal-id-file", filepath.Join("local_files", "internal.id")}
 	internal, err := identity.Load(filepath.Join(dir, "local_files", "internal.id"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	root := newID(t, dir, "root")
-	r := testbin.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kvArgs...)...)
+	r := harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kvArgs...)...)
 	if r.Code != 0 {
 		t.Fatal(r)
 	}
@@ -141,7 +141,7 @@ func TestAuditCommandKV(t *testing.T) {
 	if len(es) != 1 || es[0].Action != audit.ActionUserAdd || es[0].Actor != internal.SignPub().String() || es[0].Subject != root.SignPub().String() {
 		t.Fatalf("entries %+v", es)
 	}
-	r = testbin.Run(t, dir, nil, "", "membershipd", append([]string{"audit", "verify"}, kvArgs...)...)
+	r = harness.Run(t, dir, nil, "", "membershipd", append([]string{"audit", "verify"}, kvArgs...)...)
 	if m := headRE.FindStringSubmatch(r.Stdout); r.Code != 0 || m == nil || m[1] != "1" {
 		t.Fatalf("verify: %+v", r)
 	}

@@ -4,25 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/internal/testbin"
-)
+	"github.com/nats-io/nats.go/jetstream"
 
-// startCluster starts three nodes together and waits until all are healthy.
-func startCluster(t *testing.T) ([]*node, string) {
-	nodes, pass := newCluster(t)
-	for i := range nodes {
-		nodes[i].bus = testbin.StartBus(t, nodes[i].dir, clusterArgs(t, nodes, i, pass)...)
-	}
-	waitHealthy(t, nodes...)
-	return nodes, pass
-}
+	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/internal/harness"
+)
 
 // SIGKILL the node the client is connected to while
 // clientcheck publishes and receives: zero loss, zero duplicates, the
@@ -32,35 +27,40 @@ func TestClusterSurvivesNodeKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
 	}
-	nodes, pass := startCluster(t)
-	root := newID(t, nodes[1].dir, "root")
-	kv2 := []string{"--store", "kv", "--nats-url", nodes[1].bus.NATSURL}
-	if r := testbin.Run(t, nodes[1].dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kv2...)...); r.Code != 0 {
-		t.Fatalf("first admin: %+v", r)
-	}
-	var servers, seeds []string
-	for _, n := range nodes {
-		servers, seeds = append(servers, n.bus.HTTPURL), append(seeds, n.bus.NATSURL)
-	}
+	c := harness.StartCluster(t, 3)
+	nodes := c.Nodes
+	root := newID(t, nodes[1].Dir, "root")
+	kv2 := []string{"--store", "kv", "--nats-url", nodes[1].NATSURL()}
+	c.AddUser(t, 1, "root", "admin", root)
+	servers, seeds := c.SeedsHTTP(), c.SeedsNATS()
+	stored := storedMessages(t, c, 1)
 	// The client's first seed is node 1: that is the node killed.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(testbin.Build(t), "clientcheck"),
+	cmd := exec.CommandContext(ctx, filepath.Join(harness.Build(t), "clientcheck"),
 		"-server", strings.Join(servers, ","), "-nats", strings.Join(seeds, ","),
-		"-identity", filepath.Join(nodes[1].dir, "root.id"), "-n", "400", "-rate", "40", "-drain", "60s", "-json")
+		"-identity", filepath.Join(nodes[1].Dir, "root.id"), "-n", "400", "-rate", "40", "-drain", "60s", "-json")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(4 * time.Second) // a few seconds of traffic first
+	// The kill comes once traffic flows: a few seconds of it (at 40/s)
+	// stored.
+	harness.EventuallyNoError(t, 2*time.Minute, func() error {
+		n, err := stored()
+		if err == nil && n < 100 {
+			err = fmt.Errorf("%d messages stored", n)
+		}
+		return err
+	}, "clientcheck's first hundred messages")
 	killed := time.Now()
-	nodes[0].bus.Kill()
+	c.Kill(0)
 	t.Logf("SIGKILLed n1 at %v", killed.Format(time.TimeOnly))
 
 	// With n1 down, user add --store kv commits through the quorum.
-	other := newID(t, nodes[1].dir, "other")
-	r := testbin.Run(t, nodes[1].dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "other", "--sign-pub", other.SignPub().String()}, kv2...)...)
+	other := newID(t, nodes[1].Dir, "other")
+	r := harness.Run(t, nodes[1].Dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "other", "--sign-pub", other.SignPub().String()}, kv2...)...)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "KV_UNIBUS_users: leader=n") {
 		t.Errorf("user add --store kv with a node down: %+v", r)
 	}
@@ -80,18 +80,33 @@ func TestClusterSurvivesNodeKill(t *testing.T) {
 
 	// n1 restarts, catches up (it sees the user added while it was down)
 	// and serves.
-	nodes[0].bus = testbin.StartBus(t, nodes[0].dir, clusterArgs(t, nodes, 0, pass)...)
-	waitHealthy(t, nodes[0])
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r := testbin.Run(t, nodes[0].dir, nil, "", "membershipd", "user", "list", "--store", "kv", "--json", "--nats-url", nodes[0].bus.NATSURL)
+	c.Start(t, 0)
+	c.WaitHealthy(t, 0)
+	harness.EventuallyNoError(t, 30*time.Second, func() error {
+		r := harness.Run(t, nodes[0].Dir, nil, "", "membershipd", "user", "list", "--store", "kv", "--json", "--nats-url", nodes[0].NATSURL())
 		if r.Code == 0 && strings.Contains(r.Stdout, `"handle":"other"`) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("restarted n1 does not serve the user added while it was down: %+v", r)
+		return errors.New(r.String())
+	}, "restarted n1 serves the user added while it was down")
+}
+
+// storedMessages returns a function that counts the messages stored in
+// the bus account's streams, asking through node i's internal identity.
+func storedMessages(t *testing.T, c *harness.Cluster, i int) func() (uint64, error) {
+	js, err := jetstream.New(c.InternalConn(t, i, true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() (uint64, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var n uint64
+		l := js.ListStreams(ctx)
+		for info := range l.Info() {
+			n += info.State.Msgs
 		}
-		time.Sleep(500 * time.Millisecond)
+		return n, l.Err()
 	}
 }
 
@@ -103,12 +118,10 @@ func TestClusterFailsClosedWithoutQuorum(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
 	}
-	nodes, pass := startCluster(t)
-	root := newID(t, nodes[0].dir, "root")
-	kv1 := []string{"--store", "kv", "--nats-url", nodes[0].bus.NATSURL}
-	if r := testbin.Run(t, nodes[0].dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kv1...)...); r.Code != 0 {
-		t.Fatalf("first admin: %+v", r)
-	}
+	c := harness.StartCluster(t, 3)
+	nodes := c.Nodes
+	root := newID(t, nodes[0].Dir, "root")
+	c.AddUser(t, 0, "root", "admin", root)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	admin := dialClient(ctx, t, root, nodes[0])
@@ -118,60 +131,45 @@ func TestClusterFailsClosedWithoutQuorum(t *testing.T) {
 	}
 	admin.Close()
 
-	nodes[1].bus.Kill()
-	nodes[2].bus.Kill()
+	c.Kill(1)
+	c.Kill(2)
 	// Signed requests: 503, never served from what n1 still holds.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		req := signedRequest(t, nodes[0].bus.HTTPURL, "GET", "/v1/rooms", nil, root)
+	harness.EventuallyNoError(t, 60*time.Second, func() error {
+		req := signedRequest(t, nodes[0].HTTPURL(), "GET", "/v1/rooms", nil, root)
 		resp, err := httpClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 503 {
-				break
-			}
-			if resp.StatusCode == 200 && time.Now().After(deadline) {
-				t.Fatalf("n1 without quorum still answers signed requests with 200")
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("n1 without quorum: %v", err)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Errorf("a signed request answered %d", resp.StatusCode)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if code, h := health(nodes[0].bus.HTTPURL); code != 503 {
+		return nil
+	}, "n1 without quorum refuses signed requests with 503")
+	if code, h := harness.Health(nodes[0].HTTPURL()); code != 503 {
 		t.Errorf("healthz without quorum: %d %+v", code, h)
 	}
-	if _, err := natsConnect(nodes[0].bus.NATSURL, root); err == nil {
+	if _, err := natsConnect(nodes[0].NATSURL(), root); err == nil {
 		t.Error("a new data-plane login was accepted without quorum")
 	}
 
 	// The nodes back: quorum, service, nothing lost.
-	nodes[1].bus = testbin.StartBus(t, nodes[1].dir, clusterArgs(t, nodes, 1, pass)...)
-	nodes[2].bus = testbin.StartBus(t, nodes[2].dir, clusterArgs(t, nodes, 2, pass)...)
-	waitHealthy(t, nodes...)
+	c.Start(t, 1)
+	c.Start(t, 2)
+	c.WaitHealthy(t, 0, 1, 2)
 	// Healthy means a meta leader; the buckets' own leaders may take a few
 	// more seconds: requests are denied (503) until then, never answered
 	// wrongly.
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		rooms, err := func() ([]client.Room, error) {
-			c, err := client.Dial(ctx, client.Config{Identity: root, Servers: []string{nodes[0].bus.HTTPURL}, NATS: []string{nodes[0].bus.NATSURL}})
-			if err != nil {
-				return nil, err
-			}
-			defer c.Close()
-			return c.ListRooms(ctx)
-		}()
-		if err == nil {
-			if len(rooms) != 1 || rooms[0].ID != room.ID {
-				t.Fatalf("rooms after quorum returned: %+v", rooms)
-			}
-			break
+	harness.EventuallyNoError(t, 60*time.Second, func() error {
+		cl, err := client.Dial(ctx, client.Config{Identity: root, Servers: []string{nodes[0].HTTPURL()}, NATS: []string{nodes[0].NATSURL()}})
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no service 60 s after quorum returned: %v", err)
+		defer cl.Close()
+		rooms, err := cl.ListRooms(ctx)
+		if err == nil && (len(rooms) != 1 || rooms[0].ID != room.ID) {
+			t.Fatalf("rooms after quorum returned: %+v", rooms)
 		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return err
+	}, "service after quorum returned")
 }

@@ -4,14 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/json"
-	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,93 +15,9 @@ import (
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
-	"github.com/unibus/unibus/wire"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// node is one member of a test cluster.
-type node struct {
-	name, dir string
-	routePort int
-	bus       *testbin.Bus
-}
-
-// clusterArgs are a node's flags: the routes list only the other nodes
-// (what the deploy script writes), the secret comes from a 0600 file.
-func clusterArgs(t *testing.T, nodes []*node, i int, passFile string) []string {
-	var routes []string
-	for j, o := range nodes {
-		if j != i {
-			routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", o.routePort))
-		}
-	}
-	return []string{"--store", "kv", "--kv-replicas", "3", "--no-bootstrap",
-		"--cluster-name", "unibus-test", "--node-name", nodes[i].name,
-		"--cluster-port", strconv.Itoa(nodes[i].routePort), "--routes", strings.Join(routes, ","),
-		"--cluster-pass-file", passFile}
-}
-
-func newCluster(t *testing.T) ([]*node, string) {
-	base := t.TempDir()
-	pass := filepath.Join(base, "cluster.pass")
-	if err := os.WriteFile(pass, []byte("route-secret-not-for-logs\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	var nodes []*node
-	for i := range 3 {
-		dir := filepath.Join(base, fmt.Sprintf("n%d", i+1))
-		os.MkdirAll(dir, 0o700)
-		nodes = append(nodes, &node{name: fmt.Sprintf("n%d", i+1), dir: dir, routePort: freePort(t)})
-	}
-	return nodes, pass
-}
-
-func health(url string) (int, wire.Health) {
-	resp, err := http.Get(url + "/healthz")
-	if err != nil {
-		return 0, wire.Health{}
-	}
-	defer resp.Body.Close()
-	var h wire.Health
-	json.NewDecoder(resp.Body).Decode(&h)
-	return resp.StatusCode, h
-}
-
-func waitHealthy(t *testing.T, nodes ...*node) {
-	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for _, n := range nodes {
-		for {
-			code, h := health(n.bus.HTTPURL)
-			if code == 200 {
-				break
-			}
-			if time.Now().After(deadline) {
-				for _, o := range nodes {
-					t.Logf("--- %s route log:", o.name)
-					for _, l := range strings.Split(o.bus.Stderr(), "\n") {
-						if strings.Contains(l, "oute") && !strings.Contains(l, "Waiting for routing") {
-							t.Log(l)
-						}
-					}
-				}
-				t.Fatalf("%s not healthy: %d %+v", n.name, code, h)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-}
 
 // TestClusterColdStartReplayAndRevocation, with real processes on loopback: a lone node of a
 // three-node cluster stays 503 (no meta leader), the cluster turns healthy
@@ -118,54 +28,47 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
 	}
-	nodes, pass := newCluster(t)
-	nodes[0].bus = testbin.StartBus(t, nodes[0].dir, clusterArgs(t, nodes, 0, pass)...)
-	// Alone, node 1 has no meta leader: 503, with the reason.
+	c := harness.NewCluster(t, 3)
+	nodes := c.Nodes
+	c.Start(t, 0)
+	// Alone, node 1 has no meta leader: 503, with the reason — and it
+	// stays so: the samples over two seconds are the check.
 	for range 10 {
-		code, h := health(nodes[0].bus.HTTPURL)
+		code, h := harness.Health(nodes[0].HTTPURL())
 		if code != http.StatusServiceUnavailable || h.Posture.MetaLeader != "" || !h.Posture.Cluster {
 			t.Fatalf("lone node: %d %+v, want 503 without a meta leader", code, h)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	for i := 1; i < 3; i++ {
-		nodes[i].bus = testbin.StartBus(t, nodes[i].dir, clusterArgs(t, nodes, i, pass)...)
-	}
-	waitHealthy(t, nodes...)
-	_, h := health(nodes[2].bus.HTTPURL)
+	c.Start(t, 1)
+	c.Start(t, 2)
+	c.WaitHealthy(t, 0, 1, 2)
+	_, h := harness.Health(nodes[2].HTTPURL())
 	if h.Posture.Peers != 3 || h.Posture.KVReplicas != 3 || h.Posture.Store != "kv" || h.Posture.BusAuth != "enforce" {
 		t.Errorf("posture of node 3: %+v", h.Posture)
 	}
 	for _, n := range nodes {
-		if strings.Contains(n.bus.Stderr(), "route-secret-not-for-logs") {
-			t.Errorf("%s logged the route secret", n.name)
+		if strings.Contains(n.Bus.Output(), harness.RouteSecret) {
+			t.Errorf("%s logged the route secret", n.Name)
 		}
 	}
 
 	// The first admin, added live through node 1's internal identity.
-	root, bob := newID(t, nodes[0].dir, "root"), newID(t, nodes[0].dir, "bob")
-	kv1 := []string{"--store", "kv", "--nats-url", nodes[0].bus.NATSURL}
-	r := testbin.Run(t, nodes[0].dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kv1...)...)
+	root, bob := newID(t, nodes[0].Dir, "root"), newID(t, nodes[0].Dir, "bob")
+	kv1 := []string{"--store", "kv", "--nats-url", nodes[0].NATSURL()}
+	r := harness.Run(t, nodes[0].Dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kv1...)...)
 	if r.Code != 0 || !regexp.MustCompile(`KV_UNIBUS_users: leader=n\d followers_current=2/2 msgs=\d+ \(replicated, HA\)`).MatchString(r.Stdout) {
 		t.Fatalf("user add --store kv on a healthy R3 cluster: %+v", r)
 	}
-	r = testbin.Run(t, nodes[0].dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "bob", "--sign-pub", bob.SignPub().String()}, kv1...)...)
+	r = harness.Run(t, nodes[0].Dir, nil, "", "membershipd", append([]string{"user", "add", "--handle", "bob", "--sign-pub", bob.SignPub().String()}, kv1...)...)
 	if r.Code != 0 {
 		t.Fatalf("add bob: %+v", r)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	dial := func(id *identity.Identity, n *node) *client.Client {
-		c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{n.bus.HTTPURL}, NATS: []string{n.bus.NATSURL}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	admin := dial(root, nodes[1])
-	dial(bob, nodes[2])
+	admin := dialClient(ctx, t, root, nodes[1])
+	dialClient(ctx, t, bob, nodes[2])
 	room, err := admin.CreateRoom(ctx, "ops")
 	if err != nil {
 		t.Fatal(err)
@@ -176,11 +79,11 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 
 	// A signed request accepted by node 1 is a replay on node 2.
 	body := []byte(`{"name":"replayed"}`)
-	req := signedRequest(t, nodes[0].bus.HTTPURL, "POST", "/v1/rooms", body, root)
+	req := signedRequest(t, nodes[0].HTTPURL(), "POST", "/v1/rooms", body, root)
 	if _, err := http.DefaultClient.Do(req); err != nil {
 		t.Fatal(err)
 	}
-	replay, _ := http.NewRequest("POST", nodes[1].bus.HTTPURL+"/v1/rooms", bytes.NewReader(body))
+	replay, _ := http.NewRequest("POST", nodes[1].HTTPURL()+"/v1/rooms", bytes.NewReader(body))
 	replay.Header = req.Header.Clone()
 	resp, err := http.DefaultClient.Do(replay)
 	if err != nil {
@@ -193,7 +96,7 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 
 	// bob is connected to node 3; node 1 revokes him.
 	closed := make(chan time.Time, 4)
-	nc, err := nats.Connect(nodes[2].bus.NATSURL, nats.Nkey(bob.NKey(), bob.SignNonce),
+	nc, err := nats.Connect(nodes[2].NATSURL(), nats.Nkey(bob.NKey(), bob.SignNonce),
 		nats.CustomInboxPrefix(subjects.InboxPrefix(bob.SignPub().String())),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { closed <- time.Now() }), nats.MaxReconnects(-1))
 	if err != nil {
@@ -205,7 +108,7 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 	}
 	nc.Flush()
 	start := time.Now()
-	r = testbin.Run(t, nodes[0].dir, nil, "", "membershipd", append([]string{"user", "revoke", bob.SignPub().String()}, kv1...)...)
+	r = harness.Run(t, nodes[0].Dir, nil, "", "membershipd", append([]string{"user", "revoke", bob.SignPub().String()}, kv1...)...)
 	if r.Code != 0 {
 		t.Fatalf("revoke on node 1: %+v", r)
 	}
@@ -215,16 +118,17 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("revocation on node 1 did not close bob's connection on node 3")
 	}
-	if _, err := nats.Connect(nodes[2].bus.NATSURL, nats.Nkey(bob.NKey(), bob.SignNonce)); err == nil {
+	if _, err := nats.Connect(nodes[2].NATSURL(), nats.Nkey(bob.NKey(), bob.SignNonce)); err == nil {
 		t.Error("revoked bob logged in to node 3")
 	}
 }
 
 var httpClient = &http.Client{Timeout: 30 * time.Second}
 
-func dialClient(ctx context.Context, t *testing.T, id *identity.Identity, n *node) *client.Client {
+// dialClient dials node n only, as id, until the end of the test.
+func dialClient(ctx context.Context, t *testing.T, id *identity.Identity, n *harness.Node) *client.Client {
 	t.Helper()
-	c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{n.bus.HTTPURL}, NATS: []string{n.bus.NATSURL}})
+	c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{n.HTTPURL()}, NATS: []string{n.NATSURL()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -20,7 +21,7 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
 )
 
@@ -39,7 +40,7 @@ func TestHATiming(t *testing.T) {
 		t.Skip("benchmark: set UNIBUS_HA_TIMING=1 (see docs/CLUSTER.md)")
 	}
 	trials, revokes := envInt(t, "UNIBUS_HA_TRIALS", 15), envInt(t, "UNIBUS_HA_REVOKE_TRIALS", 50)
-	c := testbin.StartCluster(t, 3)
+	c := harness.StartCluster(t, 3)
 	root, rx := newID(t, c.Nodes[0].Dir, "root"), newID(t, c.Nodes[0].Dir, "rx")
 	c.AddUser(t, 0, "root", "admin", root)
 	c.AddUser(t, 0, "rx", "member", rx)
@@ -136,7 +137,7 @@ func envInt(t *testing.T, name string, def int) int {
 // revocationTrials: a fresh user logs in to the data plane of node C; an
 // admin revokes it through node A's API (A ≠ C, rotating); the time is from
 // the start of the API request until C closes the user's connection.
-func revocationTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, root *identity.Identity, n int) []revokeTrial {
+func revocationTrials(ctx context.Context, t *testing.T, c *harness.Cluster, root *identity.Identity, n int) []revokeTrial {
 	admins := make([]*client.Client, 3)
 	for i, node := range c.Nodes {
 		cl, err := client.Dial(ctx, client.Config{Identity: root, Servers: []string{node.HTTPURL()}, NATS: []string{node.NATSURL()}})
@@ -159,7 +160,8 @@ func revocationTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, roo
 		}
 		closed := make(chan time.Time, 1)
 		var nc *nats.Conn
-		for attempt := 0; ; attempt++ { // the new user reaches node C's watcher a moment later
+		// The new user reaches node C's watcher a moment later.
+		harness.EventuallyNoError(t, 10*time.Second, func() (err error) {
 			nc, err = nats.Connect(c.Nodes[on].NATSURL(), nats.Nkey(id.NKey(), id.SignNonce), nats.NoReconnect(),
 				nats.CustomInboxPrefix(subjects.InboxPrefix(id.SignPub().String())),
 				nats.ClosedHandler(func(*nats.Conn) {
@@ -168,14 +170,8 @@ func revocationTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, roo
 					default:
 					}
 				}))
-			if err == nil || attempt > 50 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("user %s logs in to %s: %v", handle, c.Nodes[on].Name, err)
-		}
+			return err
+		}, "user %s logs in to %s", handle, c.Nodes[on].Name)
 		if err := nc.Flush(); err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +201,7 @@ func revocationTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, roo
 // it checks that every message arrived exactly once. Then the node is
 // restarted and every stream is waited on until all its replicas are
 // current, so that the next kill meets no lagging follower.
-func failoverTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, root, rx *identity.Identity, n int) []failoverTrial {
+func failoverTrials(ctx context.Context, t *testing.T, c *harness.Cluster, root, rx *identity.Identity, n int) []failoverTrial {
 	admin := dialRetry(ctx, t, c, root)
 	recv := dialRetry(ctx, t, c, rx)
 	room, err := admin.CreateRoom(ctx, "ha-timing")
@@ -233,12 +229,17 @@ func failoverTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, root,
 			mu.Unlock()
 		})
 	}()
-	// A Listen delivers only what is stored after its consumer exists.
-	for deadline := time.Now().Add(2 * time.Minute); !listening.Load(); time.Sleep(200 * time.Millisecond) {
-		if _, err := admin.Send(ctx, room.ID, "", []byte("warm-up")); err != nil || time.Now().After(deadline) {
-			t.Fatalf("warm-up: nothing delivered within 2 minutes (send: %v)", err)
+	// A Listen delivers only what is stored after its consumer exists:
+	// warm-up messages until one arrives.
+	harness.Eventually(t, 2*time.Minute, func() bool {
+		if listening.Load() {
+			return true
 		}
-	}
+		if _, err := admin.Send(ctx, room.ID, "", []byte("warm-up")); err != nil {
+			t.Fatalf("warm-up: %v", err)
+		}
+		return false
+	}, "warm-up: a message delivered")
 	snapshot := func(trial int) []received {
 		mu.Lock()
 		defer mu.Unlock()
@@ -325,15 +326,18 @@ func failoverTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, root,
 			}
 		}()
 		wait := func(what string, d time.Duration, pred func([]received) bool) bool {
-			deadline := time.Now().Add(d)
-			for !pred(snapshot(k)) {
-				if time.Now().After(deadline) {
-					t.Errorf("trial %d: %s: not within %v", k, what, d)
-					return false
+			wctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			err := harness.Wait(wctx, func() error {
+				if rs := snapshot(k); !pred(rs) {
+					return fmt.Errorf("%d received", len(rs))
 				}
-				time.Sleep(5 * time.Millisecond)
+				return nil
+			})
+			if err != nil {
+				t.Errorf("trial %d: %s: not within %v (%v)", k, what, d, err)
 			}
-			return true
+			return err == nil
 		}
 		wait("warm-up", 60*time.Second, func(rs []received) bool { return len(rs) >= 10 })
 		killed := time.Now()
@@ -341,17 +345,21 @@ func failoverTrials(ctx context.Context, t *testing.T, c *testbin.Cluster, root,
 		wait("receiving after the kill", 3*time.Minute, func(rs []received) bool {
 			return slices.ContainsFunc(rs, func(r received) bool { return r.sentNs > killed.UnixNano() })
 		})
-		// The control plane answers again, then a little more traffic.
-		deadline := time.Now().Add(3 * time.Minute)
-		for {
+		// The control plane answers again (a trial that waits in vain is
+		// measured all the same: worstWait shows it), then a second more
+		// of traffic: a deliberate window, nothing to wait for.
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Minute)
+		if err := harness.Wait(pctx, func() error {
 			mu.Lock()
-			ok := slices.ContainsFunc(probes, func(p probe) bool { return p.ok && p.start.After(killed) })
-			mu.Unlock()
-			if ok || time.Now().After(deadline) {
-				break
+			defer mu.Unlock()
+			if !slices.ContainsFunc(probes, func(p probe) bool { return p.ok && p.start.After(killed) }) {
+				return errors.New("no control-plane answer since the kill")
 			}
-			time.Sleep(50 * time.Millisecond)
+			return nil
+		}); err != nil {
+			t.Logf("trial %d: %v within 3 minutes", k, err)
 		}
+		pcancel()
 		time.Sleep(time.Second)
 		scancel()
 		wg.Wait()
@@ -442,26 +450,25 @@ func worstWait(ps []probe, killed time.Time) time.Duration {
 }
 
 // whereIs returns the node rx's data-plane connection is on.
-func whereIs(t *testing.T, c *testbin.Cluster, bus []*nats.Conn, rx *identity.Identity) int {
+func whereIs(t *testing.T, c *harness.Cluster, bus []*nats.Conn, rx *identity.Identity) int {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	at := -1
+	harness.Eventually(t, 2*time.Minute, func() bool {
 		for i := range c.Nodes {
-			names, err := testbin.Where(bus[i], rx.NKey())
+			names, err := harness.Where(bus[i], rx.NKey())
 			if err != nil || len(names) != 1 {
 				continue
 			}
 			for j, node := range c.Nodes {
 				if node.Name == names[0] {
-					return j
+					at = j
+					return true
 				}
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("rx is connected to no single node")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return false
+	}, "rx connected to a single node")
+	return at
 }
 
 // inStream tells, for messages a receiver lacked, whether the stream holds
@@ -492,10 +499,9 @@ func inStream(ctx context.Context, js jetstream.JetStream, room string, ids map[
 
 // waitAllCurrent waits until every stream has every replica current, so
 // that the next kill never meets a stream with a lagging follower.
-func waitAllCurrent(ctx context.Context, t *testing.T, c *testbin.Cluster, i int) {
+func waitAllCurrent(ctx context.Context, t *testing.T, c *harness.Cluster, i int) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
+	harness.EventuallyNoError(t, 3*time.Minute, func() error {
 		ss, err := streamsOnce(ctx, c, i, t)
 		behind := []string{}
 		for _, r := range ss {
@@ -503,12 +509,9 @@ func waitAllCurrent(ctx context.Context, t *testing.T, c *testbin.Cluster, i int
 				behind = append(behind, r.String())
 			}
 		}
-		if err == nil && len(behind) == 0 {
-			return
+		if err == nil && len(behind) > 0 {
+			err = fmt.Errorf("behind: %v", behind)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("streams not current 3 min after a restart: %v %v", err, behind)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return err
+	}, "every stream current after a restart")
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
 )
 
@@ -35,7 +35,7 @@ type listedUser struct{ Handle, Role, Status, Sign_pub string }
 
 func kvList(t *testing.T, dir string, kvArgs []string) []listedUser {
 	t.Helper()
-	r := testbin.Run(t, dir, nil, "", "membershipd", append([]string{"user", "list", "--store", "kv", "--json"}, kvArgs...)...)
+	r := harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "list", "--store", "kv", "--json"}, kvArgs...)...)
 	if r.Code != 0 {
 		t.Fatalf("user list --store kv: %+v", r)
 	}
@@ -54,22 +54,22 @@ func kvList(t *testing.T, dir string, kvArgs []string) []listedUser {
 // connection and its next signed request is refused.
 func TestUserAddStoreKVLive(t *testing.T) {
 	dir := t.TempDir()
-	b := testbin.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
+	b := harness.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
 	kvArgs := []string{"--nats-url", b.NATSURL, "--internal-id-file", filepath.Join("local_files", "internal.id")}
 
 	root, bob := newID(t, dir, "root"), newID(t, dir, "bob")
-	r := testbin.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--store", "kv", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kvArgs...)...)
+	r := harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--store", "kv", "--handle", "root", "--role", "admin", "--sign-pub", root.SignPub().String()}, kvArgs...)...)
 	if r.Code != 0 || !strings.Contains(r.Stdout, `added user "root"`) {
 		t.Fatalf("first admin: %+v", r)
 	}
 	if !regexp.MustCompile(`KV_UNIBUS_users: leader=\S+ followers_current=0/0 msgs=\d+ \(single replica, NOT HA\)`).MatchString(r.Stdout) {
 		t.Errorf("replication line missing or wrong: %q", r.Stdout)
 	}
-	r = testbin.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--store", "kv", "--handle", "bob", "--role", "member", "--sign-pub", bob.SignPub().String()}, kvArgs...)...)
+	r = harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--store", "kv", "--handle", "bob", "--role", "member", "--sign-pub", bob.SignPub().String()}, kvArgs...)...)
 	if r.Code != 0 {
 		t.Fatalf("add bob: %+v", r)
 	}
-	r = testbin.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--store", "kv", "--handle", "bob2", "--role", "admin", "--sign-pub", bob.SignPub().String()}, kvArgs...)...)
+	r = harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--store", "kv", "--handle", "bob2", "--role", "admin", "--sign-pub", bob.SignPub().String()}, kvArgs...)...)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "already registered") {
 		t.Fatalf("re-add as admin: exit %d, stderr %q; want exit 1, already registered", r.Code, r.Stderr)
 	}
@@ -115,7 +115,7 @@ func TestUserAddStoreKVLive(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r = testbin.Run(t, dir, nil, "", "membershipd", append([]string{"user", "revoke", "--store", "kv", bob.SignPub().String()}, kvArgs...)...)
+	r = harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "revoke", "--store", "kv", bob.SignPub().String()}, kvArgs...)...)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "status=revoked") {
 		t.Fatalf("revoke --store kv: %+v", r)
 	}
@@ -144,8 +144,8 @@ func TestUserAddStoreKVLive(t *testing.T) {
 // creates nothing there.
 func TestUserStoreKVAgainstSQLiteNode(t *testing.T) {
 	dir := t.TempDir()
-	b := testbin.StartBus(t, dir, "--no-bootstrap")
-	r := testbin.Run(t, dir, nil, "", "membershipd", "user", "list", "--store", "kv", "--nats-url", b.NATSURL)
+	b := harness.StartBus(t, dir, "--no-bootstrap")
+	r := harness.Run(t, dir, nil, "", "membershipd", "user", "list", "--store", "kv", "--nats-url", b.NATSURL)
 	if r.Code == 0 || !strings.Contains(r.Stderr, "is the node running with --store kv?") {
 		t.Fatalf("user list --store kv against a sqlite node: %+v", r)
 	}

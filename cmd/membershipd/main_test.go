@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 func TestUserAddAlreadyRegisteredNeverOverwrites(t *testing.T) {
@@ -15,16 +15,16 @@ func TestUserAddAlreadyRegisteredNeverOverwrites(t *testing.T) {
 	db := filepath.Join(dir, "u.db")
 	id, _ := identity.Generate()
 	pub := id.SignPub().String()
-	r := testbin.Run(t, dir, nil, "", "membershipd", "user", "add", "--db", db, "--handle", "alice", "--sign-pub", pub, "--role", "member")
+	r := harness.Run(t, dir, nil, "", "membershipd", "user", "add", "--db", db, "--handle", "alice", "--sign-pub", pub, "--role", "member")
 	if r.Code != 0 || !strings.Contains(r.Stdout, `added user "alice"`) {
 		t.Fatalf("first add: %+v", r)
 	}
 	// A re-add asking for admin must fail with exit 1 and change nothing.
-	r = testbin.Run(t, dir, nil, "", "membershipd", "user", "add", "--db", db, "--handle", "alice2", "--sign-pub", pub, "--role", "admin")
+	r = harness.Run(t, dir, nil, "", "membershipd", "user", "add", "--db", db, "--handle", "alice2", "--sign-pub", pub, "--role", "admin")
 	if r.Code != 1 || !strings.Contains(r.Stderr, "already registered") {
 		t.Fatalf("re-add: %+v", r)
 	}
-	r = testbin.Run(t, dir, nil, "", "membershipd", "user", "list", "--db", db, "--json")
+	r = harness.Run(t, dir, nil, "", "membershipd", "user", "list", "--db", db, "--json")
 	var users []struct{ Handle, Role, Status string }
 	if err := json.Unmarshal([]byte(r.Stdout), &users); err != nil {
 		t.Fatalf("list: %v %q", err, r.Stdout)
@@ -32,11 +32,11 @@ func TestUserAddAlreadyRegisteredNeverOverwrites(t *testing.T) {
 	if len(users) != 1 || users[0].Role != "member" || users[0].Handle != "alice" {
 		t.Fatalf("after re-add: %+v", users)
 	}
-	r = testbin.Run(t, dir, nil, "", "membershipd", "user", "revoke", "--db", db, pub)
+	r = harness.Run(t, dir, nil, "", "membershipd", "user", "revoke", "--db", db, pub)
 	if r.Code != 0 {
 		t.Fatalf("revoke: %+v", r)
 	}
-	r = testbin.Run(t, dir, nil, "", "membershipd", "user", "list", "--db", db, "--json")
+	r = harness.Run(t, dir, nil, "", "membershipd", "user", "list", "--db", db, "--json")
 	json.Unmarshal([]byte(r.Stdout), &users)
 	if len(users) != 1 || users[0].Status != "revoked" {
 		t.Fatalf("after revoke (the row must stay): %+v", users)
@@ -46,7 +46,7 @@ func TestUserAddAlreadyRegisteredNeverOverwrites(t *testing.T) {
 		{"--handle", "ok", "--sign-pub", "abcd"},
 		{"--handle", "ok", "--sign-pub", pub, "--role", "root"},
 	} {
-		r = testbin.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--db", db}, bad...)...)
+		r = harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "add", "--db", db}, bad...)...)
 		if r.Code != 2 {
 			t.Errorf("%v: exit %d, want 2 (usage): %s", bad, r.Code, r.Stderr)
 		}
@@ -65,13 +65,13 @@ func TestRefusesInsecurePostures(t *testing.T) {
 		{[]string{"--js-sync", "sometimes"}, "--js-sync"},
 	}
 	for _, tc := range cases {
-		r := testbin.Run(t, dir, nil, "", "membershipd", append([]string{"--http-port", "0", "--nats-port", "0"}, tc.args...)...)
+		r := harness.Run(t, dir, nil, "", "membershipd", append([]string{"--http-port", "0", "--nats-port", "0"}, tc.args...)...)
 		if r.Code == 0 || !strings.Contains(r.Stderr, tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want refusal mentioning %q", tc.args, r.Code, r.Stderr, tc.want)
 		}
 	}
 	// The same refusal through the environment, as a systemd unit passes it.
-	r := testbin.Run(t, dir, []string{"UNIBUS_BIND=0.0.0.0", "UNIBUS_BUS_AUTH=off"}, "", "membershipd", "--http-port", "0", "--nats-port", "0")
+	r := harness.Run(t, dir, []string{"UNIBUS_BIND=0.0.0.0", "UNIBUS_BUS_AUTH=off"}, "", "membershipd", "--http-port", "0", "--nats-port", "0")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "--bus-auth off is only allowed") {
 		t.Errorf("env: exit %d: %s", r.Code, r.Stderr)
 	}

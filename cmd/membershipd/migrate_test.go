@@ -12,7 +12,7 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // migrate-to-kv copies a populated SQLite deployment
@@ -28,13 +28,13 @@ func TestMigrateToKV(t *testing.T) {
 	defer cancel()
 
 	// 1. A populated SQLite deployment.
-	old := testbin.StartBus(t, dir)
+	old := harness.StartBus(t, dir)
 	adminID, err := identity.Load(filepath.Join(dir, "local_files", "admin.id"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	bob, carol := newID(t, dir, "bob"), newID(t, dir, "carol")
-	dial := func(b *testbin.Bus, id *identity.Identity) *client.Client {
+	dial := func(b *harness.Bus, id *identity.Identity) *client.Client {
 		c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{b.HTTPURL}, NATS: []string{b.NATSURL}})
 		if err != nil {
 			t.Fatal(err)
@@ -82,9 +82,9 @@ func TestMigrateToKV(t *testing.T) {
 
 	// 2. The same directory served in kv mode (room streams stay in its
 	// JetStream directory), then the migration.
-	kvNode := testbin.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
+	kvNode := harness.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
 	args := []string{"migrate-to-kv", "--db", filepath.Join("local_files", "unibus.db"), "--nats-url", kvNode.NATSURL, "--replicas", "1"}
-	r := testbin.Run(t, dir, nil, "", "membershipd", args...)
+	r := harness.Run(t, dir, nil, "", "membershipd", args...)
 	if r.Code != 0 {
 		t.Fatalf("migrate-to-kv: %+v", r)
 	}
@@ -135,13 +135,13 @@ func TestMigrateToKV(t *testing.T) {
 	}
 
 	// 4. A second run changes nothing and says so.
-	r = testbin.Run(t, dir, nil, "", "membershipd", args...)
+	r = harness.Run(t, dir, nil, "", "membershipd", args...)
 	if r.Code != 0 || !strings.Contains(r.Stdout, "nothing to do") || !strings.Contains(r.Stdout, "users: 0 copied, 3 already present") {
 		t.Fatalf("second run: %+v", r)
 	}
 
 	// 5. A remote target without --ca is refused before connecting.
-	r = testbin.Run(t, dir, nil, "", "membershipd", "migrate-to-kv", "--db", filepath.Join("local_files", "unibus.db"), "--nats-url", "nats://192.0.2.10:4250", "--replicas", "3")
+	r = harness.Run(t, dir, nil, "", "membershipd", "migrate-to-kv", "--db", filepath.Join("local_files", "unibus.db"), "--nats-url", "nats://192.0.2.10:4250", "--replicas", "3")
 	if r.Code != 2 || !strings.Contains(r.Stderr, "refusing 192.0.2.10:4250 without --ca") || strings.Contains(r.Stderr, "connect") {
 		t.Fatalf("remote target without --ca: %+v", r)
 	}
@@ -149,14 +149,14 @@ func TestMigrateToKV(t *testing.T) {
 	// 6. Rollback: the same directory started without --store kv serves its
 	// SQLite file again, and the KV data is left in place.
 	kvNode.Stop(t)
-	back := testbin.StartBus(t, dir, "--no-bootstrap")
+	back := harness.StartBus(t, dir, "--no-bootstrap")
 	ac := dial(back, adminID)
 	users, err := ac.ListUsers(ctx)
 	if err != nil || len(users) != 3 {
 		t.Fatalf("users after rollback to sqlite: %d, %v", len(users), err)
 	}
 	back.Stop(t)
-	again := testbin.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
+	again := harness.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
 	if us := kvList(t, dir, []string{"--nats-url", again.NATSURL}); len(us) != 3 {
 		t.Fatalf("KV after a rollback and return: %d users", len(us))
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/testpki"
 )
 
@@ -30,7 +30,7 @@ func TestClusterPostureRefusals(t *testing.T) {
 	clientCAFile, routeCAFile := clientCA.WriteCert(t, dir, "client-ca"), routeCA.WriteCert(t, dir, "route-ca")
 
 	base := []string{"--http-port", "0", "--nats-port", "0", "--cluster-port", "0", "--cluster-name", "c", "--node-name", "n1", "--store", "kv", "--cluster-pass-file", pass,
-		"--routes", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))}
+		"--routes", fmt.Sprintf("nats://127.0.0.1:%d", harness.FreePort(t))}
 	cases := []struct {
 		name string
 		args []string
@@ -47,7 +47,7 @@ func TestClusterPostureRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := testbin.Run(t, dir, nil, "", "membershipd", append(append([]string{}, base...), tc.args...)...)
+			r := harness.Run(t, dir, nil, "", "membershipd", append(append([]string{}, base...), tc.args...)...)
 			if r.Code == 0 || !strings.Contains(r.Stderr, tc.want) {
 				t.Errorf("exit %d, stderr %q; want a refusal mentioning %q", r.Code, r.Stderr, tc.want)
 			}
@@ -57,7 +57,7 @@ func TestClusterPostureRefusals(t *testing.T) {
 		})
 	}
 
-	r := testbin.Run(t, dir, nil, "", "membershipd", "--http-port", "0", "--nats-port", "0", "--cluster-port", "0", "--cluster-name", "c",
+	r := harness.Run(t, dir, nil, "", "membershipd", "--http-port", "0", "--nats-port", "0", "--cluster-port", "0", "--cluster-name", "c",
 		"--node-name", "n1", "--store", "kv", "--cluster-pass-file", pass)
 	if r.Code == 0 || !strings.Contains(r.Stderr, "cluster mode needs --routes") {
 		t.Errorf("no routes: exit %d, stderr %q", r.Code, r.Stderr)
@@ -68,9 +68,9 @@ func TestClusterPostureRefusals(t *testing.T) {
 	// accepts the TLS handshake of a route certificate.
 	t.Run("client certificate on the route port", func(t *testing.T) {
 		ndir := t.TempDir()
-		routePort := freePort(t)
-		b := testbin.StartBus(t, ndir, "--store", "kv", "--no-bootstrap", "--cluster-name", "c", "--node-name", "n1",
-			"--cluster-port", fmt.Sprint(routePort), "--cluster-pass-file", pass, "--routes", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)),
+		routePort := harness.FreePort(t)
+		b := harness.StartBus(t, ndir, "--store", "kv", "--no-bootstrap", "--cluster-name", "c", "--node-name", "n1",
+			"--cluster-port", fmt.Sprint(routePort), "--cluster-pass-file", pass, "--routes", fmt.Sprintf("nats://127.0.0.1:%d", harness.FreePort(t)),
 			"--tls-cert", dpCert, "--tls-key", dpKey,
 			"--route-tls-cert", rCert, "--route-tls-key", rKey, "--route-tls-ca", routeCAFile)
 		_ = b
@@ -93,7 +93,7 @@ func TestClusterPostureRefusals(t *testing.T) {
 			return err
 		}
 		if err := handshake(clientCA.Client(t, "alice").TLS); err == nil || !strings.Contains(err.Error(), "certificate") {
-			t.Errorf("a client certificate signed by the client CA on the route port: %v, want a TLS certificate alert\n%s", err, b.Stderr())
+			t.Errorf("a client certificate signed by the client CA on the route port: %v, want a TLS certificate alert\n%s", err, b.Output())
 		}
 		// The positive control: a route certificate completes TLS and the
 		// server speaks the route protocol (its INFO) over it.

@@ -17,8 +17,8 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/store/kvstore"
-	"github.com/unibus/unibus/internal/testbin"
 )
 
 // Raising in place: a cluster started at R1 holds users, rooms,
@@ -33,7 +33,7 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
 	}
-	c := testbin.StartCluster(t, 1)
+	c := harness.StartCluster(t, 1)
 	n1 := c.Nodes[0]
 	root, bob := newID(t, n1.Dir, "root"), newID(t, n1.Dir, "bob")
 	c.AddUser(t, 0, "root", "admin", root)
@@ -87,7 +87,7 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 	c.Kill(2)
 	c.WaitHealthy(t, 0, 1) // a meta leader among the two (n3 may have been it)
 	raise := []string{"kv", "raise-replicas", "--nats-url", n1.NATSURL(), "--wait", "3m"}
-	r := testbin.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", "3")...)
+	r := harness.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", "3")...)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "not enough JetStream servers are up") || !strings.Contains(r.Stderr, "only 2 answered") {
 		t.Fatalf("raise to R3 with one node of three down: %+v", r)
 	}
@@ -102,7 +102,7 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 
 	// The raise.
 	start := time.Now()
-	r = testbin.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", "3")...)
+	r = harness.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", "3")...)
 	if r.Code != 0 {
 		t.Fatalf("raise-replicas --replicas 3: %+v", r)
 	}
@@ -137,12 +137,12 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 	}
 
 	// Again: nothing to do. Lower: refused, nothing changed.
-	r = testbin.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", "3")...)
+	r = harness.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", "3")...)
 	if r.Code != 0 || strings.Count(r.Stdout, "already R3") != len(before) {
 		t.Errorf("second raise: %+v", r)
 	}
 	for _, lower := range []string{"2", "1"} {
-		r = testbin.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", lower)...)
+		r = harness.Run(t, n1.Dir, nil, "", "membershipd", append(raise, "--replicas", lower)...)
 		if r.Code != 1 || !strings.Contains(r.Stderr, "refusing to lower replicas") || !strings.Contains(r.Stderr, "nothing was changed") {
 			t.Errorf("raise-replicas --replicas %s on R3: %+v", lower, r)
 		}
@@ -177,8 +177,7 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 	// Every stream elects a leader among the survivors and has every
 	// message. Each stream's leader answers for it (no listing: that is
 	// the meta leader's, see below).
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	harness.EventuallyNoError(t, 2*time.Minute, func() error {
 		var missing []string
 		for name, b := range before {
 			a, err := streamByName(ctx, t, c, survivor, b.Account, name)
@@ -186,16 +185,13 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 				missing = append(missing, fmt.Sprintf("%s (%v: %s)", name, err, a))
 			}
 		}
-		if len(missing) == 0 {
-			break
+		if len(missing) > 0 {
+			return fmt.Errorf("not served in full: %v", missing)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("with %s down, streams not served in full: %v", c.Nodes[victim].Name, missing)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return nil
+	}, "with %s down, every stream served by the survivors", c.Nodes[victim].Name)
 	// The users, through the admin tool on a survivor.
-	r = testbin.Run(t, c.Nodes[survivor].Dir, nil, "", "membershipd", "user", "list", "--store", "kv", "--json", "--nats-url", c.Nodes[survivor].NATSURL())
+	r = harness.Run(t, c.Nodes[survivor].Dir, nil, "", "membershipd", "user", "list", "--store", "kv", "--json", "--nats-url", c.Nodes[survivor].NATSURL())
 	if r.Code != 0 || !strings.Contains(r.Stdout, `"handle":"root"`) || !strings.Contains(r.Stdout, `"handle":"bob"`) {
 		t.Errorf("user list on a survivor: %+v", r)
 	}
@@ -229,13 +225,13 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 // buckets; bad flags are usage errors.
 func TestKVRaiseReplicasRefusals(t *testing.T) {
 	dir := t.TempDir()
-	b := testbin.StartBus(t, dir, "--store", "kv")
+	b := harness.StartBus(t, dir, "--store", "kv")
 	kv := []string{"kv", "raise-replicas", "--nats-url", b.NATSURL}
-	r := testbin.Run(t, dir, nil, "", "membershipd", append(kv, "--replicas", "3")...)
+	r := harness.Run(t, dir, nil, "", "membershipd", append(kv, "--replicas", "3")...)
 	if r.Code != 1 || !strings.Contains(r.Stderr, "R3 needs 3, and only 1 answered") {
 		t.Errorf("R3 on a standalone node: %+v", r)
 	}
-	r = testbin.Run(t, dir, nil, "", "membershipd", append(kv, "--replicas", "1")...)
+	r = harness.Run(t, dir, nil, "", "membershipd", append(kv, "--replicas", "1")...)
 	if r.Code != 0 || strings.Count(r.Stdout, "already R1") < 7 || strings.Contains(r.Stdout, "->") {
 		t.Errorf("R1 on a standalone node: %+v", r)
 	}
@@ -249,15 +245,15 @@ func TestKVRaiseReplicasRefusals(t *testing.T) {
 		{nil, 1, `required flag(s) "replicas" not set`},
 		{[]string{"--replicas", "3", "--nats-url", "nats://10.1.2.3:4250"}, 2, "refusing 10.1.2.3:4250 without --ca"},
 	} {
-		r = testbin.Run(t, dir, nil, "", "membershipd", append(append([]string{}, kv...), tc.args...)...)
+		r = harness.Run(t, dir, nil, "", "membershipd", append(append([]string{}, kv...), tc.args...)...)
 		if r.Code != tc.code || !strings.Contains(r.Stderr, tc.want) {
 			t.Errorf("%v: %+v, want exit %d and %q", tc.args, r, tc.code, tc.want)
 		}
 	}
 
 	sdir := t.TempDir()
-	s := testbin.StartBus(t, sdir)
-	r = testbin.Run(t, sdir, nil, "", "membershipd", "kv", "raise-replicas", "--nats-url", s.NATSURL, "--replicas", "1")
+	s := harness.StartBus(t, sdir)
+	r = harness.Run(t, sdir, nil, "", "membershipd", "kv", "raise-replicas", "--nats-url", s.NATSURL, "--replicas", "1")
 	if r.Code != 1 || !strings.Contains(r.Stderr, "is it running with --store kv?") {
 		t.Errorf("raise-replicas on a SQLite node: %+v", r)
 	}
@@ -265,24 +261,19 @@ func TestKVRaiseReplicasRefusals(t *testing.T) {
 
 // streams reads every stream's replication through node i's internal
 // identity (control and bus accounts), failing the test on an error.
-func streams(ctx context.Context, t *testing.T, c *testbin.Cluster, i int) map[string]kvstore.Replication {
+func streams(ctx context.Context, t *testing.T, c *harness.Cluster, i int) map[string]kvstore.Replication {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		out, err := streamsOnce(ctx, c, i, t)
-		if err == nil {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("read the streams through %s: %v", c.Nodes[i].Name, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	var out map[string]kvstore.Replication
+	harness.EventuallyNoError(t, 90*time.Second, func() (err error) {
+		out, err = streamsOnce(ctx, c, i, t)
+		return err
+	}, "read the streams through %s", c.Nodes[i].Name)
+	return out
 }
 
 var internalConns sync.Map // "<node dir>/<bus>" -> jetstream.JetStream
 
-func streamsOnce(ctx context.Context, c *testbin.Cluster, i int, t *testing.T) (map[string]kvstore.Replication, error) {
+func streamsOnce(ctx context.Context, c *harness.Cluster, i int, t *testing.T) (map[string]kvstore.Replication, error) {
 	out := map[string]kvstore.Replication{}
 	var firstErr error
 	for _, bus := range []bool{false, true} {
@@ -329,7 +320,7 @@ func streamsOnce(ctx context.Context, c *testbin.Cluster, i int, t *testing.T) (
 
 // streamByName reads one stream's replication through node i's internal
 // identity; the stream's leader answers.
-func streamByName(ctx context.Context, t *testing.T, c *testbin.Cluster, i int, account, name string) (kvstore.Replication, error) {
+func streamByName(ctx context.Context, t *testing.T, c *harness.Cluster, i int, account, name string) (kvstore.Replication, error) {
 	bus := account == "bus"
 	key := fmt.Sprintf("%s/%v", c.Nodes[i].Dir, bus)
 	v, ok := internalConns.Load(key)
@@ -347,20 +338,15 @@ func streamByName(ctx context.Context, t *testing.T, c *testbin.Cluster, i int, 
 
 // dialRetry dials with every node as a seed, retrying while the
 // control plane answers 503 (buckets electing leaders).
-func dialRetry(ctx context.Context, t *testing.T, c *testbin.Cluster, id *identity.Identity) *client.Client {
+func dialRetry(ctx context.Context, t *testing.T, c *harness.Cluster, id *identity.Identity) *client.Client {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		cl, err := client.Dial(ctx, client.Config{Identity: id, Servers: c.SeedsHTTP(), NATS: c.SeedsNATS()})
-		if err == nil {
-			t.Cleanup(cl.Close)
-			return cl
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dial: %v", err)
-		}
-		time.Sleep(time.Second)
-	}
+	var cl *client.Client
+	harness.EventuallyNoError(t, 2*time.Minute, func() (err error) {
+		cl, err = client.Dial(ctx, client.Config{Identity: id, Servers: c.SeedsHTTP(), NATS: c.SeedsNATS()})
+		return err
+	}, "dial with every node as a seed")
+	t.Cleanup(cl.Close)
+	return cl
 }
 
 // history reads a room from the start until n messages arrived (or 90 s).

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // no secret value — identity seeds (internal and
@@ -18,7 +18,7 @@ import (
 // start them (secrets in 0600 files, never on the command line).
 func TestNoSecretsInLogsHealthMetricsArgv(t *testing.T) {
 	dir := t.TempDir()
-	single := testbin.StartBus(t, dir, "--store", "kv")
+	single := harness.StartBus(t, dir, "--store", "kv")
 
 	cdir := t.TempDir()
 	pass := filepath.Join(cdir, "cluster.pass")
@@ -26,8 +26,8 @@ func TestNoSecretsInLogsHealthMetricsArgv(t *testing.T) {
 	if err := os.WriteFile(pass, []byte(secret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clustered := testbin.StartBus(t, cdir, "--store", "kv", "--cluster-name", "c", "--node-name", "n1",
-		"--cluster-port", fmt.Sprint(freePort(t)), "--routes", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)),
+	clustered := harness.StartBus(t, cdir, "--store", "kv", "--cluster-name", "c", "--node-name", "n1",
+		"--cluster-port", fmt.Sprint(harness.FreePort(t)), "--routes", fmt.Sprintf("nats://127.0.0.1:%d", harness.FreePort(t)),
 		"--cluster-pass-file", pass)
 
 	secrets := map[string]string{"route secret": secret}
@@ -55,19 +55,24 @@ func TestNoSecretsInLogsHealthMetricsArgv(t *testing.T) {
 	userID := filepath.Join(dir, "user.id")
 	admin := filepath.Join("local_files", "admin.id")
 	cli := []string{"--server", single.HTTPURL, "--nats", single.NATSURL}
-	runs := map[string][]string{
-		"user add":        append([]string{"membershipd", "user", "add", "--handle", "x", "--sign-pub", strings.Repeat("ab", 32)}, kvArgs...),
-		"audit":           append([]string{"membershipd", "audit", "--json"}, kvArgs...),
-		"keygen":          {"unibus", "keygen", "-o", userID},
-		"whoami":          append([]string{"unibus", "--identity", admin, "whoami"}, cli...),
-		"room create":     append([]string{"unibus", "--identity", admin, "room", "create", "secrets-room"}, cli...),
-		"bad identity":    append([]string{"unibus", "--identity", filepath.Join("local_files", "internal.id") + ".nope", "whoami"}, cli...),
-		"clientcheck":     {"clientcheck", "-server", single.HTTPURL, "-nats", single.NATSURL, "-identity", admin, "-n", "5"},
-		"admin as member": append([]string{"unibus", "--identity", userID, "whoami"}, cli...),
+	// In this order: audit reads the entry user add wrote, and the last
+	// whoami uses the identity keygen made.
+	runs := []struct {
+		name string
+		argv []string
+	}{
+		{"user add", append([]string{"membershipd", "user", "add", "--handle", "x", "--sign-pub", strings.Repeat("ab", 32)}, kvArgs...)},
+		{"audit", append([]string{"membershipd", "audit", "--json"}, kvArgs...)},
+		{"keygen", []string{"unibus", "keygen", "-o", userID}},
+		{"whoami", append([]string{"unibus", "--identity", admin, "whoami"}, cli...)},
+		{"room create", append([]string{"unibus", "--identity", admin, "room", "create", "secrets-room"}, cli...)},
+		{"bad identity", append([]string{"unibus", "--identity", filepath.Join("local_files", "internal.id") + ".nope", "whoami"}, cli...)},
+		{"clientcheck", []string{"clientcheck", "-server", single.HTTPURL, "-nats", single.NATSURL, "-identity", admin, "-n", "5"}},
+		{"admin as member", append([]string{"unibus", "--identity", userID, "whoami"}, cli...)},
 	}
-	for name, argv := range runs {
-		r := testbin.Run(t, dir, nil, "", argv[0], argv[1:]...)
-		surfaces[name+" output"] = r.Stdout + r.Stderr
+	for _, run := range runs {
+		r := harness.Run(t, dir, nil, "", run.argv[0], run.argv[1:]...)
+		surfaces[run.name+" output"] = r.Stdout + r.Stderr
 	}
 	if !strings.Contains(surfaces["audit output"], `"action":"user.add"`) || !strings.Contains(surfaces["clientcheck output"], "lost") {
 		t.Fatalf("the CLI surfaces were not captured (control): %q / %q", surfaces["audit output"], surfaces["clientcheck output"])
@@ -78,8 +83,8 @@ func TestNoSecretsInLogsHealthMetricsArgv(t *testing.T) {
 	}
 	secrets["keygen's seed"] = strings.TrimSpace(string(b))
 
-	for name, b := range map[string]*testbin.Bus{"single": single, "cluster": clustered} {
-		surfaces[name+" log"] = b.Stderr()
+	for name, b := range map[string]*harness.Bus{"single": single, "cluster": clustered} {
+		surfaces[name+" log"] = b.Output()
 		for _, path := range []string{"/healthz", "/metrics"} {
 			resp, err := http.Get(b.HTTPURL + path)
 			if err != nil {

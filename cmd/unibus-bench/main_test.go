@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/unibus/unibus/internal/bench"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // TestMain lets the test binary stand in for unibus-bench when the bench
@@ -28,7 +28,7 @@ func TestQuickJSONAndRender(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts membershipd")
 	}
-	bin := filepath.Join(testbin.Build(t), "membershipd")
+	bin := filepath.Join(harness.Build(t), "membershipd")
 	var out, errb bytes.Buffer
 	code := run(context.Background(), []string{"--quick", "--json", "--membershipd", bin, "--stores", "sqlite",
 		"--sizes", "1024", "--scenarios", "rooms,connect,control", "--duration", "50ms"}, &out, &errb)

@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // blobTestSize is the size of the file the blob test round-trips (a
@@ -30,13 +30,13 @@ func TestBlobRoundTrip200MiB(t *testing.T) {
 		t.Skip("-short: skips the 200 MiB transfer")
 	}
 	dir := t.TempDir()
-	bus := testbin.StartBus(t, dir)
+	bus := harness.StartBus(t, dir)
 	env := []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL}
 	admin := append(env, "UNIBUS_IDENTITY="+filepath.Join(dir, "local_files", "admin.id"))
 	bob := append(env, "UNIBUS_IDENTITY="+filepath.Join(dir, "bob.id"))
 	run := func(env []string, args ...string) string {
 		t.Helper()
-		r := testbin.Run(t, dir, env, "", "unibus", args...)
+		r := harness.Run(t, dir, env, "", "unibus", args...)
 		if r.Code != 0 {
 			t.Fatalf("unibus %v: exit %d\n%s\n%s", args, r.Code, r.Stdout, r.Stderr)
 		}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // TestTwoProcessesExchangeAMessage is the quickstart, run as a user would:
@@ -22,13 +22,13 @@ import (
 // contains the plaintext.
 func TestTwoProcessesExchangeAMessage(t *testing.T) {
 	dir := t.TempDir()
-	bus := testbin.StartBus(t, dir)
+	bus := harness.StartBus(t, dir)
 	env := []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL}
 	admin := append(env, "UNIBUS_IDENTITY="+filepath.Join(dir, "local_files", "admin.id"))
 	bob := append(env, "UNIBUS_IDENTITY="+filepath.Join(dir, "bob.id"))
-	run := func(env []string, args ...string) testbin.Result {
+	run := func(env []string, args ...string) harness.Result {
 		t.Helper()
-		r := testbin.Run(t, dir, env, "", "unibus", args...)
+		r := harness.Run(t, dir, env, "", "unibus", args...)
 		if r.Code != 0 {
 			t.Fatalf("unibus %v: exit %d\nstdout: %s\nstderr: %s", args, r.Code, r.Stdout, r.Stderr)
 		}
@@ -52,7 +52,7 @@ func TestTwoProcessesExchangeAMessage(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	listen := testbin.Command(ctx, t, dir, bob, "unibus", "--json", "listen", "demo", "--from-start", "--count", "1", "--wait", "45s")
+	listen := harness.Command(ctx, t, dir, bob, "unibus", "--json", "listen", "demo", "--from-start", "--count", "1", "--wait", "45s")
 	var lout, lerr bytes.Buffer
 	listen.Stdout, listen.Stderr = &lout, &lerr
 	if err := listen.Start(); err != nil {

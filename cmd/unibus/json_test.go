@@ -12,7 +12,7 @@ import (
 
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -23,7 +23,7 @@ import (
 // every field is set.
 func TestJSONIsTheAPIBody(t *testing.T) {
 	dir := t.TempDir()
-	bus := testbin.StartBus(t, dir, "--room-max-age", "90m", "--room-max-bytes", "1048576")
+	bus := harness.StartBus(t, dir, "--room-max-age", "90m", "--room-max-bytes", "1048576")
 	env := []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL}
 	adminFile := filepath.Join(dir, "local_files", "admin.id")
 	admin := append(env[:len(env):len(env)], "UNIBUS_IDENTITY="+adminFile)
@@ -31,7 +31,7 @@ func TestJSONIsTheAPIBody(t *testing.T) {
 	bob := append(env[:len(env):len(env)], "UNIBUS_IDENTITY="+bobFile)
 	run := func(env []string, args ...string) string {
 		t.Helper()
-		r := testbin.Run(t, dir, env, "", "unibus", append([]string{"--json"}, args...)...)
+		r := harness.Run(t, dir, env, "", "unibus", append([]string{"--json"}, args...)...)
 		if r.Code != 0 {
 			t.Fatalf("unibus %v: exit %d\nstdout: %s\nstderr: %s", args, r.Code, r.Stdout, r.Stderr)
 		}

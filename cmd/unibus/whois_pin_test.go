@@ -11,7 +11,7 @@ import (
 
 	_ "modernc.org/sqlite" // the test tampers with membershipd's database directly
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 var fingerprintLine = regexp.MustCompile(`(?m)^fingerprint: ((?:[0-9a-f]{4} ){15}[0-9a-f]{4})$`)
@@ -25,22 +25,22 @@ var fingerprintLine = regexp.MustCompile(`(?m)^fingerprint: ((?:[0-9a-f]{4} ){15
 // through. A fresh known-keys file is fooled, which shows the swap is real.
 func TestWhoisAndPinnedKeys(t *testing.T) {
 	dir := t.TempDir()
-	bus := testbin.StartBus(t, dir)
+	bus := harness.StartBus(t, dir)
 	env := []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL}
 	adminID := filepath.Join(dir, "local_files", "admin.id")
 	admin := append(env[:len(env):len(env)], "UNIBUS_IDENTITY="+adminID)
 	as := func(name string) []string {
 		return append(env[:len(env):len(env)], "UNIBUS_IDENTITY="+filepath.Join(dir, name+".id"))
 	}
-	run := func(env []string, want int, args ...string) testbin.Result {
+	run := func(env []string, want int, args ...string) harness.Result {
 		t.Helper()
-		r := testbin.Run(t, dir, env, "", "unibus", args...)
+		r := harness.Run(t, dir, env, "", "unibus", args...)
 		if r.Code != want {
 			t.Fatalf("unibus %v: exit %d, want %d\nstdout: %s\nstderr: %s", args, r.Code, want, r.Stdout, r.Stderr)
 		}
 		return r
 	}
-	fingerprint := func(r testbin.Result) string {
+	fingerprint := func(r harness.Result) string {
 		t.Helper()
 		m := fingerprintLine.FindStringSubmatch(r.Stdout)
 		if m == nil {

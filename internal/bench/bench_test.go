@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // TestQuickRun runs every scenario briefly against real membershipd
@@ -22,7 +22,7 @@ func TestQuickRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts membershipd processes")
 	}
-	bin := filepath.Join(testbin.Build(t), "membershipd")
+	bin := filepath.Join(harness.Build(t), "membershipd")
 	o := Quick(Options{Membershipd: bin, Sizes: []int{256, 1024}, Stores: []string{"sqlite", "kv"}})
 	o.Duration = 50 * time.Millisecond
 	var progress bytes.Buffer
@@ -147,7 +147,7 @@ func TestStartServerRefusals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts membershipd processes")
 	}
-	bin := filepath.Join(testbin.Build(t), "membershipd")
+	bin := filepath.Join(harness.Build(t), "membershipd")
 	ctx := context.Background()
 	// An external NATS is not implemented by this membershipd.
 	_, err := StartServer(ctx, bin, "sqlite", "always", "--nats-url", "nats://127.0.0.1:1")

@@ -1,22 +1,17 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -25,39 +20,20 @@ import (
 // that store lands): the scenario is reported as skipped, not failed.
 var ErrNotImplemented = errors.New("not implemented by this membershipd")
 
-// Server is a membershipd process the bench started (or a deployment it
-// was pointed at, with no process).
+// readyWait bounds how long StartServer waits for membershipd to be ready.
+const readyWait = 90 * time.Second
+
+// Server is a membershipd process the bench started.
 type Server struct {
 	HTTPURL string
 	NATSURL string
-	// AdminIDFile is the bootstrapped admin identity of a started server,
-	// or the identity given for a target.
+	// AdminIDFile is the bootstrapped admin identity.
 	AdminIDFile string
 	Store       string
 	JSSync      string
-	pid         int
 
-	dir    string
-	cmd    *exec.Cmd
-	stderr *lockedBuffer
-	exited chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	dir  string
+	proc *harness.Process
 }
 
 // StartServer runs membershipd (the binary bin) with a fresh data
@@ -77,58 +53,41 @@ func StartServer(ctx context.Context, bin, store, jsSync string, extra ...string
 		"--js-sync", jsSync, "--log-format", "json", "--log-level", "info",
 	}
 	args = append(args, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = cleanEnv()
-	pr, pw := io.Pipe()
-	s := &Server{Store: store, JSSync: jsSync, AdminIDFile: filepath.Join(data, "admin.id"),
-		dir: dir, cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	cmd.Stdout = io.Discard
-	cmd.Stderr = io.MultiWriter(pw, s.stderr)
-	if err := cmd.Start(); err != nil {
+	rctx, cancel := context.WithTimeout(ctx, readyWait)
+	defer cancel()
+	p, err := harness.Start(rctx, bin, dir, nil, args...)
+	if err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start membershipd: %w", err)
+		return nil, startError(ctx, store, err)
 	}
-	s.pid = cmd.Process.Pid
-	go func() { cmd.Wait(); pw.Close(); close(s.exited) }()
-	ready := make(chan map[string]any, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil && m["msg"] == "membershipd ready" {
-				select {
-				case ready <- m:
-				default:
-				}
-			}
-		}
-		io.Copy(io.Discard, pr)
-	}()
-	select {
-	case m := <-ready:
-		s.HTTPURL, _ = m["http"].(string)
-		s.NATSURL, _ = m["nats"].(string)
-	case <-s.exited:
-		out := strings.TrimSpace(s.stderr.String())
-		os.RemoveAll(dir)
-		if line := lineWith(out, "not implemented"); line != "" {
-			return nil, fmt.Errorf("%w: %s", ErrNotImplemented, line)
-		}
-		return nil, fmt.Errorf("membershipd --store %s exited before it was ready:\n%s", store, out)
-	case <-time.After(90 * time.Second):
-		s.Stop()
-		return nil, fmt.Errorf("membershipd --store %s not ready after 90 s:\n%s", store, s.stderr.String())
-	case <-ctx.Done():
-		s.Stop()
-		return nil, ctx.Err()
-	}
+	s := &Server{HTTPURL: p.HTTPURL, NATSURL: p.NATSURL, AdminIDFile: filepath.Join(data, "admin.id"),
+		Store: store, JSSync: jsSync, dir: dir, proc: p}
 	if _, err := os.Stat(s.AdminIDFile); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("membershipd --store %s bootstrapped no admin identity (%s): %w", store, s.AdminIDFile, err)
 	}
 	return s, nil
+}
+
+// startError says why membershipd did not get ready: a configuration it
+// does not implement (ErrNotImplemented, named with its own reason), an
+// exit, the caller's context, or the wait running out.
+func startError(ctx context.Context, store string, err error) error {
+	var nr *harness.NotReadyError
+	switch {
+	case !errors.As(err, &nr):
+		return err
+	case nr.Exited:
+		out := strings.TrimSpace(nr.Output)
+		if line := lineWith(out, "not implemented"); line != "" {
+			return fmt.Errorf("%w: %s", ErrNotImplemented, line)
+		}
+		return fmt.Errorf("membershipd --store %s exited before it was ready:\n%s", store, out)
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		return fmt.Errorf("membershipd --store %s not ready after 90 s:\n%s", store, nr.Output)
+	}
 }
 
 // lineWith returns the last line of out that contains sub, with a JSON log
@@ -153,37 +112,12 @@ func lineWith(out, sub string) string {
 	return found
 }
 
-// cleanEnv is the environment without UNIBUS_* variables, so that the
-// caller's settings do not leak into the bench's membershipd.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "UNIBUS_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+// PID is the server's process id.
+func (s *Server) PID() int { return s.proc.PID() }
 
-// PID is the process id of a started server, 0 for a target.
-func (s *Server) PID() int { return s.pid }
-
-// Stop terminates a started server and removes its data directory.
+// Stop terminates the server and removes its data directory.
 func (s *Server) Stop() {
-	if s.cmd == nil {
-		return
-	}
-	select {
-	case <-s.exited:
-	default:
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.exited:
-		case <-time.After(15 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
-	}
+	s.proc.Stop()
 	os.RemoveAll(s.dir)
 }
 
@@ -209,14 +143,10 @@ func Health(ctx context.Context, hc *http.Client, base string) (wire.Health, err
 // BuildMembershipd compiles cmd/membershipd of the module rooted at root
 // (CGO_ENABLED=0, as shipped) into dir and returns the binary's path.
 func BuildMembershipd(ctx context.Context, root, dir string) (string, error) {
-	out := filepath.Join(dir, "membershipd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/membershipd")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/membershipd: %v\n%s", err, b)
+	if err := harness.BuildCommands(ctx, root, dir, "membershipd"); err != nil {
+		return "", err
 	}
-	return out, nil
+	return filepath.Join(dir, "membershipd"), nil
 }
 
 // ModuleRoot returns the root of the unibus module containing dir, or ""

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // TestSoakShort runs the soak's mixed load briefly against a real
@@ -19,7 +19,7 @@ func TestSoakShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts membershipd")
 	}
-	bin := filepath.Join(testbin.Build(t), "membershipd")
+	bin := filepath.Join(harness.Build(t), "membershipd")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var progress bytes.Buffer

@@ -88,7 +88,7 @@ func TestGenerateCerts(t *testing.T) {
 	if readFile(t, ca) != caBefore || readFile(t, crt) != crtBefore {
 		t.Fatalf("a second run changed the CA or a current server certificate\n%s", r)
 	}
-	if !strings.Contains(r.stdout, "keeping the client CA") {
+	if !strings.Contains(r.Stdout, "keeping the client CA") {
 		t.Errorf("a second run does not say it keeps the CA:\n%s", r)
 	}
 	// New names: a new server certificate, the same CA.
@@ -193,7 +193,7 @@ func TestGenerateClusterCerts(t *testing.T) {
 
 	// The scripts refuse a missing client CA, naming the step that makes it.
 	r = runScript(t, dir, nil, "cluster/generate-cluster-certs.sh", "--nodes", nodesEnv, "--out", filepath.Join(dir, "out2"), "--ca-dir", filepath.Join(dir, "nope"))
-	if r.code == 0 || !strings.Contains(r.stderr, "generate-certs.sh") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, "generate-certs.sh") {
 		t.Errorf("without a client CA: %s", r)
 	}
 }

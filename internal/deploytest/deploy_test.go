@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // optionalEnv, when "1", turns a missing external tool into a skip.
@@ -46,55 +48,26 @@ func deployDir(t *testing.T) string {
 	return d
 }
 
-// result is a finished script.
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\n--- stdout:\n%s\n--- stderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
 // runScript runs a script of deploy/ (path relative to deploy/) with the
 // caller's environment minus UNIBUS_*, plus env, from dir.
-func runScript(t *testing.T, dir string, env []string, script string, args ...string) result {
+func runScript(t *testing.T, dir string, env []string, script string, args ...string) harness.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(deployDir(t), script), args...)
 	cmd.Dir = dir
-	cmd.Env = append(scriptEnv(), env...)
-	var out, errb strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run %s: %v", script, err)
-	}
-	return result{out.String(), errb.String(), code}
+	cmd.Env = append(harness.CleanEnv(), env...)
+	return harness.Exec(t, cmd)
 }
 
 // mustRun runs a script and fails the test unless it exits 0.
-func mustRun(t *testing.T, dir string, env []string, script string, args ...string) result {
+func mustRun(t *testing.T, dir string, env []string, script string, args ...string) harness.Result {
 	t.Helper()
 	r := runScript(t, dir, env, script, args...)
-	if r.code != 0 {
+	if r.Code != 0 {
 		t.Fatalf("%s %s: %s", script, strings.Join(args, " "), r)
 	}
 	return r
-}
-
-func scriptEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "UNIBUS_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 // node is one row of a filled-in nodes.env.

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // install.sh, against a stub systemctl and a temporary HOME: it refuses to
@@ -30,7 +32,7 @@ func TestInstallScript(t *testing.T) {
 		"PATH="+stubs+string(os.PathListSeparator)+os.Getenv("PATH"))
 
 	r := runScript(t, dir, env, "install.sh", "--app-dir", app)
-	if r.code == 0 || !strings.Contains(r.stderr, "tls/generate-certs.sh") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, "tls/generate-certs.sh") {
 		t.Fatalf("install.sh without a TLS certificate: %s", r)
 	}
 	if c := calls(t, log); c != "" {
@@ -60,8 +62,8 @@ func TestInstallScript(t *testing.T) {
 		t.Errorf("systemctl calls:\n%s\nwant:\n%s", c, want)
 	}
 	for _, want := range []string{"CGO_ENABLED=0 go build", "link:", "drop-in:", "daemon-reload", "enable --now"} {
-		if !strings.Contains(r.stdout, want) {
-			t.Errorf("install.sh does not print %q:\n%s", want, r.stdout)
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("install.sh does not print %q:\n%s", want, r.Stdout)
 		}
 	}
 
@@ -69,7 +71,7 @@ func TestInstallScript(t *testing.T) {
 	// ExecStart at the built binary (without it, %h/unibus/membershipd
 	// would not exist and verify would fail).
 	cmd := exec.Command("systemd-analyze", "--user", "verify", "--man=no", filepath.Join(unitDir, "unibus-membershipd.service"))
-	cmd.Env = append(scriptEnv(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "XDG_RUNTIME_DIR="+t.TempDir())
+	cmd.Env = append(harness.CleanEnv(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"), "XDG_RUNTIME_DIR="+t.TempDir())
 	if out, err := cmd.CombinedOutput(); err != nil || strings.Contains(string(out), "unibus-membershipd") {
 		t.Errorf("systemd-analyze --user verify of the installed unit: %v\n%s", err, out)
 	}
@@ -81,13 +83,13 @@ func TestInstallScript(t *testing.T) {
 	r = mustRun(t, dir, env, "install.sh", "--app-dir", app)
 	// The same source builds the same binary; if the tree changed between
 	// the runs (a concurrent edit), the old binary is kept for rollback.
-	if !strings.Contains(r.stdout, "the binary did not change") {
+	if !strings.Contains(r.Stdout, "the binary did not change") {
 		if prev, err := os.ReadFile(filepath.Join(app, "membershipd.prev")); err != nil || string(prev) != firstBinary {
-			t.Errorf("a rebuilt binary must keep the previous one as membershipd.prev (%v)\n%s", err, r.stdout)
+			t.Errorf("a rebuilt binary must keep the previous one as membershipd.prev (%v)\n%s", err, r.Stdout)
 		}
 	}
-	if readFile(t, dropin) != before || !strings.Contains(r.stdout, "is up to date") {
-		t.Errorf("a second run rewrote the drop-in:\n%s", r.stdout)
+	if readFile(t, dropin) != before || !strings.Contains(r.Stdout, "is up to date") {
+		t.Errorf("a second run rewrote the drop-in:\n%s", r.Stdout)
 	}
 	want = "systemctl --user daemon-reload\nsystemctl --user is-active --quiet unibus-membershipd.service\n" +
 		"systemctl --user enable unibus-membershipd.service\nsystemctl --user restart unibus-membershipd.service\n"

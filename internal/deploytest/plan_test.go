@@ -72,7 +72,7 @@ func TestDeployClusterDryRun(t *testing.T) {
 		t.Errorf("the dry run made the build directory: %v", err)
 	}
 
-	plan := r.stdout
+	plan := r.Stdout
 	for _, want := range []string{"DRY RUN", "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "go build", "./cmd/membershipd",
 		filepath.Join(m.build, "membershipd"), m.pass, "systemctl daemon-reload", "/etc/systemd/system/membershipd-cluster.service",
 		"useradd", "nothing is built, copied or installed"} {
@@ -127,7 +127,7 @@ func TestDeployClusterDryRun(t *testing.T) {
 			t.Errorf("%s: the staged unit differs from the repository's", n.name)
 		}
 	}
-	if strings.Contains(plan+r.stderr, m.secret) {
+	if strings.Contains(plan+r.Stderr, m.secret) {
 		t.Error("the plan prints the route secret")
 	}
 }
@@ -146,7 +146,7 @@ func TestDeployClusterRouteNetworkAndSudo(t *testing.T) {
 	}
 	for _, want := range []string{"ssh ubuntu@a.example.org sudo mkdir -p /opt/unibus/secrets", `--rsync-path sudo\ rsync`,
 		"ssh ubuntu@a.example.org sudo sh -s <", "ssh b sudo systemctl enable --now"} {
-		if !strings.Contains(r.stdout, want) {
+		if !strings.Contains(r.Stdout, want) {
 			t.Errorf("REMOTE_SUDO=sudo: the plan lacks %q", want)
 		}
 	}
@@ -155,13 +155,13 @@ func TestDeployClusterRouteNetworkAndSudo(t *testing.T) {
 	os.Remove(m.pass)
 	os.RemoveAll(filepath.Join(m.out, "a"))
 	r = runScript(t, m.dir, nil, "cluster/deploy-cluster.sh", m.args()...)
-	if r.code == 0 || !strings.Contains(r.stderr, m.pass) || !strings.Contains(r.stderr, "openssl rand") ||
-		!strings.Contains(r.stderr, "generate-cluster-certs.sh") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, m.pass) || !strings.Contains(r.Stderr, "openssl rand") ||
+		!strings.Contains(r.Stderr, "generate-cluster-certs.sh") {
 		t.Errorf("missing secret and certificates: %s", r)
 	}
 	writeFile(t, m.pass, "s3cret\n", 0o644)
 	r = runScript(t, m.dir, nil, "cluster/deploy-cluster.sh", m.args()...)
-	if r.code == 0 || !strings.Contains(r.stderr, "chmod 600") {
+	if r.Code == 0 || !strings.Contains(r.Stderr, "chmod 600") {
 		t.Errorf("a route secret readable by others: %s", r)
 	}
 }
@@ -190,19 +190,19 @@ func TestNodesEnvPlaceholdersRefused(t *testing.T) {
 		"cluster/deploy-cluster.sh":         {"--out", out, "--secrets", filepath.Join(dir, "secrets"), "--build", filepath.Join(dir, "build")},
 	} {
 		r := runScript(t, dir, nil, script, append([]string{"--nodes", filepath.Join(deployDir(t), "cluster", "nodes.env")}, extra...)...)
-		if r.code == 0 {
+		if r.Code == 0 {
 			t.Errorf("%s ran with placeholders left: %s", script, r)
 		}
 		for _, n := range names {
-			if !strings.Contains(r.stderr, n) {
-				t.Errorf("%s does not name the missing %s: %s", script, n, r.stderr)
+			if !strings.Contains(r.Stderr, n) {
+				t.Errorf("%s does not name the missing %s: %s", script, n, r.Stderr)
 			}
 		}
 		if _, err := os.Stat(out); !os.IsNotExist(err) {
 			t.Errorf("%s wrote %s before refusing", script, out)
 		}
 		r = runScript(t, dir, nil, script, append([]string{"--nodes", filepath.Join(dir, "partial.env")}, extra...)...)
-		if r.code == 0 || strings.Contains(r.stderr, "<NODE1_") || !strings.Contains(r.stderr, "<NODE3_PUBLIC_IP>") {
+		if r.Code == 0 || strings.Contains(r.Stderr, "<NODE1_") || !strings.Contains(r.Stderr, "<NODE3_PUBLIC_IP>") {
 			t.Errorf("%s with node 1 filled in: want only the remaining placeholders named: %s", script, r)
 		}
 	}
@@ -237,7 +237,7 @@ func TestNodesEnvValidation(t *testing.T) {
 			f := filepath.Join(t.TempDir(), "nodes.env")
 			writeFile(t, f, strings.Replace(good, tc.from, tc.to, 1), 0o644)
 			r := runScript(t, dir, nil, "cluster/deploy-cluster.sh", "--nodes", f, "--out", filepath.Join(t.TempDir(), "out"))
-			if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			if r.Code == 0 || !strings.Contains(r.Stderr, tc.want) {
 				t.Errorf("want a refusal naming %q: %s", tc.want, r)
 			}
 		})

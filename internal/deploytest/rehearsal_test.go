@@ -8,20 +8,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -29,98 +25,16 @@ import (
 // 127.0.0.0/8 to the loopback interface.
 var rehearsalIPs = []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
 
-// freePorts picks n distinct ports free on every ip, never the defaults.
-func freePorts(t *testing.T, ips []string, n int) []int {
-	t.Helper()
-	var ports []int
-	for attempt := 0; len(ports) < n && attempt < 100; attempt++ {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
-		if err != nil {
-			t.Fatalf("listen on %s (Linux routes 127.0.0.0/8 to lo): %v", ips[0], err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		lns := []net.Listener{ln}
-		ok := p != 8470 && p != 4250 && p != 6250
-		for _, o := range ports {
-			ok = ok && o != p
-		}
-		for _, ip := range ips[1:] {
-			if !ok {
-				break
-			}
-			l, err := net.Listen("tcp", net.JoinHostPort(ip, fmt.Sprint(p)))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, l)
-		}
-		for _, l := range lns {
-			l.Close()
-		}
-		if ok {
-			ports = append(ports, p)
-		}
-	}
-	if len(ports) < n {
-		t.Fatalf("no %d ports free on all of %v", n, ips)
-	}
-	return ports
-}
-
-// lockedBuffer collects a process's output for the race detector's sake.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// unitProcess is a node started the way systemd starts the unit.
-type unitProcess struct {
-	name   string
-	cmd    *exec.Cmd
-	output *lockedBuffer
-	exited chan struct{}
-}
-
 // startUnit runs argv (ExecStart, expanded) in dir (WorkingDirectory) with
-// the EnvironmentFile's variables in the environment, as systemd does.
-func startUnit(t *testing.T, name, dir string, argv []string, env map[string]string) *unitProcess {
+// the EnvironmentFile's variables in the environment, as systemd does, and
+// stops it at the end of the test.
+func startUnit(t *testing.T, dir string, argv []string, env map[string]string) *harness.Bus {
 	t.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Env = scriptEnv()
+	var kv []string
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		kv = append(kv, k+"="+v)
 	}
-	p := &unitProcess{name: name, cmd: cmd, output: &lockedBuffer{}, exited: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.output, p.output
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); close(p.exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-p.exited
-			t.Errorf("%s did not stop on SIGTERM", name)
-		}
-	})
-	return p
+	return harness.LaunchBus(t, argv[0], dir, kv, argv[1:]...)
 }
 
 // get fetches an HTTPS URL of a node, trusting only ca.
@@ -152,8 +66,8 @@ func TestRehearsal(t *testing.T) {
 	}
 	requireTools(t, "openssl", "rsync")
 	t.Parallel()
-	bin := testbin.Build(t)
-	ports := freePorts(t, rehearsalIPs, 3)
+	bin := harness.Build(t)
+	ports := harness.FreePorts(t, rehearsalIPs, 3)
 	top := topology{httpPort: ports[0], natsPort: ports[1], clusterPort: ports[2], routeNetwork: "public", bind: "public"}
 	for i, ip := range rehearsalIPs {
 		top.nodes = append(top.nodes, node{name: fmt.Sprintf("n%d", i+1), ssh: "unused", public: ip, wg: "-"})
@@ -162,7 +76,7 @@ func TestRehearsal(t *testing.T) {
 	local := filepath.Join(m.dir, "nodes")
 
 	// Stage with --yes --local: the real cross-build on linux/amd64 (where
-	// it shares the build cache with testbin), a prebuilt binary elsewhere.
+	// it shares the build cache with harness.Build), a prebuilt binary elsewhere.
 	args := m.args("--local", local, "--yes")
 	built := runtime.GOOS == "linux" && runtime.GOARCH == "amd64"
 	if !built {
@@ -187,7 +101,7 @@ func TestRehearsal(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(readFile(t, filepath.Join(local, "n1", "tls", "ca.crt"))))
 	started := time.Now()
-	procs := make([]*unitProcess, len(top.nodes))
+	procs := make([]*harness.Bus, len(top.nodes))
 	envs := make([]map[string]string, len(top.nodes))
 	for i, n := range top.nodes {
 		app := filepath.Join(local, n.name)
@@ -202,7 +116,7 @@ func TestRehearsal(t *testing.T) {
 		argv[0] = filepath.Join(bin, "membershipd")
 		// All three at once: the hardest case for the cold start (every
 		// node asks for every bucket at the same moment).
-		procs[i] = startUnit(t, n.name, app, argv, envs[i])
+		procs[i] = startUnit(t, app, argv, envs[i])
 	}
 
 	// Every node turns healthy once the quorum forms, with the posture.
@@ -211,19 +125,21 @@ func TestRehearsal(t *testing.T) {
 	healths := map[string]string{}
 	for i, n := range top.nodes {
 		url := fmt.Sprintf("https://%s:%d/healthz", n.public, top.httpPort)
-		for {
-			code, body, err := get(ctx, pool, url)
-			if code == http.StatusOK {
-				healths[n.name] = string(body)
-				break
-			}
+		err := harness.Wait(ctx, func() error {
 			select {
-			case <-procs[i].exited:
-				t.Fatalf("%s exited:\n%s", n.name, procs[i].output.String())
-			case <-ctx.Done():
-				t.Fatalf("%s not healthy: %d %s %v\n%s", n.name, code, body, err, procs[i].output.String())
-			case <-time.After(300 * time.Millisecond):
+			case <-procs[i].Exited():
+				t.Fatalf("%s exited:\n%s", n.name, procs[i].Output())
+			default:
 			}
+			code, body, err := get(ctx, pool, url)
+			if code != http.StatusOK {
+				return fmt.Errorf("%d %s %v", code, body, err)
+			}
+			healths[n.name] = string(body)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s not healthy: %v\n%s", n.name, err, procs[i].Output())
 		}
 		t.Logf("%s healthy %v after the simultaneous start", n.name, time.Since(started).Round(time.Millisecond))
 		var h wire.Health
@@ -247,9 +163,9 @@ func TestRehearsal(t *testing.T) {
 			"--ca", envs[i]["CA_CERT"], "--internal-id-file", envs[i]["INTERNAL_ID_FILE"], "--kv-replicas", envs[i]["KV_REPLICAS"]}
 	}
 	var cliOut strings.Builder
-	admin1 := func(i int, args ...string) testbin.Result {
+	admin1 := func(i int, args ...string) harness.Result {
 		t.Helper()
-		r := testbin.Run(t, m.dir, nil, "", "membershipd", append(args, kv(i)...)...)
+		r := harness.Run(t, m.dir, nil, "", "membershipd", append(args, kv(i)...)...)
 		cliOut.WriteString(r.Stdout + r.Stderr)
 		if r.Code != 0 {
 			t.Fatalf("membershipd %v on %s: %+v", args, top.nodes[i].name, r)
@@ -273,7 +189,7 @@ func TestRehearsal(t *testing.T) {
 		t.Errorf("a revocation on n3 is not seen on n1: %s", r.Stdout)
 	}
 	// The first admin works over the API on another node, with TLS.
-	who := testbin.Run(t, m.dir, nil, "", "unibus", "--server", fmt.Sprintf("https://%s:%d", top.nodes[1].public, top.httpPort),
+	who := harness.Run(t, m.dir, nil, "", "unibus", "--server", fmt.Sprintf("https://%s:%d", top.nodes[1].public, top.httpPort),
 		"--nats", fmt.Sprintf("tls://%s:%d", top.nodes[1].public, top.natsPort), "--ca", envs[1]["CA_CERT"], "--identity", admin, "whoami")
 	if who.Code != 0 || !strings.Contains(who.Stdout, "admin") {
 		t.Errorf("unibus whoami as the first admin on n2: %+v", who)
@@ -291,9 +207,9 @@ func TestRehearsal(t *testing.T) {
 		secrets[name] = seed
 		secrets[name+" (body)"] = seed[2:22]
 	}
-	surfaces := map[string]string{"deploy-cluster.sh output": staged.stdout + staged.stderr, "admin CLI output": cliOut.String()}
+	surfaces := map[string]string{"deploy-cluster.sh output": staged.Stdout + staged.Stderr, "admin CLI output": cliOut.String()}
 	for i, n := range top.nodes {
-		surfaces[n.name+" log"] = procs[i].output.String()
+		surfaces[n.name+" log"] = procs[i].Output()
 		for _, path := range []string{"/healthz", "/metrics"} {
 			_, body, err := get(ctx, pool, fmt.Sprintf("https://%s:%d%s", n.public, top.httpPort, path))
 			if err != nil {
@@ -301,13 +217,13 @@ func TestRehearsal(t *testing.T) {
 			}
 			surfaces[n.name+" "+path] = string(body)
 		}
-		argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", procs[i].cmd.Process.Pid))
+		argv, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", procs[i].PID()))
 		if err != nil {
 			t.Fatal(err)
 		}
 		surfaces[n.name+" argv"] = strings.ReplaceAll(string(argv), "\x00", " ")
 		// The environment systemd gives it (cluster.env) holds paths only.
-		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", procs[i].cmd.Process.Pid))
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", procs[i].PID()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -329,7 +245,7 @@ func TestRehearsal(t *testing.T) {
 // keygen makes an identity with `unibus keygen` and returns its sign-pub.
 func keygen(t *testing.T, dir, path string) string {
 	t.Helper()
-	r := testbin.Run(t, dir, nil, "", "unibus", "keygen", "-o", path)
+	r := harness.Run(t, dir, nil, "", "unibus", "keygen", "-o", path)
 	pub := regexp.MustCompile(`[0-9a-f]{64}`).FindString(r.Stdout)
 	if r.Code != 0 || pub == "" {
 		t.Fatalf("unibus keygen: %+v", r)

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/internal/audit"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/store"
 	"github.com/unibus/unibus/internal/store/kvstore"
 )
@@ -80,17 +81,12 @@ func TestAuditForgedEntryDetected(t *testing.T) {
 	if err := n.Control(t).Publish(kvstore.AuditSubject, b); err != nil {
 		t.Fatal(err)
 	}
-	var es []audit.Entry
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		es, err = s.AuditEntries(t.Context(), 0, 10)
-		if err != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	harness.Eventually(t, 5*time.Second, func() bool {
+		_, err = s.AuditEntries(t.Context(), 0, 10)
+		return err != nil
+	}, "forged entry detected (the audit entries kept being read)")
 	if !errors.Is(err, audit.ErrBroken) {
-		t.Fatalf("forged entry not detected: %v (%d entries)", err, len(es))
+		t.Fatalf("forged entry detected as %v, want audit.ErrBroken", err)
 	}
 	if _, err := s.AppendAudit(t.Context(), auditRec(2)); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("append after a forged head: %v", err)

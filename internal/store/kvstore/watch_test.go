@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/store"
 	"github.com/unibus/unibus/internal/store/jsretry/jsretrytest"
 	"github.com/unibus/unibus/internal/store/kvstore"
@@ -73,19 +74,15 @@ func TestWatchReportsOtherNodesWrites(t *testing.T) {
 	}
 	expect := func(step string, want ...string) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		harness.EventuallyNoError(t, 5*time.Second, func() error {
 			mu.Lock()
 			g := slices.Clone(got)
 			mu.Unlock()
-			if slices.Equal(g, want) {
-				break
+			if !slices.Equal(g, want) {
+				return fmt.Errorf("changes\n%q\nwant\n%q", g, want)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: changes\n%q\nwant\n%q", step, g, want)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return nil
+		}, "%s", step)
 		mu.Lock()
 		got = nil
 		mu.Unlock()
@@ -128,7 +125,7 @@ func TestWatchReportsOtherNodesWrites(t *testing.T) {
 	if _, err := writer.RevokeUser(ctx, dave, t0); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // a window for a wrong call: nothing to wait for
 	mu.Lock()
 	defer mu.Unlock()
 	if len(got) != 0 {

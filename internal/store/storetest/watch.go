@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/unibus/unibus/internal/audit"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/store"
 )
 
@@ -66,19 +67,18 @@ func (f *fixture) watch(s store.Store) *recorder {
 // index after it; it fails the test after watchWait.
 func (f *fixture) await(r *recorder, from int, what string, match func(store.Change) bool) int {
 	f.t.Helper()
-	deadline := time.Now().Add(watchWait)
-	for {
+	next := 0
+	harness.EventuallyNoError(f.t, watchWait, func() error {
 		got := r.snapshot()
 		for i := from; i < len(got); i++ {
 			if match(got[i]) {
-				return i + 1
+				next = i + 1
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("%s: not reported within %v; reported: %s", what, watchWait, describeAll(got[min(from, len(got)):]))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return fmt.Errorf("reported: %s", describeAll(got[min(from, len(got)):]))
+	}, "%s reported", what)
+	return next
 }
 
 func describeAll(cs []store.Change) string {

@@ -1,27 +1,37 @@
-package testbin
+package harness
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/natsnode"
+	"github.com/unibus/unibus/wire"
 )
 
+// RouteSecret is the route secret of every test cluster (in a 0600 file,
+// as the deploy script writes it); a test can look for it where it must
+// not appear.
+const RouteSecret = "route-secret-not-for-logs"
+
+// healthyWait bounds WaitHealthy: a cold start on a loaded two-core
+// machine has taken two minutes.
+const healthyWait = 4 * time.Minute
+
 // Cluster is a three-node membershipd cluster of real processes on
-// loopback: kv store, bus-auth enforce, routes listing the other nodes, the
-// route secret in a 0600 file. Every node keeps its HTTP, NATS and route
-// ports across restarts, so a client's seed list stays valid.
+// loopback: kv store, bus-auth enforce, no bootstrap admin, routes listing
+// the other nodes, the route secret in a 0600 file. Every node keeps its
+// HTTP, NATS and route ports across restarts, so a client's seed list
+// stays valid.
 type Cluster struct {
 	Nodes    []*Node
 	replicas int
@@ -37,61 +47,67 @@ type Node struct {
 	Bus                           *Bus // the running process (nil before Start)
 }
 
-// HTTPURL and NATSURL are the node's fixed addresses.
+// HTTPURL is the node's control-plane URL.
 func (n *Node) HTTPURL() string { return fmt.Sprintf("http://127.0.0.1:%d", n.HTTPPort) }
 
 // NATSURL is the node's data-plane URL.
 func (n *Node) NATSURL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.NATSPort) }
 
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// StartCluster starts three nodes together with --kv-replicas replicas
-// (and extra flags on every node), and waits until every node is healthy.
-func StartCluster(t testing.TB, replicas int, extra ...string) *Cluster {
+// NewCluster prepares three nodes with --kv-replicas replicas (and extra
+// flags on every node): their directories, ports and the route secret. It
+// starts none of them (Start does). If the test fails, the end of every
+// node's log is shown.
+func NewCluster(t TB, replicas int, extra ...string) *Cluster {
 	t.Helper()
 	base := t.TempDir()
 	c := &Cluster{replicas: replicas, pass: filepath.Join(base, "cluster.pass"), extra: extra}
-	if err := os.WriteFile(c.pass, []byte("route-secret-not-for-logs\n"), 0o600); err != nil {
+	if err := os.WriteFile(c.pass, []byte(RouteSecret+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ports := FreePorts(t, []string{"127.0.0.1"}, 9)
 	for i := range 3 {
-		dir := filepath.Join(base, fmt.Sprintf("n%d", i+1))
+		name := fmt.Sprintf("n%d", i+1)
+		dir := filepath.Join(base, name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		c.Nodes = append(c.Nodes, &Node{Name: fmt.Sprintf("n%d", i+1), Dir: dir,
-			HTTPPort: FreePort(t), NATSPort: FreePort(t), RoutePort: FreePort(t)})
+		c.Nodes = append(c.Nodes, &Node{Name: name, Dir: dir, HTTPPort: ports[3*i], NATSPort: ports[3*i+1], RoutePort: ports[3*i+2]})
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.logTails(t)
+		}
+	})
+	return c
+}
+
+// StartCluster starts three nodes together (see NewCluster) and waits
+// until every node is healthy.
+func StartCluster(t TB, replicas int, extra ...string) *Cluster {
+	t.Helper()
+	c := NewCluster(t, replicas, extra...)
 	for i := range c.Nodes {
 		c.Start(t, i)
 	}
-	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for _, n := range c.Nodes {
-			if n.Bus != nil {
-				var lines []string
-				for _, l := range strings.Split(n.Bus.Stderr(), "\n") {
-					if !strings.Contains(l, "Error trying to connect to route") {
-						lines = append(lines, l)
-					}
-				}
-				t.Logf("--- %s (last lines of its log, route retries left out):\n%s", n.Name, tail(strings.Join(lines, "\n"), 80))
-			}
-		}
-	})
 	c.WaitHealthy(t, 0, 1, 2)
 	return c
+}
+
+// logTails logs the end of every started node's log, without the route
+// retries of nodes waiting for their peers.
+func (c *Cluster) logTails(t TB) {
+	for _, n := range c.Nodes {
+		if n.Bus == nil {
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(n.Bus.Output(), "\n") {
+			if !strings.Contains(l, "Error trying to connect to route") {
+				lines = append(lines, l)
+			}
+		}
+		t.Logf("--- %s (last lines of its log, route retries left out):\n%s", n.Name, tail(strings.Join(lines, "\n"), 80))
+	}
 }
 
 // args are node i's flags: routes to the other nodes, fixed ports.
@@ -110,9 +126,9 @@ func (c *Cluster) args(i int) []string {
 		"--cluster-pass-file", c.pass}, c.extra...)
 }
 
-// Start (re)starts node i on its ports and state; it does not wait for
-// the cluster to be healthy.
-func (c *Cluster) Start(t testing.TB, i int) {
+// Start (re)starts node i on its ports and state and waits until it is
+// ready; it does not wait for the cluster to be healthy.
+func (c *Cluster) Start(t TB, i int) {
 	t.Helper()
 	c.Nodes[i].Bus = StartBus(t, c.Nodes[i].Dir, c.args(i)...)
 }
@@ -122,31 +138,39 @@ func (c *Cluster) Kill(i int) { c.Nodes[i].Bus.Kill() }
 
 // Healthy reports whether node i answers /healthz with 200.
 func (c *Cluster) Healthy(i int) bool {
-	hc := http.Client{Timeout: 5 * time.Second}
-	resp, err := hc.Get(c.Nodes[i].HTTPURL() + "/healthz")
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	code, _ := Health(c.Nodes[i].HTTPURL())
+	return code == http.StatusOK
 }
 
-// WaitHealthy waits (up to 4 minutes: a cold start on a loaded two-core
-// machine has taken two) until every listed node answers /healthz with 200.
-func (c *Cluster) WaitHealthy(t testing.TB, nodes ...int) {
+// WaitHealthy waits (up to 4 minutes) until every listed node answers
+// /healthz with 200.
+func (c *Cluster) WaitHealthy(t TB, nodes ...int) {
 	t.Helper()
-	deadline := time.Now().Add(4 * time.Minute)
-	for _, i := range nodes {
-		for !c.Healthy(i) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not healthy after 4 minutes:\n%s", c.Nodes[i].Name, tail(c.Nodes[i].Bus.Stderr(), 40))
+	EventuallyNoError(t, healthyWait, func() error {
+		for _, i := range nodes {
+			if !c.Healthy(i) {
+				return fmt.Errorf("%s not healthy:\n%s", c.Nodes[i].Name, tail(c.Nodes[i].Bus.Output(), 40))
 			}
-			time.Sleep(200 * time.Millisecond)
 		}
-	}
+		return nil
+	}, "nodes %v healthy", nodes)
 }
 
-// SeedsHTTP and SeedsNATS are every node's URLs, in node order.
+// Health reads /healthz of the server at base: its status code (0 when it
+// does not answer) and what it reports.
+func Health(base string) (int, wire.Health) {
+	hc := http.Client{Timeout: 5 * time.Second}
+	resp, err := hc.Get(base + "/healthz")
+	if err != nil {
+		return 0, wire.Health{}
+	}
+	defer resp.Body.Close()
+	var h wire.Health
+	json.NewDecoder(resp.Body).Decode(&h)
+	return resp.StatusCode, h
+}
+
+// SeedsHTTP is every node's control-plane URL, in node order.
 func (c *Cluster) SeedsHTTP() []string {
 	var s []string
 	for _, n := range c.Nodes {
@@ -165,29 +189,24 @@ func (c *Cluster) SeedsNATS() []string {
 }
 
 // AddUser registers a user through node i with `membershipd user add
-// --store kv` (the live path an operator uses for the first admin).
-func (c *Cluster) AddUser(t testing.TB, i int, handle, role string, id *identity.Identity) {
+// --store kv` (the live path an operator uses for the first admin),
+// retrying for up to 90 s while the buckets' leaders are still elected.
+func (c *Cluster) AddUser(t TB, i int, handle, role string, id *identity.Identity) {
 	t.Helper()
 	n := c.Nodes[i]
-	var r Result
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		r = Run(t, n.Dir, nil, "", "membershipd", "user", "add", "--store", "kv", "--nats-url", n.NATSURL(),
+	EventuallyNoError(t, 90*time.Second, func() error {
+		r := Run(t, n.Dir, nil, "", "membershipd", "user", "add", "--store", "kv", "--nats-url", n.NATSURL(),
 			"--handle", handle, "--role", role, "--sign-pub", id.SignPub().String())
-		// Right after a start the buckets' leaders may still be electing.
-		if r.Code == 0 || strings.Contains(r.Stderr, "already registered") || time.Now().After(deadline) {
-			break
+		if r.Code == 0 || strings.Contains(r.Stderr, "already registered") {
+			return nil
 		}
-		time.Sleep(time.Second)
-	}
-	if r.Code != 0 {
-		t.Fatalf("user add %s through %s: %+v", handle, n.Name, r)
-	}
+		return errors.New(r.String())
+	}, "user add %s through %s", handle, n.Name)
 }
 
 // InternalConn logs in to node i as that node's internal identity: into
 // the control account, or with bus into the bus account (room streams).
-func (c *Cluster) InternalConn(t testing.TB, i int, bus bool) *nats.Conn {
+func (c *Cluster) InternalConn(t TB, i int, bus bool) *nats.Conn {
 	t.Helper()
 	n := c.Nodes[i]
 	id, err := identity.Load(filepath.Join(n.Dir, "local_files", "internal.id"))
