@@ -94,6 +94,12 @@ type Room struct {
 	RotationPending bool   // set by an admin removal; cleared by the next rotation
 	MaxAge          time.Duration
 	MaxBytes        int64
+	// Shared is true when the room's messages live in the deployment's
+	// one shared stream (protocol 2), false when the room has a stream of
+	// its own: a room created with a byte limit, and every room created
+	// before protocol 2. The store keeps what CreateRoom was given; a
+	// room stored before the field existed reads as false.
+	Shared bool
 }
 
 // Member is one user's membership in one room.
@@ -195,10 +201,29 @@ type Store interface {
 	// keys covering every current member exactly (else
 	// ErrIncompleteRotation), and clears RotationPending.
 	Rotate(ctx context.Context, rot Rotation) error
-	// SealedKeys returns member's sealed keys for the room, by epoch.
+	// SealedKeys returns member's sealed keys for the room, by epoch: the
+	// keys of committed writes, for epochs up to the room's current one
+	// (a removed member's keys for the epochs it held included). It reads
+	// the room's whole history: a client that needs one epoch's key uses
+	// SealedKey.
 	SealedKeys(ctx context.Context, room, member string) ([]SealedKey, error)
-	// Epochs returns the room's epochs in order.
+	// SealedKey returns member's sealed key for one epoch of the room,
+	// under the same rules as SealedKeys. An unknown room, an epoch above
+	// the room's current one, or no such key is ErrNotFound.
+	SealedKey(ctx context.Context, room, member string, epoch uint64) (SealedKey, error)
+	// Epochs returns the room's epochs in order. It reads the room's whole
+	// history: a reader that needs one epoch uses Epoch.
 	Epochs(ctx context.Context, room string) ([]Epoch, error)
+	// Epoch returns one epoch's record. An unknown room, or an epoch that
+	// is 0 or above the room's current one (whatever an interrupted write
+	// left behind), is ErrNotFound.
+	Epoch(ctx context.Context, room string, epoch uint64) (Epoch, error)
+
+	// DeploymentID returns the deployment's id (see NewDeploymentID): made
+	// at random the first time any node or process asks for it, the same
+	// ever after for every handle on the same state. Concurrent first
+	// calls agree: the id is created atomically if absent.
+	DeploymentID(ctx context.Context) (string, error)
 
 	// UseNonce records (keyID, nonce) until expires. If the pair is already
 	// recorded and not expired it returns ErrReplay. The check and the

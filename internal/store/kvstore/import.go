@@ -19,8 +19,8 @@ type RoomImport struct {
 
 // ImportRoom writes a room that does not exist yet in the KV, with the
 // same order as CreateRoom: metadata, a state record holding a lease, the
-// keys, then the state at the room's epoch. A room already present is left
-// untouched and reported with imported == false.
+// keys and the epoch records, then the state at the room's epoch. A room
+// already present is left untouched and reported with imported == false.
 func (s *Store) ImportRoom(ctx context.Context, in RoomImport) (imported bool, err error) {
 	r := in.Room
 	op := "import room " + r.ID
@@ -41,33 +41,27 @@ func (s *Store) ImportRoom(ctx context.Context, in RoomImport) (imported bool, e
 	case !errors.Is(err, store.ErrNotFound):
 		return false, wrap(op, err)
 	}
-	meta := roomRec{ID: r.ID, Name: r.Name, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(), MaxAge: r.MaxAge, MaxBytes: r.MaxBytes}
+	meta := roomRec{ID: r.ID, Name: r.Name, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(), MaxAge: r.MaxAge, MaxBytes: r.MaxBytes, Shared: r.Shared}
 	if _, err := s.rooms.Put(ctx, r.ID, jsonBytes(meta)); err != nil {
 		return false, wrap(op, err)
 	}
-	w := newWriteID()
-	lease := stateRec{Lease: &leaseRec{Write: w, Until: s.o.Now().Add(s.o.LeaseTTL).UTC()}}
-	rev, err := s.members.Create(ctx, r.ID, jsonBytes(lease))
+	held := stateRec{Lease: s.newLease(newWriteID())}
+	rev, err := s.members.Create(ctx, r.ID, jsonBytes(held))
 	if err != nil {
 		if isConflict(err) {
 			err = fmt.Errorf("room is being created or imported concurrently: %w", store.ErrRoomExists)
 		}
 		return false, wrap(op, err)
 	}
-	for _, k := range in.Keys {
-		kr := keyRec{Sealer: k.Sealer, Sealed: k.Sealed, Sig: k.Sig, Write: w}
-		if _, err := s.keys.Put(ctx, sealedKeyName(r.ID, k.Member, k.Epoch), jsonBytes(kr)); err != nil {
-			return false, wrap(op, err)
-		}
-	}
-	st := stateRec{Epoch: r.Epoch, Pending: r.RotationPending, Members: map[string]memberRec{}, Writes: []string{w}}
-	for _, e := range in.Epochs {
-		st.Epochs = append(st.Epochs, epochRec{Epoch: e.Epoch, By: e.CreatedBy, Reason: string(e.Reason), At: e.CreatedAt.UTC()})
-	}
+	next := stateRec{Epoch: r.Epoch, Pending: r.RotationPending, Members: map[string]memberRec{}}
 	for _, m := range in.Members {
-		st.Members[m.SignPub] = memberRec{Role: string(m.Role), AddedBy: m.AddedBy, AddedAt: m.AddedAt.UTC()}
+		next.Members[m.SignPub] = memberRec{Role: string(m.Role), AddedBy: m.AddedBy, AddedAt: m.AddedAt.UTC()}
 	}
-	if _, err := s.members.Update(ctx, r.ID, jsonBytes(st), rev); err != nil {
+	ws := writeSet{keys: in.Keys}
+	for _, e := range in.Epochs {
+		ws.epochs = append(ws.epochs, epochRec{Epoch: e.Epoch, By: e.CreatedBy, Reason: string(e.Reason), At: e.CreatedAt.UTC()})
+	}
+	if err := s.leasedWrite(ctx, r.ID, held, rev, next, ws); err != nil {
 		return false, wrap(op, err)
 	}
 	for _, m := range in.Members {

@@ -6,10 +6,12 @@
 //
 //	UNIBUS_users            u.<sign-pub>            user record
 //	                        h.<hex(handle)>         handle claim → sign-pub
+//	                        deployment              the deployment id
 //	UNIBUS_rooms            <room>                  room metadata (immutable)
+//	                        <room>.e.<epoch>        epoch record
 //	UNIBUS_members          <room>                  the room's state: epoch,
-//	                                                epochs, members, pending
-//	                                                flag, committed writes
+//	                                                members, pending flag,
+//	                                                lease, unsettled write
 //	UNIBUS_room_keys        <room>.<member>.<epoch> sealed room key
 //	UNIBUS_rooms_by_member  <sign-pub>              rooms the user is in (index)
 //	UNIBUS_nonces           <key-id>.<sha256(nonce)> anti-replay record (memory)
@@ -25,13 +27,15 @@
 // a room's member set, epoch and pending flag live together in its
 // UNIBUS_members record, so a rotation's coverage check, an addition and a
 // removal are serialized by that record's revision. A write that also
-// stores sealed keys first takes a lease on the record (a compare-and-set
-// that marks it busy for LeaseTTL), writes the keys, then commits the new
-// state and releases the lease in one more compare-and-set. Each such write
-// has a random id; a sealed key carries the id of the write that stored it
-// and is visible only once the room's record lists that id as committed. A
-// crash between the writes therefore leaves keys nobody can read and a
-// lease that expires, never access the record does not grant. The
+// stores sealed keys or epoch records first takes a lease on the record (a
+// compare-and-set that marks it busy for LeaseTTL), writes them, commits
+// the new state in one more compare-and-set, then marks them settled and
+// releases the lease (write.go). Each such write has a random id; a record
+// carries the id of the write that stored it and is visible only once it
+// is settled or the room's record lists that id as committed. A crash
+// between the writes therefore leaves records nobody can read and a lease
+// that expires, never access the record does not grant. The state record
+// holds no history, so its size does not grow with the room's epochs. The
 // complete order of every multi-key write is documented in docs/STORES.md.
 //
 // # Opening and watching
@@ -79,8 +83,9 @@ const (
 	DefaultBootstrap = 120 * time.Second
 	DefaultLeaseTTL  = 30 * time.Second
 	DefaultTimeout   = 10 * time.Second
-	// MaxValueSize bounds one record (a room's state grows with its
-	// epochs and members: about 150 bytes per epoch and per member).
+	// MaxValueSize bounds one record. The largest is a room's state: about
+	// 200 bytes per member, and 70 more per member while a write is not
+	// settled yet; the room's epochs and writes add nothing to it.
 	MaxValueSize = 1 << 20
 )
 
@@ -104,6 +109,10 @@ type Options struct {
 	// pointing them at a node that is not in kv mode fails instead of
 	// creating empty buckets there.
 	NoCreate bool
+	// NoUpgrade keeps the store from converting rooms in the legacy record
+	// format in the background once it is open (upgrade.go); tests of that
+	// format set it.
+	NoUpgrade bool
 }
 
 func (o *Options) defaults() {
@@ -162,7 +171,13 @@ func New(nc *nats.Conn, o Options) *Store {
 	o.defaults()
 	s := &Store{o: o, streams: map[string]jetstream.Stream{}}
 	s.life, s.stopLife = context.WithCancel(context.Background())
-	s.opening = jsretry.Start("kv store", func(ctx context.Context) error { return s.open(ctx, nc) })
+	s.opening = jsretry.Start("kv store", func(ctx context.Context) error {
+		if err := s.open(ctx, nc); err != nil {
+			return err
+		}
+		s.startUpgrade()
+		return nil
+	})
 	return s
 }
 
@@ -379,11 +394,16 @@ func token(what, s string) error {
 	return nil
 }
 
+// isGone reports a get of a key that holds no value.
+func isGone(err error) bool {
+	return errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted)
+}
+
 // getJSON reads key into v and returns its revision; a missing key is
 // store.ErrNotFound.
 func getJSON(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
 	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	if isGone(err) {
 		return 0, store.ErrNotFound
 	}
 	if err != nil {

@@ -1,7 +1,6 @@
 package kvstore
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -26,26 +24,42 @@ type roomRec struct {
 	CreatedAt time.Time     `json:"created_at"`
 	MaxAge    time.Duration `json:"max_age"`
 	MaxBytes  int64         `json:"max_bytes"`
+	// Shared is absent from records written before protocol 2: those
+	// rooms have streams of their own.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // stateRec is UNIBUS_members/<room>, the primary record of everything that
-// grants access to the room. Epoch 0 means "being created".
+// grants access to the room. Epoch 0 means "being created". Its size does
+// not grow with the room's epochs or writes: it holds the members, at
+// most one write not yet settled (write.go) and a lease.
 type stateRec struct {
 	Epoch   uint64               `json:"epoch"`
 	Pending bool                 `json:"rotation_pending,omitempty"`
-	Epochs  []epochRec           `json:"epochs"`
 	Members map[string]memberRec `json:"members"`
-	// Writes lists the committed writes: a sealed key is visible only if
-	// the write that stored it is listed.
-	Writes []string  `json:"writes"`
-	Lease  *leaseRec `json:"lease,omitempty"`
+	// Unsettled lists the committed writes whose records may not all be
+	// marked settled yet: a record of a write listed here is visible.
+	Unsettled []writeRec `json:"unsettled,omitempty"`
+	Lease     *leaseRec  `json:"lease,omitempty"`
+
+	// Epochs and Writes are the legacy format (upgrade.go): the room's
+	// epoch history and every committed write, in records written before
+	// epoch records had keys of their own. No write adds to them; Upgrade
+	// moves them out.
+	Epochs []epochRec `json:"epochs,omitempty"`
+	Writes []string   `json:"writes,omitempty"`
 }
 
+// epochRec is an epoch's record, UNIBUS_rooms/<room>.e.<epoch>, tagged
+// like a sealed key with the write that stored it. In a legacy state
+// record's Epochs it has no tag.
 type epochRec struct {
-	Epoch  uint64    `json:"epoch"`
-	By     string    `json:"by"`
-	Reason string    `json:"reason"`
-	At     time.Time `json:"at"`
+	Epoch   uint64    `json:"epoch"`
+	By      string    `json:"by"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+	Write   string    `json:"write,omitempty"`
+	Settled bool      `json:"settled,omitempty"`
 }
 
 type memberRec struct {
@@ -60,12 +74,14 @@ type leaseRec struct {
 	Until time.Time `json:"until"`
 }
 
-// keyRec is UNIBUS_room_keys/<room>.<member>.<epoch>.
+// keyRec is UNIBUS_room_keys/<room>.<member>.<epoch>. It is visible once
+// Settled, or while the state record lists Write as committed.
 type keyRec struct {
-	Sealer string `json:"sealer"`
-	Sealed []byte `json:"sealed"`
-	Sig    []byte `json:"sig"`
-	Write  string `json:"write"`
+	Sealer  string `json:"sealer"`
+	Sealed  []byte `json:"sealed"`
+	Sig     []byte `json:"sig"`
+	Write   string `json:"write"`
+	Settled bool   `json:"settled,omitempty"`
 }
 
 // indexRec is UNIBUS_rooms_by_member/<sign-pub>: a superset hint of the
@@ -74,19 +90,32 @@ type indexRec struct {
 	Rooms []string `json:"rooms"`
 }
 
-// sealedKeyName is the UNIBUS_room_keys key of a member's sealed key for
-// one epoch of a room.
-func sealedKeyName(room, member string, epoch uint64) string {
-	return room + "." + member + "." + strconv.FormatUint(epoch, 10)
-}
-
 func newWriteID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
 
-func (st *stateRec) committed(w string) bool { return slices.Contains(st.Writes, w) }
+// committed reports whether the state lists write w as committed.
+func (st *stateRec) committed(w string) bool {
+	if w == "" {
+		return false
+	}
+	for _, u := range st.Unsettled {
+		if u.ID == w {
+			return true
+		}
+	}
+	return slices.Contains(st.Writes, w)
+}
+
+// visible reports whether a record (a sealed key or an epoch record)
+// tagged with write and settled may be shown: it is settled, or its
+// write is committed. The caller also checks the record's epoch against
+// the room's.
+func (st *stateRec) visible(write string, settled bool) bool {
+	return settled || st.committed(write)
+}
 
 func (st *stateRec) isMember(signPub string) bool {
 	_, ok := st.Members[signPub]
@@ -126,7 +155,8 @@ func (s *Store) roomState(ctx context.Context, room string) (stateRec, []byte, u
 
 // CreateRoom writes, in order: the room's metadata (create-if-absent), its
 // state record at epoch 0 holding a lease (create-if-absent), the owner's
-// sealed key, the state at epoch 1 with the owner (compare-and-set), and the
+// sealed key and the record of epoch 1, the state at epoch 1 with the
+// owner (compare-and-set; see leasedWrite for what follows), and the
 // owner's index entry. Until the fourth write the room does not exist for
 // any reader.
 func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member, key store.SealedKey) error {
@@ -148,7 +178,7 @@ func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member
 	if err := s.userExists(ctx, owner.SignPub); err != nil {
 		return wrap(op, err)
 	}
-	meta := roomRec{ID: r.ID, Name: r.Name, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(), MaxAge: r.MaxAge, MaxBytes: r.MaxBytes}
+	meta := roomRec{ID: r.ID, Name: r.Name, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt.UTC(), MaxAge: r.MaxAge, MaxBytes: r.MaxBytes, Shared: r.Shared}
 	if _, err := s.rooms.Create(ctx, r.ID, jsonBytes(meta)); err != nil {
 		if !isConflict(err) {
 			return wrap(op, err)
@@ -165,8 +195,8 @@ func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member
 		meta = had
 	}
 	w := newWriteID()
-	lease := stateRec{Lease: &leaseRec{Write: w, Until: s.o.Now().Add(s.o.LeaseTTL).UTC()}}
-	rev, err := s.members.Create(ctx, r.ID, jsonBytes(lease))
+	held := stateRec{Lease: s.newLease(w)}
+	rev, err := s.members.Create(ctx, r.ID, jsonBytes(held))
 	if err != nil {
 		if !isConflict(err) {
 			return wrap(op, err)
@@ -178,27 +208,23 @@ func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member
 		if st.Epoch != 0 || (st.Lease != nil && s.o.Now().Before(st.Lease.Until)) {
 			return wrap(op, store.ErrRoomExists)
 		}
-		if rev, err = s.members.Update(ctx, r.ID, jsonBytes(lease), srev); err != nil {
+		if rev, err = s.members.Update(ctx, r.ID, jsonBytes(held), srev); err != nil {
 			if isConflict(err) {
 				err = store.ErrRoomExists
 			}
 			return wrap(op, err)
 		}
 	}
-	kr := keyRec{Sealer: key.Sealer, Sealed: key.Sealed, Sig: key.Sig, Write: w}
-	if _, err := s.keys.Put(ctx, sealedKeyName(r.ID, owner.SignPub, 1), jsonBytes(kr)); err != nil {
-		return wrap(op, err)
-	}
-	st := stateRec{
+	key.Room = r.ID
+	next := stateRec{
 		Epoch:   1,
-		Epochs:  []epochRec{{Epoch: 1, By: meta.CreatedBy, Reason: string(store.EpochCreate), At: meta.CreatedAt}},
 		Members: map[string]memberRec{owner.SignPub: {Role: string(store.RoomOwner), AddedBy: owner.AddedBy, AddedAt: owner.AddedAt.UTC()}},
-		Writes:  []string{w},
 	}
-	if _, err := s.members.Update(ctx, r.ID, jsonBytes(st), rev); err != nil {
-		if isConflict(err) {
-			err = fmt.Errorf("lost the creation lease: %w", store.ErrUnavailable)
-		}
+	ws := writeSet{
+		keys:   []store.SealedKey{key},
+		epochs: []epochRec{{Epoch: 1, By: meta.CreatedBy, Reason: string(store.EpochCreate), At: meta.CreatedAt}},
+	}
+	if err := s.leasedWrite(ctx, r.ID, held, rev, next, ws); err != nil {
 		return wrap(op, err)
 	}
 	s.indexUpdate(ctx, owner.SignPub, r.ID, true)
@@ -238,7 +264,7 @@ func (s *Store) getRoom(ctx context.Context, id string) (store.Room, error) {
 		return store.Room{}, err
 	}
 	return store.Room{ID: meta.ID, Name: meta.Name, CreatedBy: meta.CreatedBy, CreatedAt: meta.CreatedAt.UTC(),
-		Epoch: st.Epoch, RotationPending: st.Pending, MaxAge: meta.MaxAge, MaxBytes: meta.MaxBytes}, nil
+		Epoch: st.Epoch, RotationPending: st.Pending, MaxAge: meta.MaxAge, MaxBytes: meta.MaxBytes, Shared: meta.Shared}, nil
 }
 
 // RoomIDs reads the user's index entry and keeps the rooms whose state
@@ -373,19 +399,19 @@ func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.Seal
 		return wrap(op, fmt.Errorf("user %s: %w", m.SignPub, store.ErrNotFound))
 	}
 	already := false
-	err := s.mutate(ctx, m.Room, func(st *stateRec) ([]store.SealedKey, error) {
+	err := s.mutate(ctx, m.Room, func(st *stateRec) (writeSet, error) {
 		if err := s.userExists(ctx, m.SignPub); err != nil {
-			return nil, err
+			return writeSet{}, err
 		}
 		if st.isMember(m.SignPub) {
 			already = true
-			return nil, store.ErrAlreadyMember
+			return writeSet{}, store.ErrAlreadyMember
 		}
 		if err := store.CheckJoinKeys(m, keys, st.Epoch); err != nil {
-			return nil, err
+			return writeSet{}, err
 		}
 		st.Members[m.SignPub] = memberRec{Role: string(m.Role), AddedBy: m.AddedBy, AddedAt: m.AddedAt.UTC()}
-		return keys, nil
+		return writeSet{keys: keys}, nil
 	})
 	if err == nil || already {
 		// Also repairs an index entry that a crash left out.
@@ -402,18 +428,18 @@ func (s *Store) RemoveMember(ctx context.Context, room, signPub string, rot *sto
 	}
 	ctx, cancel := s.ctx(ctx)
 	defer cancel()
-	err := s.mutate(ctx, room, func(st *stateRec) ([]store.SealedKey, error) {
+	err := s.mutate(ctx, room, func(st *stateRec) (writeSet, error) {
 		if !st.isMember(signPub) {
-			return nil, store.ErrNotMember
+			return writeSet{}, store.ErrNotMember
 		}
 		delete(st.Members, signPub)
 		if rot == nil {
 			st.Pending = true
-			return nil, nil
+			return writeSet{}, nil
 		}
 		r := *rot
 		if r.Room != room {
-			return nil, fmt.Errorf("the rotation is for room %s: %w", r.Room, errInvalid)
+			return writeSet{}, fmt.Errorf("the rotation is for room %s: %w", r.Room, errInvalid)
 		}
 		if r.Reason == "" {
 			r.Reason = store.EpochRemove
@@ -437,91 +463,26 @@ func (s *Store) Rotate(ctx context.Context, rot store.Rotation) error {
 	if rot.Reason == "" {
 		rot.Reason = store.EpochRotate
 	}
-	return wrap(op, s.mutate(ctx, rot.Room, func(st *stateRec) ([]store.SealedKey, error) {
+	return wrap(op, s.mutate(ctx, rot.Room, func(st *stateRec) (writeSet, error) {
 		return rotate(st, rot)
 	}))
 }
 
 // rotate applies rot to st (the epoch first, so that concurrent rotations
-// to the same epoch lose with ErrStaleEpoch) and returns its keys.
-func rotate(st *stateRec, rot store.Rotation) ([]store.SealedKey, error) {
+// to the same epoch lose with ErrStaleEpoch) and returns its keys and the
+// new epoch's record.
+func rotate(st *stateRec, rot store.Rotation) (writeSet, error) {
 	if rot.Epoch != st.Epoch+1 {
-		return nil, fmt.Errorf("the room is at epoch %d, the rotation is to %d: %w", st.Epoch, rot.Epoch, store.ErrStaleEpoch)
+		return writeSet{}, fmt.Errorf("the room is at epoch %d, the rotation is to %d: %w", st.Epoch, rot.Epoch, store.ErrStaleEpoch)
 	}
 	if err := store.CheckCoverage(rot, st.memberSet()); err != nil {
-		return nil, err
+		return writeSet{}, err
 	}
-	st.Epochs = append(st.Epochs, epochRec{Epoch: rot.Epoch, By: rot.By, Reason: string(rot.Reason), At: rot.At.UTC()})
 	st.Epoch, st.Pending = rot.Epoch, false
-	return rot.Keys, nil
-}
-
-// mutate applies fn to the room's state record. Without keys it is one
-// compare-and-set. With keys it is three writes: (1) a compare-and-set
-// that takes the room's lease on the unchanged state, (2) the sealed keys,
-// tagged with this write's id, (3) a compare-and-set to the new state that
-// lists the write as committed and drops the lease. A writer that finds a
-// live lease waits for it; an expired one is taken over. fn runs again on
-// every retry, against the state it is about to replace.
-func (s *Store) mutate(ctx context.Context, room string, fn func(*stateRec) ([]store.SealedKey, error)) error {
-	wait := 5 * time.Millisecond
-	for {
-		st, raw, rev, err := s.roomState(ctx, room)
-		if err != nil {
-			return err
-		}
-		if st.Epoch == 0 {
-			return store.ErrNotFound
-		}
-		if st.Lease != nil && s.o.Now().Before(st.Lease.Until) {
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("room is busy (a write holds its lease): %w: %w", store.ErrUnavailable, ctx.Err())
-			case <-time.After(wait):
-			}
-			wait = min(wait*2, 200*time.Millisecond)
-			continue
-		}
-		keys, err := fn(&st)
-		if err != nil {
-			return err
-		}
-		st.Lease = nil
-		if len(keys) == 0 {
-			_, err := s.members.Update(ctx, room, jsonBytes(st), rev)
-			if isConflict(err) {
-				continue
-			}
-			return err
-		}
-		w := newWriteID()
-		var held stateRec
-		if err := json.Unmarshal(raw, &held); err != nil {
-			return err
-		}
-		held.Lease = &leaseRec{Write: w, Until: s.o.Now().Add(s.o.LeaseTTL).UTC()}
-		rev2, err := s.members.Update(ctx, room, jsonBytes(held), rev)
-		if isConflict(err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		for _, k := range keys {
-			kr := keyRec{Sealer: k.Sealer, Sealed: k.Sealed, Sig: k.Sig, Write: w}
-			if _, err := s.keys.Put(ctx, sealedKeyName(room, k.Member, k.Epoch), jsonBytes(kr)); err != nil {
-				return fmt.Errorf("store sealed key of %s for epoch %d: %w", k.Member, k.Epoch, err)
-			}
-		}
-		st.Writes = append(st.Writes, w)
-		if _, err := s.members.Update(ctx, room, jsonBytes(st), rev2); err != nil {
-			if isConflict(err) {
-				return fmt.Errorf("lost the room's lease (a write took longer than %v): %w", s.o.LeaseTTL, store.ErrUnavailable)
-			}
-			return err
-		}
-		return nil
-	}
+	return writeSet{
+		keys:   rot.Keys,
+		epochs: []epochRec{{Epoch: rot.Epoch, By: rot.By, Reason: string(rot.Reason), At: rot.At.UTC()}},
+	}, nil
 }
 
 // indexUpdate adds room to (or removes it from) the user's index entry.
@@ -603,69 +564,4 @@ func (s *Store) Repair(ctx context.Context) (fixed int, err error) {
 		}
 	}
 	return fixed, nil
-}
-
-// SealedKeys returns the member's keys of committed writes, by epoch.
-func (s *Store) SealedKeys(ctx context.Context, room, member string) ([]store.SealedKey, error) {
-	op := fmt.Sprintf("sealed keys of %s in room %s", member, room)
-	if err := s.check(op); err != nil {
-		return nil, err
-	}
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	if token("sign-pub", member) != nil {
-		return nil, nil
-	}
-	st, _, _, err := s.roomState(ctx, room)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, wrap(op, err)
-	}
-	names, err := s.listKeys(ctx, BucketRoomKeys, room+"."+member+".*")
-	if err != nil {
-		return nil, wrap(op, err)
-	}
-	var out []store.SealedKey
-	for _, name := range names {
-		epoch, err := strconv.ParseUint(name[strings.LastIndexByte(name, '.')+1:], 10, 64)
-		if err != nil || epoch > st.Epoch {
-			continue
-		}
-		var kr keyRec
-		if _, err := getJSON(ctx, s.keys, name, &kr); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				continue
-			}
-			return nil, wrap(op, err)
-		}
-		if !st.committed(kr.Write) {
-			continue
-		}
-		out = append(out, store.SealedKey{Room: room, Epoch: epoch, Member: member, Sealer: kr.Sealer, Sealed: kr.Sealed, Sig: kr.Sig})
-	}
-	slices.SortFunc(out, func(a, b store.SealedKey) int { return cmp.Compare(a.Epoch, b.Epoch) })
-	return out, nil
-}
-
-// Epochs implements store.Store.
-func (s *Store) Epochs(ctx context.Context, room string) ([]store.Epoch, error) {
-	if err := s.check("epochs of room " + room); err != nil {
-		return nil, err
-	}
-	ctx, cancel := s.ctx(ctx)
-	defer cancel()
-	st, _, _, err := s.roomState(ctx, room)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, wrap("epochs of room "+room, err)
-	}
-	out := make([]store.Epoch, 0, len(st.Epochs))
-	for _, e := range st.Epochs {
-		out = append(out, store.Epoch{Room: room, Epoch: e.Epoch, CreatedBy: e.By, Reason: store.EpochReason(e.Reason), CreatedAt: e.At.UTC()})
-	}
-	return out, nil
 }

@@ -1,12 +1,13 @@
-// Package migrate copies a SQLite deployment — users, rooms with their
-// members, epochs and sealed keys, and blobs — into the KV store and the
-// blob object store of a live node ('membershipd migrate-to-kv').
+// Package migrate copies a SQLite deployment — its deployment id, users,
+// rooms with their members, epochs and sealed keys, and blobs — into the
+// KV store and the blob object store of a live node ('membershipd
+// migrate-to-kv').
 //
-// It is idempotent: what the KV already holds is left as it is, and a user
-// or room that differs there is reported as a conflict, never
-// overwritten, so a second run copies nothing. Every copy is recorded in
-// the KV's audit log before it is made (store.Audited), with the SQLite
-// log's head, which links the two chains.
+// It is idempotent: what the KV already holds is left as it is, and a
+// deployment id, user or room that differs there is reported as a
+// conflict, never overwritten, so a second run copies nothing. Every user
+// and room copy is recorded in the KV's audit log before it is made
+// (store.Audited), with the SQLite log's head, which links the two chains.
 //
 // A room is copied only if a current member can reach it: a room whose
 // every member was removed is not (nobody can use it).
@@ -105,6 +106,10 @@ type Report struct {
 	Rooms, RoomsPresent int
 	Keys, Members       int // of the rooms copied
 	Blobs, BlobsPresent int
+	// DeploymentID is the deployment's id in the KV after the copy: the
+	// SQLite deployment's, unless the KV had one already (a conflict when
+	// they differ).
+	DeploymentID string
 	// Conflicts describes each record that differs between the two
 	// stores and was left unchanged.
 	Conflicts []string
@@ -128,9 +133,20 @@ func (r *Report) conflict(format string, args ...any) {
 
 // Copy copies what dst lacks from src, and the blobs of blobDir
 // (<blobDir>/<room>/<id>) into blobs; each user and room copy is recorded
-// first through record (an audited write, see store.Audited).
+// first through record (an audited write, see store.Audited). The
+// deployment id is copied first, unrecorded: it grants nothing.
 func Copy(ctx context.Context, src store.Store, dst *kvstore.Store, blobDir string, blobs blobstore.Store, record func(audit.Record, func() error) error) (Report, error) {
 	var rep Report
+	id, err := src.DeploymentID(ctx)
+	if err != nil {
+		return rep, err
+	}
+	if rep.DeploymentID, err = dst.ImportDeploymentID(ctx, id); err != nil {
+		return rep, err
+	}
+	if rep.DeploymentID != id {
+		rep.conflict("the deployment id is %s in the KV, %s in SQLite", rep.DeploymentID, id)
+	}
 	users, err := src.ListUsers(ctx)
 	if err != nil {
 		return rep, err
@@ -212,6 +228,9 @@ func notePresentRoom(ctx context.Context, dst *kvstore.Store, r store.Room, rep 
 	}
 	if had.Epoch != r.Epoch || had.Name != r.Name {
 		rep.conflict("room %s is at epoch %d in the KV, %d in SQLite", r.ID, had.Epoch, r.Epoch)
+	}
+	if had.Shared != r.Shared {
+		rep.conflict("room %s is shared=%v in the KV, shared=%v in SQLite", r.ID, had.Shared, r.Shared)
 	}
 	return nil
 }

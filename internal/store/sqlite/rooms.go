@@ -5,17 +5,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/unibus/unibus/internal/store"
 )
 
-const roomColumns = `id, name, created_by, created_at, epoch, rotation_pending, max_age, max_bytes`
+const roomColumns = `id, name, created_by, created_at, epoch, rotation_pending, max_age, max_bytes, shared`
 
 func scanRoom(row interface{ Scan(...any) error }) (store.Room, error) {
 	var r store.Room
 	var created, maxAge int64
-	if err := row.Scan(&r.ID, &r.Name, &r.CreatedBy, &created, &r.Epoch, &r.RotationPending, &maxAge, &r.MaxBytes); err != nil {
+	if err := row.Scan(&r.ID, &r.Name, &r.CreatedBy, &created, &r.Epoch, &r.RotationPending, &maxAge, &r.MaxBytes, &r.Shared); err != nil {
 		return store.Room{}, err
 	}
 	r.CreatedAt, r.MaxAge = fromDB(created), time.Duration(maxAge)
@@ -52,8 +53,8 @@ func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member
 		if err := userExists(ctx, tx, owner.SignPub); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO rooms (`+roomColumns+`) VALUES (?, ?, ?, ?, 1, 0, ?, ?)`,
-			r.ID, r.Name, r.CreatedBy, toDB(r.CreatedAt), int64(r.MaxAge), r.MaxBytes)
+		_, err := tx.ExecContext(ctx, `INSERT INTO rooms (`+roomColumns+`) VALUES (?, ?, ?, ?, 1, 0, ?, ?, ?)`,
+			r.ID, r.Name, r.CreatedBy, toDB(r.CreatedAt), int64(r.MaxAge), r.MaxBytes, r.Shared)
 		if isUnique(err) {
 			return store.ErrRoomExists
 		}
@@ -87,7 +88,7 @@ func (s *Store) GetRoom(ctx context.Context, id string) (store.Room, error) {
 // ListRooms returns the rooms signPub is a member of, ordered by name (then id).
 func (s *Store) ListRooms(ctx context.Context, signPub string) ([]store.Room, error) {
 	op := "list rooms of " + signPub
-	rows, err := s.r.QueryContext(ctx, `SELECT r.id, r.name, r.created_by, r.created_at, r.epoch, r.rotation_pending, r.max_age, r.max_bytes
+	rows, err := s.r.QueryContext(ctx, `SELECT r.id, r.name, r.created_by, r.created_at, r.epoch, r.rotation_pending, r.max_age, r.max_bytes, r.shared
 		FROM members m JOIN rooms r ON r.id = m.room WHERE m.sign_pub = ? ORDER BY r.name, r.id`, signPub)
 	if err != nil {
 		return nil, wrap(op, err)
@@ -211,4 +212,50 @@ func (s *Store) Epochs(ctx context.Context, room string) ([]store.Epoch, error) 
 		return nil, wrap(op, err)
 	}
 	return out, nil
+}
+
+// Sealed-key and epoch lookups: one row each, by primary key, prepared
+// once (clients fetch the keys of the epochs they need one at a time).
+const (
+	sealedKeyQuery = `SELECT k.room, k.epoch, k.member, k.sealer, k.sealed, k.sig FROM sealed_keys k
+		JOIN rooms r ON r.id = k.room WHERE k.room = ? AND k.member = ? AND k.epoch = ? AND k.epoch <= r.epoch`
+	epochQuery = `SELECT e.room, e.epoch, e.created_by, e.reason, e.created_at FROM epochs e
+		JOIN rooms r ON r.id = e.room WHERE e.room = ? AND e.epoch = ? AND e.epoch <= r.epoch`
+)
+
+// SealedKey returns member's sealed key for one epoch of the room, or
+// ErrNotFound. A key is stored only by a committed transaction and never
+// for an epoch above the room's; the query checks the epoch all the same.
+func (s *Store) SealedKey(ctx context.Context, room, member string, epoch uint64) (store.SealedKey, error) {
+	var k store.SealedKey
+	err := sql.ErrNoRows // an epoch beyond SQLite's integers exists nowhere
+	if epoch <= math.MaxInt64 {
+		err = s.sealedKeyStmt.QueryRowContext(ctx, room, member, epoch).Scan(&k.Room, &k.Epoch, &k.Member, &k.Sealer, &k.Sealed, &k.Sig)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.SealedKey{}, wrap(fmt.Sprintf("sealed key of %s for epoch %d of room %s", member, epoch, room), err)
+	}
+	return k, nil
+}
+
+// Epoch returns one epoch's record, or ErrNotFound.
+func (s *Store) Epoch(ctx context.Context, room string, epoch uint64) (store.Epoch, error) {
+	var e store.Epoch
+	var reason string
+	var created int64
+	err := sql.ErrNoRows
+	if epoch <= math.MaxInt64 {
+		err = s.epochStmt.QueryRowContext(ctx, room, epoch).Scan(&e.Room, &e.Epoch, &e.CreatedBy, &reason, &created)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Epoch{}, wrap(fmt.Sprintf("epoch %d of room %s", epoch, room), err)
+	}
+	e.Reason, e.CreatedAt = store.EpochReason(reason), fromDB(created)
+	return e, nil
 }

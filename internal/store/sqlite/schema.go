@@ -91,6 +91,19 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 `,
+	// 3: protocol 2's shared stream. A room stored before it has a stream
+	// of its own, so existing rows read as 0.
+	`
+ALTER TABLE rooms ADD COLUMN shared INTEGER NOT NULL DEFAULT 0 CHECK (shared IN (0, 1));
+`,
+	// 4: the deployment id, one row made the first time it is asked for.
+	`
+CREATE TABLE deployment (
+	singleton  INTEGER PRIMARY KEY CHECK (singleton = 1),
+	id         TEXT NOT NULL CHECK (length(id) = 32 AND id NOT GLOB '*[^0-9a-f]*'),
+	created_at INTEGER NOT NULL
+) STRICT;
+`,
 }
 
 // migrate brings the schema to SchemaVersion in one transaction, and

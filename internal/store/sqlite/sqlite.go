@@ -60,8 +60,10 @@ type Store struct {
 	uses       atomic.Uint64 // UseNonce calls, for the periodic sweep
 
 	// Prepared once: the statements every signed request and every login
-	// run (parsing them each time was 7% of a data-plane login).
+	// run (parsing them each time was 7% of a data-plane login), and the
+	// per-epoch lookups clients make.
 	getUserStmt, roomIDsStmt, useNonceStmt *sql.Stmt
+	sealedKeyStmt, epochStmt               *sql.Stmt
 
 	cv    changeVersion // ChangeVersion's connection, on r
 	watch watchers      // Watch's callbacks and poller (watch.go)
@@ -196,6 +198,8 @@ func (s *Store) open(ctx context.Context, path string) error {
 		{s.r, `SELECT ` + userColumns + ` FROM users WHERE sign_pub = ?`, &s.getUserStmt},
 		{s.r, `SELECT room FROM members WHERE sign_pub = ? ORDER BY room`, &s.roomIDsStmt},
 		{s.w, useNonce, &s.useNonceStmt},
+		{s.r, sealedKeyQuery, &s.sealedKeyStmt},
+		{s.r, epochQuery, &s.epochStmt},
 	} {
 		if *p.stmt, err = p.db.PrepareContext(ctx, p.q); err != nil {
 			return fmt.Errorf("prepare statement: %w", err)
@@ -233,7 +237,7 @@ func (s *Store) checkPragmas(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.watch.stopWatch()
 	errs := []error{s.cv.close()}
-	for _, st := range []*sql.Stmt{s.getUserStmt, s.roomIDsStmt, s.useNonceStmt} {
+	for _, st := range []*sql.Stmt{s.getUserStmt, s.roomIDsStmt, s.useNonceStmt, s.sealedKeyStmt, s.epochStmt} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}

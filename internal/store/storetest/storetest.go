@@ -57,7 +57,8 @@ type Backend struct {
 // Run runs the conformance suite against b.
 func Run(t *testing.T, b Backend) {
 	t.Helper()
-	groups := [][]test{userTests, roomTests, memberTests, rotationTests, removeTests, nonceTests, timeTests, auditTests, watchTests}
+	groups := [][]test{userTests, roomTests, memberTests, rotationTests, removeTests, nonceTests, timeTests, auditTests, watchTests,
+		sharedTests, lookupTests, deploymentTests}
 	for _, g := range groups {
 		for _, tc := range g {
 			t.Run(tc.name, func(t *testing.T) {
@@ -72,6 +73,7 @@ func Run(t *testing.T, b Backend) {
 	}
 	if b.NotOpen != nil {
 		t.Run("NotOpenYet", func(t *testing.T) { testNotOpenYet(t, b.NotOpen(t)) })
+		t.Run("NotOpenYetLookups", func(t *testing.T) { testNotOpenYetLookups(t, b.NotOpen(t)) })
 	}
 }
 
