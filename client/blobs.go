@@ -13,10 +13,7 @@ import (
 	"net/http"
 	"os"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/unibus/unibus/blobcrypt"
-	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -141,35 +138,12 @@ func hashIs(h hash.Hash, id string) bool {
 // FindBlob looks through the room's stored messages for the announcement
 // of blob id.
 func (c *Client) FindBlob(ctx context.Context, room, id string) (BlobAnnouncement, error) {
-	nc, err := c.conn()
-	if err != nil {
-		return BlobAnnouncement{}, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return BlobAnnouncement{}, err
-	}
-	s, err := js.Stream(ctx, subjects.Stream(room))
-	if err != nil {
-		return BlobAnnouncement{}, err
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return BlobAnnouncement{}, err
-	}
-	last := info.State.LastSeq
-	if last == 0 {
-		return BlobAnnouncement{}, fmt.Errorf("no announcement of blob %s in the room", id)
-	}
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var found BlobAnnouncement
-	err = c.Listen(lctx, room, ListenOptions{FromStart: true, OnError: func(error) {}}, func(m Message) {
+	err := c.Listen(lctx, room, ListenOptions{FromStart: true, OnError: func(error) {}, caughtUp: cancel}, func(m Message) {
 		if a, ok := ParseBlobAnnouncement(m.Data); ok && a.ID == id {
 			found = a
-			cancel()
-		}
-		if m.StreamSeq >= last {
 			cancel()
 		}
 	})

@@ -43,7 +43,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -89,6 +91,12 @@ type Config struct {
 	// Empty keeps the pins in memory for the Client's life only; the CLI
 	// uses DefaultKnownKeysFile of its identity file.
 	KnownKeysFile string
+	// InsecurePlaintext lets the client use a plaintext URL (http://,
+	// nats://) to a host that is not loopback. Without it Dial refuses
+	// one: on the data plane a man in the middle can strip TLS from the
+	// greeting a NATS server sends in clear, and on the control plane
+	// answer for the server.
+	InsecurePlaintext bool
 }
 
 // LoadCA reads a PEM CA bundle into a pool.
@@ -148,6 +156,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := checkPlaintext(cfg); err != nil {
+		return nil, err
+	}
 	pins, err := newKnownKeys(cfg.KnownKeysFile)
 	if err != nil {
 		return nil, err
@@ -162,6 +173,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		rooms:    map[string]*roomState{},
 		pins:     pins,
 	}
+	// Every request signature is bound to the deployment the servers
+	// announce, so a request signed here is refused by any other.
+	if c.signer.Tag, err = c.deploymentTag(ctx); err != nil {
+		return nil, err
+	}
 	me, err := c.Me(ctx)
 	if err != nil {
 		return nil, err
@@ -172,6 +188,61 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 	}
 	return c, nil
+}
+
+// deploymentTag asks the control plane (/healthz, unsigned) for its
+// deployment id and protocol.
+func (c *Client) deploymentTag(ctx context.Context) (string, error) {
+	resp, err := c.roundTrip(ctx, c.http, func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, "GET", base+"/healthz", nil)
+	})
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var h wire.Health
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&h); err != nil {
+		return "", fmt.Errorf("read the server's health: %w", err)
+	}
+	if h.Protocol != wire.Protocol {
+		return "", fmt.Errorf("the server speaks protocol %q, this client %q: upgrade the older one", h.Protocol, wire.Protocol)
+	}
+	if h.Deployment == "" {
+		return "", fmt.Errorf("the server is not ready (%s): try again", h.Error)
+	}
+	return wire.DeploymentTag(h.Deployment), nil
+}
+
+// checkPlaintext refuses plaintext URLs to hosts that are not loopback,
+// unless the configuration opts out.
+func checkPlaintext(cfg Config) error {
+	if cfg.InsecurePlaintext {
+		return nil
+	}
+	for _, u := range cfg.Servers {
+		if p, err := url.Parse(u); err == nil && p.Scheme == "http" && !loopback(p.Hostname()) {
+			return fmt.Errorf("control plane %s: plaintext http to a host that is not loopback; use https (and --ca), or opt out explicitly", u)
+		}
+	}
+	for _, u := range cfg.NATS {
+		p, err := url.Parse(u)
+		if err != nil {
+			continue // nats.Connect reports it
+		}
+		if p.Scheme != "tls" && cfg.RootCAs == nil && !loopback(p.Hostname()) {
+			return fmt.Errorf("data plane %s: plaintext nats:// to a host that is not loopback (a man in the middle can strip TLS); use tls:// or --ca, or opt out explicitly", u)
+		}
+	}
+	return nil
+}
+
+// loopback reports whether host is "localhost" or a loopback IP.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Identity returns the client's identity.

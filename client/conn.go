@@ -16,8 +16,10 @@ import (
 )
 
 // The data-plane connection: made on first use and logged in with the
-// identity's nkey; the server's ACL for it lists the caller's rooms at
-// login, so it is dropped and made again after the caller creates a room.
+// identity's nkey. Its permissions are the same whatever the caller's
+// rooms (its own ingress and deliveries), so membership changes need no
+// new login. With TLS configured (a tls:// URL or RootCAs), TLS is
+// required whatever the server's greeting says.
 
 // conn returns the data-plane connection, connecting on first use.
 func (c *Client) conn() (*nats.Conn, error) {
@@ -74,8 +76,7 @@ func hasTLSURL(urls []string) bool {
 	return false
 }
 
-// dropConn closes the data-plane connection so that the next use logs in
-// again and gets the ACL for the caller's current rooms.
+// dropConn closes the data-plane connection (Close).
 func (c *Client) dropConn() {
 	c.mu.Lock()
 	nc := c.nc

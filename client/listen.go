@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
 )
 
 // Message is a received, verified and decrypted room message.
@@ -51,29 +54,35 @@ type ListenOptions struct {
 	// FromStart replays the room's stored history first.
 	FromStart bool
 	// OnError receives each message that is reported and not delivered
-	// (bad signature, non-member sender, no key, gap, duplicate). nil logs.
+	// (bad signature, non-member sender, no key, gap, duplicate, replay).
+	// nil logs.
 	OnError func(error)
+
+	// caughtUp, if set, is called once every message stored when the
+	// first listener was made has been delivered or reported (FindBlob).
+	caughtUp func()
 }
 
 // Listen delivers the room's messages to fn, in stream order, until ctx is
-// done. Each message is verified (signature, sender membership), checked
-// for sequence gaps and duplicates per sender stream, and decrypted before
-// fn sees it. The consumer is an ordered consumer: after a reconnect or a
-// fail-over it resumes after the last delivered message, and one that
-// cannot re-create its server-side consumer is replaced by a fresh one
-// that resumes there too (docs/CLUSTER.md).
+// done. Each message is verified (signature, sender membership, send
+// time), checked for sequence gaps and duplicates per sender stream, and
+// decrypted before fn sees it.
+//
+// Listen asks the control plane for a listener: a consumer membershipd
+// makes on the room's stream that delivers only to this identity
+// (docs/DESIGN.md, "Listeners"). After a gap in its deliveries, a lost
+// heartbeat or a node lost, Listen asks for a new one that starts after
+// the last message it handed on, so nothing is lost or repeated. It ends
+// with an error when the caller can no longer read the room (removed,
+// revoked).
 //
 // Signatures are verified on every core (GOMAXPROCS workers, in batches
 // when messages queue up); fn and OnError are still called from a single
 // goroutine, one message at a time, in stream order, and never after
 // Listen has returned.
 func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn func(Message)) error {
-	filter := subjects.Room(room)
-	if o.Topic != "" {
-		if !validFilter(o.Topic) {
-			return fmt.Errorf("invalid topic filter %q", o.Topic)
-		}
-		filter = subjects.RoomTopic(room, o.Topic)
+	if o.Topic != "" && !validFilter(o.Topic) {
+		return fmt.Errorf("invalid topic filter %q", o.Topic)
 	}
 	if o.OnError == nil {
 		o.OnError = func(err error) { c.log.Warn("message not delivered", "room", room, "err", err) }
@@ -85,81 +94,116 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy,
-		MaxResetAttempts: listenResetAttempts}
-	if o.FromStart {
-		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-	}
 	p := newPipeline(ctx, c, room, o.FromStart, o.OnError, fn)
 	defer p.stop()
-	l := &listener{c: c, js: js, room: room, p: p, restart: make(chan error, 1)}
-	cc, err := l.consume(ctx, cfg, 20)
+	l := &listening{c: c, nc: nc, room: room, p: p, topic: o.Topic, restart: make(chan error, 1)}
+	defer l.cleanup.Wait()
+	req := wire.ListenRequest{Topic: o.Topic, Deliver: wire.DeliverNew}
+	if o.FromStart {
+		req.Deliver = wire.DeliverAll
+	}
+	cur, err := l.start(ctx, req)
 	if err != nil {
-		return fmt.Errorf("consume room %s: %w", room, err)
+		return fmt.Errorf("listen to room %s: %w", room, err)
+	}
+	if o.caughtUp != nil {
+		p.caughtUp(cur.info.Pending, o.caughtUp)
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			p.stop()
-			cc.Stop()
+			l.stop(cur)
 			return nil
 		case why := <-l.restart:
-			// The ordered consumer gave up re-creating its server-side
-			// consumer. After a node is lost, a consumer created before
-			// the cluster marked that node offline can be placed on it and
-			// then never answers; re-creating it under the same name waits
-			// on it forever. A fresh ordered consumer has a fresh name and
-			// is placed again, and it resumes after the last stream
-			// sequence delivered, so nothing is lost or repeated.
-			cc.Stop()
-			c.log.Info("listen: re-creating the room consumer", "room", room, "err", why)
-			next := cfg
-			if l.anchored.Load() {
-				next.DeliverPolicy, next.OptStartSeq = jetstream.DeliverByStartSequencePolicy, l.last.Load()+1
-			}
-			if cc, err = l.consume(ctx, next, -1); err != nil {
-				return nil // ctx is done
+			l.stop(cur)
+			c.log.Info("listen: asking for a new listener", "room", room, "err", why)
+			if cur, err = l.resume(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("listen to room %s: %w", room, err)
 			}
 		}
 	}
 }
 
-// listenResetAttempts bounds how often an ordered consumer re-creates its
-// server-side consumer (each attempt waits up to 10 s) before Listen
-// replaces it with a fresh one.
-const listenResetAttempts = 3
-
-// listener is one Listen's consumer, replaced when it gets stuck.
-type listener struct {
-	c    *Client
-	js   jetstream.JetStream
-	room string
-	p    *pipeline
-	last atomic.Uint64 // stream sequence of the last message handed on
-	// anchored: last is where a replacement resumes (false only while a
-	// DeliverAll consumer has not been created yet)
+// listening is one Listen: the listener it reads now, replaced when its
+// deliveries stop or skip.
+type listening struct {
+	c     *Client
+	nc    *nats.Conn
+	room  string
+	topic string
+	p     *pipeline
+	// last is the stream sequence of the last message handed on, and
+	// anchored says whether it is where a new listener resumes (false only
+	// while a listener delivering the whole history has not yet been made).
+	last     atomic.Uint64
 	anchored atomic.Bool
 	restart  chan error
+	cleanup  sync.WaitGroup // heartbeat watches, deletions of replaced listeners
 }
 
-// consume creates an ordered consumer with cfg and starts it, trying up to
-// attempts times on transient errors, or (attempts -1) on any error until
-// ctx ends: a replacement has no caller to report to. The sequence the
-// first consumer starts after is recorded, so a replacement resumes there.
-func (l *listener) consume(ctx context.Context, cfg jetstream.OrderedConsumerConfig, attempts int) (jetstream.ConsumeContext, error) {
+// current is one listener and the subscription that reads it.
+type current struct {
+	info wire.Listener
+	sub  *nats.Subscription
+	// cseq is the consumer sequence of the last delivery (the
+	// subscription's goroutine only); heard is when the listener last
+	// sent anything.
+	cseq  uint64
+	heard atomic.Int64
+	done  chan struct{}
+}
+
+// start asks for a listener and subscribes to its deliveries.
+func (l *listening) start(ctx context.Context, req wire.ListenRequest) (*current, error) {
+	var info wire.Listener
+	if err := l.c.do(ctx, "POST", "/v1/rooms/"+url.PathEscape(l.room)+"/listeners", req, &info); err != nil {
+		return nil, err
+	}
+	if !l.anchored.Load() && req.Deliver == wire.DeliverNew {
+		// A listener delivering new messages starts after the stream's
+		// last sequence when it was made: a replacement starts there too.
+		l.last.Store(info.LastSeq)
+	}
+	l.anchored.Store(true)
+	cur := &current{info: info, done: make(chan struct{})}
+	cur.heard.Store(time.Now().UnixNano())
+	sub, err := l.nc.Subscribe(info.DeliverSubject, func(m *nats.Msg) { l.handle(cur, m) })
+	if err != nil {
+		l.delete(info.Name)
+		return nil, err
+	}
+	// Flow control bounds what is in flight; the pipeline's own queue
+	// bounds the rest.
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		_ = sub.Unsubscribe()
+		l.delete(info.Name)
+		return nil, err
+	}
+	cur.sub = sub
+	l.cleanup.Go(func() { l.watch(cur) })
+	return cur, nil
+}
+
+// resume asks for a listener that starts after the last message handed
+// on, retrying while the control plane or the data plane cannot answer;
+// a refusal (no longer a member) ends it.
+func (l *listening) resume(ctx context.Context) (*current, error) {
 	for attempt := 0; ; attempt++ {
-		cc, err := l.consumeOnce(ctx, cfg)
-		if err == nil {
-			return cc, nil
+		req := wire.ListenRequest{Topic: l.topic, Deliver: wire.DeliverAll}
+		if l.anchored.Load() && l.last.Load() > 0 {
+			req = wire.ListenRequest{Topic: l.topic, Deliver: wire.DeliverSeq, StartSeq: l.last.Load() + 1}
 		}
-		if ctx.Err() != nil || attempts >= 0 && (attempt >= attempts || !retryable(err)) {
+		cur, err := l.start(ctx, req)
+		if err == nil {
+			return cur, nil
+		}
+		if ctx.Err() != nil || !transient(err) {
 			return nil, err
 		}
-		l.c.log.Debug("listen: consumer", "room", l.room, "attempt", attempt, "err", err)
+		l.c.log.Debug("listen: new listener", "room", l.room, "attempt", attempt, "err", err)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -168,48 +212,30 @@ func (l *listener) consume(ctx context.Context, cfg jetstream.OrderedConsumerCon
 	}
 }
 
-func (l *listener) consumeOnce(ctx context.Context, cfg jetstream.OrderedConsumerConfig) (jetstream.ConsumeContext, error) {
-	cons, err := l.js.OrderedConsumer(ctx, subjects.Stream(l.room), cfg)
-	if err != nil {
-		return nil, err
+// handle is the subscription's callback: flow control and heartbeats are
+// answered or checked; data messages are handed to the pipeline in order,
+// once each. A skipped consumer sequence (a delivery lost between the
+// server and here) asks for a new listener.
+func (l *listening) handle(cur *current, m *nats.Msg) {
+	cur.heard.Store(time.Now().UnixNano())
+	if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+		l.status(cur, m)
+		return
 	}
-	cc, err := cons.Consume(l.receive, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		l.c.log.Debug("consumer", "room", l.room, "err", err)
-		if stuck(err) {
-			select {
-			case l.restart <- err:
-			default:
-			}
-		}
-	}))
-	if err != nil {
-		return nil, err
-	}
-	if !l.anchored.Load() {
-		// DeliverNew starts after the stream's last sequence at creation
-		// (DeliverAll after 0): a replacement must start there too, not at
-		// its own creation.
-		if info := cons.CachedInfo(); info != nil {
-			l.last.CompareAndSwap(0, info.Delivered.Stream)
-			l.anchored.Store(true)
-		}
-	}
-	return cc, nil
-}
-
-// receive hands a message on unless a consumer before this one already
-// did: a replacement overlaps with nothing, but a stopped consumer may
-// still be delivering its last message.
-func (l *listener) receive(m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
 		l.p.receive(m) // the pipeline reports it
 		return
 	}
+	if md.Sequence.Consumer != cur.cseq+1 {
+		l.requestRestart(fmt.Errorf("deliveries skipped from %d to %d", cur.cseq, md.Sequence.Consumer))
+		return
+	}
+	cur.cseq = md.Sequence.Consumer
 	for {
 		last := l.last.Load()
 		if md.Sequence.Stream <= last {
-			return
+			return // a replaced listener's overlap
 		}
 		if l.last.CompareAndSwap(last, md.Sequence.Stream) {
 			break
@@ -218,25 +244,84 @@ func (l *listener) receive(m jetstream.Msg) {
 	l.p.receive(m)
 }
 
-// stuck tells the errors with which an ordered consumer reports that it
-// could not re-create its server-side consumer.
-func stuck(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || isAPIError(err)
+// status handles a status message: a flow-control request is answered (on
+// its reply subject, $JS.FC.…, which members may publish on); an idle
+// heartbeat says what the listener last delivered, and whether it is
+// stalled waiting for an answer it missed.
+func (l *listening) status(cur *current, m *nats.Msg) {
+	if m.Header.Get("Status") != "100" {
+		return
+	}
+	if m.Reply != "" {
+		_ = m.Respond(nil)
+		return
+	}
+	if stalled := m.Header.Get("Nats-Consumer-Stalled"); stalled != "" {
+		_ = l.nc.Publish(stalled, nil)
+	}
+	if last, err := strconv.ParseUint(m.Header.Get("Nats-Last-Consumer"), 10, 64); err == nil && last > cur.cseq {
+		l.requestRestart(fmt.Errorf("deliveries %d..%d never arrived", cur.cseq+1, last))
+	}
 }
 
-func isAPIError(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr)
+// watch asks for a new listener when the current one has been silent for
+// three heartbeats (its node is gone, or it was deleted).
+func (l *listening) watch(cur *current) {
+	hb := time.Duration(max(cur.info.HeartbeatSeconds, 1)) * time.Second
+	t := time.NewTicker(hb)
+	defer t.Stop()
+	for {
+		select {
+		case <-cur.done:
+			return
+		case <-t.C:
+			if silent := time.Since(time.Unix(0, cur.heard.Load())); silent > 3*hb {
+				l.requestRestart(fmt.Errorf("no heartbeat for %v", silent.Round(time.Second)))
+				return
+			}
+		}
+	}
 }
 
+func (l *listening) requestRestart(why error) {
+	select {
+	case l.restart <- why:
+	default:
+	}
+}
+
+// stop unsubscribes from a listener and deletes it in the background (the
+// server would delete it after its inactivity threshold anyway).
+func (l *listening) stop(cur *current) {
+	close(cur.done)
+	_ = cur.sub.Unsubscribe()
+	l.delete(cur.info.Name)
+}
+
+func (l *listening) delete(name string) {
+	l.cleanup.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := l.c.do(ctx, "DELETE", "/v1/rooms/"+url.PathEscape(l.room)+"/listeners/"+url.PathEscape(name), nil, nil); err != nil {
+			l.c.log.Debug("listen: deleting a listener", "room", l.room, "name", name, "err", err)
+		}
+	})
+}
+
+// validFilter reports whether t is a topic filter: dot-separated tokens of
+// [A-Za-z0-9_-] or "*", the last of which may be ">".
 func validFilter(t string) bool {
-	for _, tok := range strings.Split(t, ".") {
-		if tok == "*" || tok == ">" {
+	if t == "" || len(t) > 128 {
+		return false
+	}
+	toks := strings.Split(t, ".")
+	for i, tok := range toks {
+		if tok == "*" || tok == ">" && i == len(toks)-1 {
 			continue
 		}
 		if !subjects.ValidTopic(tok) {
 			return false
 		}
 	}
-	return !strings.Contains(strings.TrimSuffix(t, ">"), ">")
+	return true
 }

@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
@@ -43,7 +44,7 @@ const maxChunk = 64
 
 // recvJob is one received message on its way through the pipeline.
 type recvJob struct {
-	m   jetstream.Msg
+	m   *nats.Msg
 	env e2e.Envelope
 	st  *roomState // the room state the checks ran against
 	mem wire.Member
@@ -53,7 +54,7 @@ type recvJob struct {
 	retry bool
 	err   error // final: reported, not delivered
 	pt    []byte
-	md    *jetstream.MsgMetadata
+	md    *nats.MsgMetadata
 }
 
 // recvChunk is a run of consecutive messages.
@@ -80,7 +81,7 @@ type pipeline struct {
 	onError func(error)
 	fn      func(Message)
 
-	in      chan jetstream.Msg
+	in      chan *nats.Msg
 	work    chan *recvChunk
 	ordered chan *recvChunk
 	quit    chan struct{}
@@ -89,6 +90,13 @@ type pipeline struct {
 
 	seq  verifier                            // delivery goroutine only
 	keys map[identity.SignPub]*e2e.SenderKey // dispatcher only
+
+	// handled counts the messages delivered or reported, and target, when
+	// positive, is the count at which onCaughtUp is called (delivery
+	// goroutine only once set).
+	handled    uint64
+	target     atomic.Uint64
+	onCaughtUp func()
 }
 
 // maxSenderKeys bounds the prepared keys a Listen keeps (1.5 KiB each);
@@ -108,7 +116,7 @@ func newPipeline(ctx context.Context, c *Client, room string, fromStart bool, on
 	workers := runtime.GOMAXPROCS(0)
 	p := &pipeline{
 		ctx: ctx, c: c, room: room, onError: onError, fn: fn,
-		in:      make(chan jetstream.Msg, 4*maxChunk),
+		in:      make(chan *nats.Msg, 4*maxChunk),
 		work:    make(chan *recvChunk, workers),
 		ordered: make(chan *recvChunk, 2*workers),
 		quit:    make(chan struct{}),
@@ -124,8 +132,20 @@ func newPipeline(ctx context.Context, c *Client, room string, fromStart bool, on
 	return p
 }
 
+// caughtUp calls fn once n messages have been delivered or reported (at
+// once when n is 0). Call it before the first message can arrive's
+// delivery completes: it is set once.
+func (p *pipeline) caughtUp(n uint64, fn func()) {
+	if n == 0 {
+		fn()
+		return
+	}
+	p.onCaughtUp = fn
+	p.target.Store(n)
+}
+
 // receive is the consumer callback: it only queues the message.
-func (p *pipeline) receive(m jetstream.Msg) {
+func (p *pipeline) receive(m *nats.Msg) {
 	select {
 	case p.in <- m:
 	case <-p.quit:
@@ -147,7 +167,7 @@ func (p *pipeline) dispatch() {
 	defer close(p.work)
 	defer close(p.ordered)
 	for {
-		var m jetstream.Msg
+		var m *nats.Msg
 		select {
 		case m = <-p.in:
 		case <-p.quit:
@@ -221,7 +241,29 @@ func (p *pipeline) prepare(j *recvJob, st *roomState, stateErr error) {
 	}
 	j.st = st
 	m := j.m
-	if err := e2e.ParseEnvelopeInto(&j.env, st.id, m.Subject(), m.Headers(), m.Data()); err != nil {
+	topic := subjects.TopicOf(p.room, m.Subject)
+	if topic == "" {
+		j.err = fmt.Errorf("%w: delivered on %q, not a subject of room %s", e2e.ErrMalformed, m.Subject, p.room)
+		return
+	}
+	// The envelope binds the room subject, wherever the stream keeps it. A
+	// room's own stream may hold version 1 envelopes stored before the
+	// upgrade (nothing stores one since); the shared stream holds none.
+	parse := e2e.ParseEnvelopeInto
+	if !st.info.Room.Shared {
+		parse = e2e.ParseStoredEnvelopeInto
+	}
+	if err := parse(&j.env, st.id, subjects.RoomTopic(p.room, topic), m.Header, m.Data); err != nil {
+		j.err = err
+		return
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		j.err = fmt.Errorf("message %s: no delivery metadata: %w", j.env.MsgID, err)
+		return
+	}
+	j.md = md
+	if err := j.env.CheckStoredAt(md.Timestamp); err != nil {
 		j.err = err
 		return
 	}
@@ -279,9 +321,6 @@ func (p *pipeline) worker() {
 			if j.err == nil {
 				j.pt, j.err = j.env.Open(j.st.keys[j.env.Epoch])
 			}
-			if j.err == nil {
-				j.md, _ = j.m.Metadata()
-			}
 		}
 		ch.done <- struct{}{}
 	}
@@ -307,14 +346,19 @@ func (p *pipeline) deliver() {
 
 // slowCheck handles a message whose sender or key the snapshot lacked:
 // membership may have changed since it was fetched, so the state is
-// refreshed once and the checks run again.
+// refreshed once and the checks run again; a key of another epoch than the
+// current one is fetched on its own (a client opens only the epochs it
+// reads).
 func (p *pipeline) slowCheck(j *recvJob) {
-	st, err := p.roomState(true)
-	if err != nil {
-		j.err = err
-		return
-	}
 	env := &j.env
+	st := j.st
+	if _, ok := st.members[env.Sender]; !ok {
+		var err error
+		if st, err = p.roomState(true); err != nil {
+			j.err = err
+			return
+		}
+	}
 	mem, ok := st.members[env.Sender]
 	if !ok {
 		j.err = fmt.Errorf("message %s from %s: %w", env.MsgID, env.Sender.Short(), ErrNotMemberSender)
@@ -326,16 +370,18 @@ func (p *pipeline) slowCheck(j *recvJob) {
 	}
 	key, ok := st.keys[env.Epoch]
 	if !ok {
-		j.err = fmt.Errorf("message %s epoch %d: %w", env.MsgID, env.Epoch, ErrNoKey)
-		return
+		var err error
+		if key, err = p.c.epochKey(p.ctx, p.room, env.Epoch); err != nil {
+			j.err = fmt.Errorf("message %s epoch %d: %w: %v", env.MsgID, env.Epoch, ErrNoKey, err)
+			return
+		}
 	}
 	j.st, j.mem = st, mem
-	if j.pt, j.err = env.Open(key); j.err == nil {
-		j.md, _ = j.m.Metadata()
-	}
+	j.pt, j.err = env.Open(key)
 }
 
 func (p *pipeline) deliverOne(j *recvJob) {
+	defer p.count()
 	if j.err != nil {
 		p.onError(j.err)
 		return
@@ -358,6 +404,15 @@ func (p *pipeline) deliverOne(j *recvJob) {
 	}
 	if p.ctx.Err() == nil {
 		p.fn(out)
+	}
+}
+
+// count counts one message delivered or reported, and calls onCaughtUp
+// when the target is reached.
+func (p *pipeline) count() {
+	p.handled++
+	if t := p.target.Load(); t > 0 && p.handled == t && p.onCaughtUp != nil {
+		p.onCaughtUp()
 	}
 }
 

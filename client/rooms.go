@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/unibus/unibus/e2e"
@@ -44,7 +45,6 @@ func (c *Client) CreateRoom(ctx context.Context, name string) (Room, error) {
 	if err := c.do(ctx, "POST", "/v1/rooms", wire.CreateRoomRequest{ID: id.String(), Name: name, Key: sealedWire(sk)}, &room); err != nil {
 		return Room{}, err
 	}
-	c.dropConn() // the server closed our data-plane login; the next one carries the new room
 	return roomFromWire(room), nil
 }
 
@@ -94,8 +94,9 @@ func (c *Client) roomInfo(ctx context.Context, room string) (wire.RoomInfo, erro
 }
 
 // state returns the room's state, refreshed when older than the cache TTL
-// (or when force is set), with every sealed key the caller holds opened and
-// checked.
+// (or when force is set): its info and the current epoch's key, opened
+// and checked. Keys of other epochs are fetched when a message needs one
+// (epochKey), so a room's number of rotations costs a client nothing.
 func (c *Client) state(ctx context.Context, room string, force bool) (*roomState, error) {
 	c.mu.Lock()
 	st := c.rooms[room]
@@ -112,7 +113,7 @@ func (c *Client) state(ctx context.Context, room string, force bool) (*roomState
 		return nil, err
 	}
 	var ks wire.Keys
-	if err := c.do(ctx, "GET", "/v1/rooms/"+room+"/keys", nil, &ks); err != nil {
+	if err := c.do(ctx, "GET", "/v1/rooms/"+room+"/keys", nil, &ks); err != nil && !IsCode(err, wire.CodeNotFound) {
 		return nil, err
 	}
 	ns := &roomState{id: id, info: info, members: map[identity.SignPub]wire.Member{}, keys: map[uint64]*e2e.RoomKey{}, fetched: time.Now()}
@@ -122,30 +123,72 @@ func (c *Client) state(ctx context.Context, room string, force bool) (*roomState
 		}
 	}
 	c.observe(info.Members)
-	if st != nil { // keys already accepted stay accepted
-		for ep, k := range st.keys {
+	c.mu.Lock()
+	if cur := c.rooms[room]; cur != nil { // keys already accepted stay accepted
+		for ep, k := range cur.keys {
 			ns.keys[ep] = k
 		}
 	}
-	creators := map[uint64]string{}
-	for _, e := range info.Epochs {
-		creators[e.Epoch] = e.CreatedBy
-	}
-	for _, wk := range ks.Keys {
-		if _, ok := ns.keys[wk.Epoch]; ok {
-			continue
-		}
-		k, err := c.acceptKey(id, ns, creators, wk)
-		if err != nil {
-			c.log.Warn("refusing a sealed room key", "room", room, "epoch", wk.Epoch, "err", err)
-			continue
-		}
-		ns.keys[wk.Epoch] = k
-	}
+	c.mu.Unlock()
+	c.acceptKeys(id, ns, append(info.Epochs, ks.Epochs...), ks.Keys, room)
 	c.mu.Lock()
 	c.rooms[room] = ns
 	c.mu.Unlock()
 	return ns, nil
+}
+
+// acceptKeys opens and checks sealed keys into st.keys (st is not yet
+// published).
+func (c *Client) acceptKeys(id e2e.RoomID, st *roomState, epochs []wire.Epoch, keys []wire.SealedKey, room string) {
+	creators := map[uint64]string{}
+	for _, e := range epochs {
+		creators[e.Epoch] = e.CreatedBy
+	}
+	for _, wk := range keys {
+		if _, ok := st.keys[wk.Epoch]; ok {
+			continue
+		}
+		k, err := c.acceptKey(id, st, creators, wk)
+		if err != nil {
+			c.log.Warn("refusing a sealed room key", "room", room, "epoch", wk.Epoch, "err", err)
+			continue
+		}
+		st.keys[wk.Epoch] = k
+	}
+}
+
+// epochKey returns the room key of one epoch, fetching it if the room's
+// state lacks it, and keeps it.
+func (c *Client) epochKey(ctx context.Context, room string, epoch uint64) (*e2e.RoomKey, error) {
+	st, err := c.state(ctx, room, false)
+	if err != nil {
+		return nil, err
+	}
+	if k, ok := st.keys[epoch]; ok {
+		return k, nil
+	}
+	var ks wire.Keys
+	if err := c.do(ctx, "GET", "/v1/rooms/"+room+"/keys?epoch="+strconv.FormatUint(epoch, 10), nil, &ks); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.rooms[room]
+	if cur == nil {
+		cur = st
+	}
+	ns := *cur // a published roomState is never modified: copy it
+	ns.keys = make(map[uint64]*e2e.RoomKey, len(cur.keys)+1)
+	for ep, k := range cur.keys {
+		ns.keys[ep] = k
+	}
+	c.acceptKeys(ns.id, &ns, ks.Epochs, ks.Keys, room)
+	c.rooms[room] = &ns
+	k, ok := ns.keys[epoch]
+	if !ok {
+		return nil, fmt.Errorf("the key of epoch %d was refused", epoch)
+	}
+	return k, nil
 }
 
 // acceptKey opens a sealed key and applies the acceptance rule: the

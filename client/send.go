@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
 )
 
 // publishAckTimeout bounds the wait for the stream's acknowledgement of one
@@ -85,11 +88,17 @@ func (c *Client) Send(ctx context.Context, room, topic string, data []byte) (str
 }
 
 // SendBatch sends several messages with pipelined (asynchronous)
-// publishes and waits until the stream has acknowledged every one; any
+// publishes and waits until the room's stream has stored every one; any
 // that fail are retried with their message ids, so none is stored twice.
 // It returns the message ids in order. Messages are encrypted and signed
 // on every core, a chunk at a time, and published in order as each chunk
 // is ready.
+//
+// Messages go to membershipd's relay (docs/DESIGN.md, "The relay"), which
+// stores them only under the room's current epoch: a message refused as
+// sealed for an older epoch (a rotation happened since this client
+// fetched the room) is sealed again under the new one and sent again with
+// the same message id.
 func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byte) ([]string, error) {
 	if topic == "" {
 		topic = subjects.DefaultTopic
@@ -97,7 +106,39 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 	if !subjects.ValidTopic(topic) {
 		return nil, fmt.Errorf("invalid topic %q: dot-separated tokens of [A-Za-z0-9_-]", topic)
 	}
-	st, err := c.state(ctx, room, false)
+	js, err := c.jetStream()
+	if err != nil {
+		return nil, err
+	}
+	first := c.sender.next(room, len(data))
+	ids := make([]string, len(data))
+	for i := range data {
+		ids[i] = e2e.MsgID(c.sender.stream, first+uint64(i))
+	}
+	todo := make([]int, len(data)) // indexes of the messages still to send
+	for i := range todo {
+		todo[i] = i
+	}
+	force := false
+	for reseal := 0; len(todo) > 0; reseal++ {
+		if reseal > 3 {
+			return nil, fmt.Errorf("publish to room %s: the room's epoch kept changing while sending", room)
+		}
+		stale, err := c.sendSealed(ctx, js, room, topic, first, ids, data, todo, force)
+		if err != nil {
+			return nil, err
+		}
+		todo, force = stale, true
+	}
+	return ids, nil
+}
+
+// sendSealed seals the messages todo under the room's current epoch,
+// publishes them and waits for every acknowledgement, retrying what may
+// pass by itself. It returns the messages the relay refused as sealed for
+// a stale epoch.
+func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, topic string, first uint64, ids []string, data [][]byte, todo []int, force bool) (stale []int, err error) {
+	st, err := c.state(ctx, room, force)
 	if err != nil {
 		return nil, err
 	}
@@ -114,31 +155,24 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 	if !ok {
 		return nil, fmt.Errorf("you hold no accepted key for the room's current epoch %d", epoch)
 	}
-	js, err := c.jetStream()
-	if err != nil {
-		return nil, err
-	}
-	subject := subjects.RoomTopic(room, topic)
-	first := c.sender.next(room, len(data))
-	ids := make([]string, len(data))
-	msgs := make([]*nats.Msg, len(data))
-	expect := []string{subjects.Stream(room)} // shared by every message's headers; never modified
+	subject := subjects.RoomTopic(room, topic) // what the envelope binds
+	ingress := subjects.Ingress(c.id.SignPub().String(), room, topic)
+	msgs := make([]*nats.Msg, len(todo))
+	index := make(map[*nats.Msg]int, len(todo))
 	seal := func(lo, hi int) error {
 		nonces := make([]byte, (hi-lo)*e2e.NonceSize)
 		if _, err := rand.Read(nonces); err != nil {
 			return err
 		}
-		for i := lo; i < hi; i++ {
-			seq := first + uint64(i)
-			ids[i] = e2e.MsgID(c.sender.stream, seq)
-			nonce := nonces[(i-lo)*e2e.NonceSize : (i-lo+1)*e2e.NonceSize]
-			env, err := e2e.SealMessage(c.id, st.id, subject, epoch, key, ids[i], seq, nonce, data[i])
+		now := time.Now()
+		for k := lo; k < hi; k++ {
+			i := todo[k]
+			nonce := nonces[(k-lo)*e2e.NonceSize : (k-lo+1)*e2e.NonceSize]
+			env, err := e2e.SealMessageAt(c.id, st.id, subject, epoch, key, ids[i], first+uint64(i), now, nonce, data[i])
 			if err != nil {
 				return err
 			}
-			h := nats.Header(env.Headers())
-			h[jetstream.ExpectedStreamHeader] = expect
-			msgs[i] = &nats.Msg{Subject: subject, Header: h, Data: env.Payload}
+			msgs[k] = &nats.Msg{Subject: ingress, Header: nats.Header(env.Headers()), Data: env.Payload}
 		}
 		return nil
 	}
@@ -146,9 +180,9 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 	// time, and each chunk is published, in order, as soon as it is
 	// sealed: the first publishes are in flight while later messages are
 	// still being signed.
-	chunks := sealChunks(ctx, len(data), seal)
+	chunks := sealChunks(ctx, len(todo), seal)
 	var failed []*nats.Msg
-	futures := make([]jetstream.PubAckFuture, 0, len(data))
+	futures := make([]jetstream.PubAckFuture, 0, len(todo))
 	for _, ch := range chunks {
 		select {
 		case err := <-ch.done:
@@ -157,6 +191,9 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+		for k := ch.lo; k < ch.hi; k++ {
+			index[msgs[k]] = todo[k]
 		}
 		futures, failed = publishAsync(js, msgs[ch.lo:ch.hi], futures, failed)
 	}
@@ -170,6 +207,10 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 			select {
 			case <-f.Ok():
 			case err := <-f.Err():
+				if isRelayCode(err, wire.RelayStaleEpoch) {
+					stale = append(stale, index[f.Msg()])
+					continue
+				}
 				lastErr = err
 				failed = append(failed, f.Msg())
 			case <-ctx.Done():
@@ -180,7 +221,7 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 			break
 		}
 		if attempt >= 20 || time.Since(started) > publishRetryFor || (lastErr != nil && !retryable(lastErr)) {
-			return nil, fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), lastErr)
+			return nil, fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), sendError(lastErr))
 		}
 		select {
 		case <-ctx.Done():
@@ -189,12 +230,30 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 		}
 		pending, failed = failed, nil
 	}
-	return ids, nil
+	slices.Sort(stale)
+	return stale, nil
+}
+
+// ErrNotMember is a publish the relay refused because the sender is not a
+// member of the room (or the room does not exist).
+var ErrNotMember = errors.New("not a member of the room")
+
+// isRelayCode reports whether err is the relay's refusal with this code.
+func isRelayCode(err error, code uint16) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && uint16(apiErr.ErrorCode) == code
+}
+
+// sendError gives a relay refusal the SDK's sentinel where it has one.
+func sendError(err error) error {
+	if isRelayCode(err, wire.RelayNotMember) {
+		return fmt.Errorf("%w: %v", ErrNotMember, err)
+	}
+	return err
 }
 
 // publishAsync publishes msgs without waiting; the message id header
-// (Nats-Msg-Id) and the expected stream are already in each message's
-// headers. Messages that could not even be queued go to failed.
+// (Nats-Msg-Id) is already in each message's headers. Messages that could not even be queued go to failed.
 func publishAsync(js jetstream.JetStream, msgs []*nats.Msg, futures []jetstream.PubAckFuture, failed []*nats.Msg) ([]jetstream.PubAckFuture, []*nats.Msg) {
 	for _, m := range msgs {
 		f, err := js.PublishMsgAsync(m)

@@ -21,6 +21,9 @@ func FuzzSubjects(f *testing.F) {
 	f.Add(room, "a..b", "unibus.room."+room)
 	f.Add(room, "*", "unibus.room."+room+".>")
 	f.Add("x.y", ">", "unibus.room.x.y.z")
+	f.Add(room, "chat", "unibus.msgs."+room+".chat")
+	f.Add(room, "chat", "unibus.in.aa."+room+".chat")
+	f.Add(room, "chat", "unibus.in..x.y")
 	f.Fuzz(func(t *testing.T, room, topic, subject string) {
 		valid := ValidTopic(topic)
 		if want := len(topic) <= 128 && topicRE.MatchString(topic); valid != want {
@@ -36,8 +39,13 @@ func FuzzSubjects(f *testing.F) {
 			}
 		}
 		if got := TopicOf(room, subject); got != "" {
-			if RoomTopic(room, got) != subject {
-				t.Fatalf("TopicOf(%q, %q) = %q, which rebuilds %q", room, subject, got, RoomTopic(room, got))
+			if RoomTopic(room, got) != subject && Shared(room, got) != subject {
+				t.Fatalf("TopicOf(%q, %q) = %q, which rebuilds neither %q nor %q", room, subject, got, RoomTopic(room, got), Shared(room, got))
+			}
+		}
+		if sender, r, tp, ok := ParseIngress(subject); ok {
+			if Ingress(sender, r, tp) != subject || strings.Contains(sender, ".") || strings.Contains(r, ".") {
+				t.Fatalf("ParseIngress(%q) = %q %q %q, which rebuilds %q", subject, sender, r, tp, Ingress(sender, r, tp))
 			}
 		}
 	})

@@ -40,6 +40,8 @@ const (
 	CodeStaleEpoch        = "stale_epoch"
 	CodeIncompleteKeys    = "incomplete_keys"
 	CodeUnavailable       = "unavailable"
+	CodeWrongDeployment   = "wrong_deployment"
+	CodeTooMany           = "too_many"
 	CodeInternal          = "internal"
 )
 
@@ -98,6 +100,10 @@ type Room struct {
 	RotationPending bool      `json:"rotation_pending"`
 	MaxAgeSeconds   int64     `json:"max_age_seconds"`
 	MaxBytes        int64     `json:"max_bytes"`
+	// Shared is true when the room's messages are in the shared stream;
+	// false for a room with a stream of its own (a byte-limited room, or
+	// one created before protocol 2).
+	Shared bool `json:"shared"`
 }
 
 // Member is a room member with the public keys needed to seal to it.
@@ -118,7 +124,8 @@ type Epoch struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// RoomInfo is GET /v1/rooms/{room}.
+// RoomInfo is GET /v1/rooms/{room}. Epochs holds the current epoch only:
+// the record of any other comes with its key (GET .../keys?epoch=N).
 type RoomInfo struct {
 	Room    Room     `json:"room"`
 	Members []Member `json:"members"`
@@ -151,12 +158,17 @@ type RotateRequest struct {
 	Keys  []SealedKey `json:"keys"`
 }
 
-// Keys is GET /v1/rooms/{room}/keys: the caller's sealed keys.
+// Keys is GET /v1/rooms/{room}/keys[?epoch=N]: the caller's sealed key
+// for one epoch (the current one when N is absent), with that epoch's
+// record, so a client opens only the epochs it needs however many
+// rotations the room has had. Epoch and RotationPending are the room's
+// current state.
 type Keys struct {
 	Room            string      `json:"room"`
 	Epoch           uint64      `json:"epoch"`
 	RotationPending bool        `json:"rotation_pending"`
 	Keys            []SealedKey `json:"keys"`
+	Epochs          []Epoch     `json:"epochs"`
 }
 
 // Health is GET /healthz.
@@ -166,7 +178,21 @@ type Health struct {
 	Version string  `json:"version"`
 	Posture Posture `json:"posture"`
 	Error   string  `json:"error,omitempty"`
+	// Deployment is the deployment's id: every request signature carries
+	// DeploymentTag(Deployment) (empty while the store is not open).
+	Deployment string `json:"deployment,omitempty"`
+	// Protocol is the data-plane protocol the server speaks ("2").
+	Protocol string `json:"protocol,omitempty"`
 }
+
+// Protocol is the protocol this package describes.
+const Protocol = "2"
+
+// DeploymentTag is the tag parameter every control-plane request
+// signature carries (RFC 9421 §2.3): it binds the request to one
+// deployment, so that a request signed for one is refused by another
+// where the same key is registered.
+func DeploymentTag(deployment string) string { return "unibus/" + Protocol + "/" + deployment }
 
 // Posture is what a monitor checks on every node.
 type Posture struct {

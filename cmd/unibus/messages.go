@@ -131,7 +131,7 @@ plaintext.`,
 					// The name is the sender's: quote it, never trust it as a path.
 					fmt.Fprintf(a.stdout, "%s: [file %q, %s] blob %s\n", m.Handle, ann.Name, human(ann.Size), ann.ID)
 				} else {
-					fmt.Fprintf(a.stdout, "%s: %s\n", m.Handle, m.Data)
+					fmt.Fprintf(a.stdout, "%s: %s\n", m.Handle, terminalText(m.Data))
 				}
 				n++
 				if count > 0 && n >= count {

@@ -54,12 +54,23 @@ func classify(err error) *apiError {
 		return &apiError{http.StatusUnauthorized, wire.CodeUnknownKey, "unknown or revoked key"}
 	case errors.Is(err, httpsig.ErrBadSignature):
 		return &apiError{http.StatusUnauthorized, wire.CodeBadSignature, "signature does not verify"}
+	case errors.Is(err, httpsig.ErrWrongTag):
+		return &apiError{http.StatusUnauthorized, wire.CodeWrongDeployment, "the signature is not bound to this deployment: it was made for another deployment, or by a client older than protocol " + wire.Protocol + " (upgrade it); sign with the tag /healthz announces"}
 	case errors.Is(err, httpsig.ErrDigest):
 		return &apiError{http.StatusUnauthorized, wire.CodeBadDigest, err.Error()}
 	case errors.Is(err, httpsig.ErrMissingSignature), errors.Is(err, httpsig.ErrMalformed),
 		errors.Is(err, httpsig.ErrMissingComponent), errors.Is(err, httpsig.ErrMissingParam),
 		errors.Is(err, httpsig.ErrUnsupportedAlg):
 		return &apiError{http.StatusUnauthorized, wire.CodeUnauthorized, err.Error()}
+	// Data-plane conditions.
+	case errors.Is(err, ErrBadListen):
+		return &apiError{http.StatusBadRequest, wire.CodeBadRequest, err.Error()}
+	case errors.Is(err, ErrTooManyListeners):
+		return &apiError{http.StatusTooManyRequests, wire.CodeTooMany, err.Error()}
+	case errors.Is(err, ErrNoListener):
+		return &apiError{http.StatusNotFound, wire.CodeNotFound, "no such listener of yours in this room"}
+	case errors.Is(err, ErrStreamExists):
+		return &apiError{http.StatusConflict, wire.CodeConflict, "a room with this id already exists"}
 	// Store conditions.
 	case errors.Is(err, store.ErrReplay):
 		return &apiError{http.StatusConflict, wire.CodeReplay, "this request's nonce was already used (replay)"}

@@ -15,7 +15,7 @@ import (
 
 func roomWire(r store.Room) wire.Room {
 	return wire.Room{ID: r.ID, Name: r.Name, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt, Epoch: r.Epoch,
-		RotationPending: r.RotationPending, MaxAgeSeconds: int64(r.MaxAge / time.Second), MaxBytes: r.MaxBytes}
+		RotationPending: r.RotationPending, MaxAgeSeconds: int64(r.MaxAge / time.Second), MaxBytes: r.MaxBytes, Shared: r.Shared}
 }
 
 // sealedKeys checks client-supplied sealed keys: each is for this room and
@@ -73,25 +73,34 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, c *caller) e
 	if keys[0].Member != c.user.SignPub {
 		return badRequest("the creation key must be sealed to the creator")
 	}
-	// The stream first: creating it is idempotent, and a room record
-	// without a stream would accept members who cannot publish.
-	if err := s.o.DataPlane.EnsureRoomStream(r.Context(), id.String(), maxAge, maxBytes); err != nil {
-		return errors.Join(store.ErrUnavailable, err)
+	// A room with a byte limit gets a stream of its own, before its record:
+	// a record without a stream would take messages nobody can store. The
+	// stream is created, never updated: one that exists with other limits
+	// is another room's, and stays as it is (ErrStreamExists); one that
+	// exists with the same limits was left by an interrupted creation of
+	// this same id, or is an existing room's, which the store then refuses.
+	shared := maxBytes == 0
+	if !shared {
+		if err := s.o.DataPlane.CreateRoomStream(r.Context(), id.String(), maxAge, maxBytes); err != nil {
+			return err
+		}
 	}
 	now := s.o.Now()
-	room := store.Room{ID: id.String(), Name: req.Name, CreatedBy: c.user.SignPub, CreatedAt: now, Epoch: 1, MaxAge: maxAge, MaxBytes: maxBytes}
+	room := store.Room{ID: id.String(), Name: req.Name, CreatedBy: c.user.SignPub, CreatedAt: now, Epoch: 1, MaxAge: maxAge, MaxBytes: maxBytes, Shared: shared}
 	owner := store.Member{Room: room.ID, SignPub: c.user.SignPub, Role: store.RoomOwner, AddedBy: c.user.SignPub, AddedAt: now}
 	rec := audit.Record{Action: audit.ActionRoomCreate, Room: room.ID, Subject: c.user.SignPub, Detail: "name=" + room.Name}
 	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.CreateRoom(r.Context(), room, owner, keys[0]) }); err != nil {
 		return err
 	}
-	s.kick(c.user.SignPub) // re-login picks up the new room in the ACL
-	s.log.Info("room created", "room", room.ID, "by", c.key.Short())
+	s.log.Info("room created", "room", room.ID, "by", c.key.Short(), "shared", shared)
 	writeJSON(w, http.StatusCreated, roomWire(room))
 	return nil
 }
 
-// retention applies the server caps to a room's requested limits.
+// retention applies the server caps to a room's requested limits: the
+// server's max age is the default and the cap of every room's; its max
+// bytes caps a room that asks for a byte limit (a room without one is in
+// the shared stream, bounded by that stream's own limit).
 func (s *Server) retention(ageSec, maxBytes int64) (time.Duration, int64, error) {
 	if ageSec < 0 || maxBytes < 0 {
 		return 0, 0, badRequest("retention limits must not be negative")
@@ -103,7 +112,7 @@ func (s *Server) retention(ageSec, maxBytes int64) (time.Duration, int64, error)
 	if age == 0 || (s.o.RoomMaxAge > 0 && age > s.o.RoomMaxAge) {
 		age = s.o.RoomMaxAge
 	}
-	if maxBytes == 0 || (s.o.RoomMaxBytes > 0 && maxBytes > s.o.RoomMaxBytes) {
+	if maxBytes > 0 && s.o.RoomMaxBytes > 0 && maxBytes > s.o.RoomMaxBytes {
 		maxBytes = s.o.RoomMaxBytes
 	}
 	return age, maxBytes, nil
@@ -164,13 +173,11 @@ func (s *Server) getRoom(w http.ResponseWriter, r *http.Request, c *caller) erro
 		out.Members = append(out.Members, wire.Member{SignPub: m.SignPub, Handle: u.Handle, Role: string(m.Role),
 			Status: string(u.Status), KEMPub: u.KEMPub, KEMSig: u.KEMSig})
 	}
-	eps, err := s.o.Store.Epochs(r.Context(), room.ID)
+	e, err := s.o.Store.Epoch(r.Context(), room.ID, room.Epoch)
 	if err != nil {
 		return err
 	}
-	for _, e := range eps {
-		out.Epochs = append(out.Epochs, wire.Epoch{Epoch: e.Epoch, CreatedBy: e.CreatedBy, Reason: string(e.Reason), CreatedAt: e.CreatedAt})
-	}
+	out.Epochs = []wire.Epoch{epochWire(e)}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -230,7 +237,7 @@ func (s *Server) addMember(w http.ResponseWriter, r *http.Request, c *caller) er
 	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.AddMember(r.Context(), m, keys) }); err != nil {
 		return err
 	}
-	s.kick(target.SignPub)
+	s.o.DataPlane.RoomChanged(room.ID)
 	s.log.Info("member added", "room", room.ID, "member", target.Handle, "by", c.key.Short())
 	writeJSON(w, http.StatusCreated, wire.Member{SignPub: target.SignPub, Handle: target.Handle, Role: string(role), Status: string(target.Status), KEMPub: target.KEMPub, KEMSig: target.KEMSig})
 	return nil
@@ -281,7 +288,13 @@ func (s *Server) removeMember(w http.ResponseWriter, r *http.Request, c *caller)
 	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.RemoveMember(r.Context(), room.ID, target.SignPub, rot) }); err != nil {
 		return err
 	}
-	s.kick(target.SignPub)
+	// The relay refuses the removed member (and the old epoch) from now
+	// on; its listeners in the room go before the answer. A failure here
+	// is logged: every node's sweep deletes what is left.
+	s.o.DataPlane.RoomChanged(room.ID)
+	if err := s.o.DataPlane.MemberLeft(r.Context(), room, target.SignPub); err != nil {
+		s.log.Warn("deleting a removed member's listeners failed; the sweep will", "room", room.ID, "member", target.Handle, "err", err)
+	}
 	s.log.Info("member removed", "room", room.ID, "member", target.Handle, "by", c.key.Short(), "rotated", rot != nil)
 	rm, err := s.o.Store.GetRoom(r.Context(), room.ID)
 	if err != nil {
@@ -333,6 +346,7 @@ func (s *Server) rotate(w http.ResponseWriter, r *http.Request, c *caller) error
 	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.Rotate(r.Context(), *rot) }); err != nil {
 		return err
 	}
+	s.o.DataPlane.RoomChanged(room.ID)
 	s.log.Info("room rotated", "room", room.ID, "epoch", rot.Epoch, "by", c.key.Short())
 	rm, err := s.o.Store.GetRoom(r.Context(), room.ID)
 	if err != nil {
@@ -359,6 +373,10 @@ func (s *Server) rotation(c *caller, room string, reason store.EpochReason) (*st
 	return &store.Rotation{Room: room, Epoch: req.Epoch, By: c.user.SignPub, Reason: reason, Keys: keys, At: s.o.Now()}, nil
 }
 
+// getKeys answers the caller's sealed key for one epoch (?epoch=N; the
+// current one without it) and that epoch's record: a client fetches only
+// the epochs it needs, so the number of rotations costs it nothing. An
+// epoch the caller holds no key for is 404.
 func (s *Server) getKeys(w http.ResponseWriter, r *http.Request, c *caller) error {
 	room, _, isMember, err := s.roomFor(r, c)
 	if err != nil {
@@ -367,16 +385,31 @@ func (s *Server) getKeys(w http.ResponseWriter, r *http.Request, c *caller) erro
 	if !isMember {
 		return forbidden("only members have keys")
 	}
-	ks, err := s.o.Store.SealedKeys(r.Context(), room.ID, c.user.SignPub)
+	epoch := room.Epoch
+	if q := r.URL.Query(); q.Has("epoch") {
+		if epoch, err = strconv.ParseUint(q.Get("epoch"), 10, 64); err != nil || epoch == 0 {
+			return badRequest("epoch must be a positive integer")
+		}
+	}
+	k, err := s.o.Store.SealedKey(r.Context(), room.ID, c.user.SignPub, epoch)
+	if errors.Is(err, store.ErrNotFound) {
+		return errorf(http.StatusNotFound, wire.CodeNotFound, "you hold no key for epoch %d of this room", epoch)
+	}
 	if err != nil {
 		return err
 	}
-	out := wire.Keys{Room: room.ID, Epoch: room.Epoch, RotationPending: room.RotationPending, Keys: make([]wire.SealedKey, 0, len(ks))}
-	for _, k := range ks {
-		out.Keys = append(out.Keys, wire.SealedKey{Room: k.Room, Epoch: k.Epoch, Member: k.Member, Sealer: k.Sealer, Sealed: k.Sealed, Sig: k.Sig})
+	e, err := s.o.Store.Epoch(r.Context(), room.ID, epoch)
+	if err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, wire.Keys{Room: room.ID, Epoch: room.Epoch, RotationPending: room.RotationPending,
+		Keys:   []wire.SealedKey{{Room: k.Room, Epoch: k.Epoch, Member: k.Member, Sealer: k.Sealer, Sealed: k.Sealed, Sig: k.Sig}},
+		Epochs: []wire.Epoch{epochWire(e)}})
 	return nil
+}
+
+func epochWire(e store.Epoch) wire.Epoch {
+	return wire.Epoch{Epoch: e.Epoch, CreatedBy: e.CreatedBy, Reason: string(e.Reason), CreatedAt: e.CreatedAt}
 }
 
 func distinctEpochs(ks []wire.SealedKey) []uint64 {

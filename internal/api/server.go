@@ -1,8 +1,10 @@
 // Package api is membershipd's HTTP control plane: the signed JSON API under
 // /v1/, /healthz and /metrics. Every /v1/ request must carry an RFC 9421
-// signature by an active user's key with a fresh nonce; the package decides
-// who may do what (admin, room owner, member) and keeps the data plane in
-// step by closing the live connections of users whose access changed.
+// signature by an active user's key, bound to this deployment, with a
+// fresh nonce; the package decides who may do what (admin, room owner,
+// member) and keeps the data plane in step: it makes and deletes the
+// listeners members read rooms with, tells the relay when a room changed,
+// and closes the live connections of revoked users.
 //
 // It holds no key material: room keys arrive sealed and signed by clients,
 // and are checked for shape and signature before they are stored.
@@ -15,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/unibus/unibus/httpsig"
@@ -25,14 +28,38 @@ import (
 	"github.com/unibus/unibus/wire"
 )
 
-// DataPlane is what the control plane needs from the NATS side: closing a
-// user's live connections so they re-authenticate with their new ACL, and
-// creating a room's stream. The embedded node implements it; a deployment
-// on an external NATS implements it differently.
+// DataPlane is what the control plane needs from the NATS side
+// (internal/dataplane, wired by the daemon).
 type DataPlane interface {
+	// Kick closes a user's live connections on this node (revocation).
 	Kick(nkeyPub string) (int, error)
-	EnsureRoomStream(ctx context.Context, room string, maxAge time.Duration, maxBytes int64) error
+	// CreateRoomStream creates the stream of a room that has one of its
+	// own; it never changes an existing stream.
+	CreateRoomStream(ctx context.Context, room string, maxAge time.Duration, maxBytes int64) error
+	// RoomChanged tells the relay on this node, before the API answers,
+	// that a room's members, epoch or pending flag changed (other nodes
+	// learn it from the store's change feed).
+	RoomChanged(room string)
+	// MemberLeft deletes the member's listeners in the room.
+	MemberLeft(ctx context.Context, room store.Room, member string) error
+	// CreateListener and DeleteListener make and delete a consumer that
+	// delivers a room's messages to a member.
+	CreateListener(ctx context.Context, room store.Room, member string, req wire.ListenRequest) (wire.Listener, error)
+	DeleteListener(ctx context.Context, room store.Room, member, name string) error
 }
+
+// Errors a DataPlane returns that the API answers as the client's fault.
+var (
+	// ErrBadListen is a listen request the data plane refuses (400).
+	ErrBadListen = errors.New("bad listen request")
+	// ErrTooManyListeners is a member over its listener cap (429).
+	ErrTooManyListeners = errors.New("too many listeners")
+	// ErrNoListener is a listener that is not the caller's (404).
+	ErrNoListener = errors.New("no such listener of yours")
+	// ErrStreamExists is a new room whose stream exists with other
+	// limits: another room's id (409).
+	ErrStreamExists = errors.New("a stream with this room id exists")
+)
 
 // DefaultWindow is the default allowed clock skew of a signature's created.
 const DefaultWindow = 60 * time.Second
@@ -72,6 +99,9 @@ type Server struct {
 	// (unknown and revoked users are refused there), and a key is prepared
 	// only after that lookup found an active user.
 	keys *httpsig.KeyCache
+	// tag is the deployment's signature tag, read from the store once.
+	tagMu sync.Mutex
+	tag   string
 }
 
 // preparedKeys bounds Server.keys: a prepared key is 216 bytes (plus
@@ -119,6 +149,8 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/rooms/{room}/members/{user}", s.removeMember)
 	s.handle("POST /v1/rooms/{room}/rotate", s.rotate)
 	s.handle("GET /v1/rooms/{room}/keys", s.getKeys)
+	s.handle("POST /v1/rooms/{room}/listeners", s.createListener)
+	s.handle("DELETE /v1/rooms/{room}/listeners/{name}", s.deleteListener)
 	if s.o.Blobs != nil {
 		s.handleStream("PUT /v1/rooms/{room}/blobs/{id}", s.putBlob)
 		s.handle("GET /v1/rooms/{room}/blobs/{id}", s.getBlob)
@@ -200,11 +232,16 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		}
 	}
 	c := &caller{body: body}
+	tag, err := s.deploymentTag(r.Context())
+	if err != nil {
+		return err
+	}
 	var lookupErr error
 	v := httpsig.Verifier{
 		Window: s.o.Window,
 		Now:    s.o.Now,
 		Keys:   s.keys,
+		Tag:    tag,
 		Resolve: func(ctx context.Context, keyID string) (ed25519.PublicKey, error) {
 			pub, err := identity.ParseSignPub(keyID)
 			if err != nil {
@@ -223,7 +260,6 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		},
 	}
 	var vr httpsig.Verified
-	var err error
 	if streaming {
 		vr, c.digest, err = v.VerifyStreaming(r)
 	} else {
@@ -249,6 +285,23 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		return errors.Join(store.ErrUnavailable, err)
 	}
 	return h(w, r, c)
+}
+
+// deploymentTag is the tag every request signature must carry; the store
+// makes the deployment id the first time, and it never changes. An error
+// denies the request (fail closed).
+func (s *Server) deploymentTag(ctx context.Context) (string, error) {
+	s.tagMu.Lock()
+	defer s.tagMu.Unlock()
+	if s.tag != "" {
+		return s.tag, nil
+	}
+	id, err := s.o.Store.DeploymentID(ctx)
+	if err != nil {
+		return "", errors.Join(store.ErrUnavailable, err)
+	}
+	s.tag = wire.DeploymentTag(id)
+	return s.tag, nil
 }
 
 // observe runs a store call and records its latency.

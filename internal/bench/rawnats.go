@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/natsnode"
 )
 
@@ -48,7 +49,7 @@ func (s RawNATSSpec) options() (*server.Options, error) {
 	case RawNKey, RawNKeyACL:
 		u := &server.NkeyUser{Nkey: s.NKey}
 		if s.Auth == RawNKeyACL {
-			u.Permissions = natsnode.Permissions(natsnode.Grant{Active: true, Rooms: s.Rooms, SignPubHex: s.SignPubHex})
+			u.Permissions = natsnode.Permissions(natsnode.Grant{Active: true, SignPubHex: s.SignPubHex})
 		}
 		o.Nkeys = []*server.NkeyUser{u}
 	default:
@@ -135,7 +136,7 @@ func startRawNATS(ctx context.Context, self string, s RawNATSSpec) (*child, erro
 // "ready <url>" line. Closing its stdin (stop) ends it.
 func startSelf(ctx context.Context, self, flag, spec, what string) (*child, error) {
 	cmd := exec.Command(self, "--"+flag, spec)
-	cmd.Env = cleanEnv()
+	cmd.Env = harness.CleanEnv()
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

@@ -11,8 +11,9 @@ import (
 	"github.com/unibus/unibus/internal/store"
 )
 
-// storeAuthorizer grants data-plane access from the store: active users get
-// their rooms. Until the store is set and open, on any store error, and —
+// storeAuthorizer grants data-plane logins from the store: active users
+// get the member ACL (the same for every member: what rooms a member may
+// use is the relay's and the listeners' business). Until the store is set and open, on any store error, and —
 // in a cluster — while this node cannot see a quorum (a stale leader would
 // still answer reads), it denies (fail closed).
 //
@@ -23,9 +24,7 @@ import (
 // what it was before the grant was read. Where the version moved (SQLite:
 // anything was committed since, by anyone, such as a revocation by
 // 'membershipd user revoke --db' in another process, which Watch reports
-// only at its next poll) the user's record is read again, and only its
-// rooms come from the cache (they change only through this daemon's API,
-// which forgets them).
+// only at its next poll) the user's record is read again.
 type storeAuthorizer struct {
 	st     atomic.Pointer[store.Store]
 	quorum func() bool
@@ -97,9 +96,5 @@ func grantFromStore(ctx context.Context, st store.Store, sp identity.SignPub) (n
 	if u.Status != store.StatusActive {
 		return natsnode.Grant{}, nil
 	}
-	rooms, err := st.RoomIDs(ctx, u.SignPub)
-	if err != nil {
-		return natsnode.Grant{}, err
-	}
-	return natsnode.Grant{Active: true, Rooms: rooms, SignPubHex: u.SignPub}, nil
+	return natsnode.Grant{Active: true, SignPubHex: u.SignPub}, nil
 }

@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,7 +26,7 @@ import (
 func putBlob(t *testing.T, b *bus, who *identity.Identity, room, id string, digest, data []byte) (int, wire.ErrorBody) {
 	t.Helper()
 	req, _ := http.NewRequest("PUT", b.d.HTTPURL()+"/v1/rooms/"+room+"/blobs/"+id, bytes.NewReader(data))
-	s := &httpsig.Signer{KeyID: who.SignPub().String(), Key: who.SigningKey()}
+	s := &httpsig.Signer{KeyID: who.SignPub().String(), Key: who.SigningKey(), Tag: b.d.DeploymentTag(context.Background())}
 	if err := s.SignDigest(req, digest); err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func testBlobInterruptedUpload(t *testing.T, kind storeKind) {
 	}
 	data, sum, id := randomBlob(4 << 20)
 	req, _ := http.NewRequest("PUT", b.d.HTTPURL()+"/v1/rooms/"+room.ID+"/blobs/"+id, nil)
-	(&httpsig.Signer{KeyID: aliceID.SignPub().String(), Key: aliceID.SigningKey()}).SignDigest(req, sum)
+	(&httpsig.Signer{KeyID: aliceID.SignPub().String(), Key: aliceID.SigningKey(), Tag: b.d.DeploymentTag(ctx)}).SignDigest(req, sum)
 	u, _ := url.Parse(b.d.HTTPURL())
 	conn, err := net.Dial("tcp", u.Host)
 	if err != nil {

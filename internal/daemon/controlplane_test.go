@@ -2,6 +2,7 @@ package daemon_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
@@ -24,7 +25,7 @@ func signed(t *testing.T, b *bus, method, path string, body []byte, keyID string
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &httpsig.Signer{KeyID: keyID, Key: key, Now: now}
+	s := &httpsig.Signer{KeyID: keyID, Key: key, Now: now, Tag: b.d.DeploymentTag(context.Background())}
 	if err := s.Sign(req, body); err != nil {
 		t.Fatal(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/unibus/unibus/internal/blobstore"
 	"github.com/unibus/unibus/internal/blobstore/fileblobs"
 	"github.com/unibus/unibus/internal/blobstore/objblobs"
+	"github.com/unibus/unibus/internal/dataplane"
 	"github.com/unibus/unibus/internal/metrics"
 	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/internal/store"
@@ -43,14 +44,22 @@ type Daemon struct {
 	objs     *objblobs.Store // kv mode: the blob store, likewise
 	node     *natsnode.Node
 	internal *identity.Identity
-	nc       *nats.Conn // internal identity, bus account (room streams)
+	nc       *nats.Conn // internal identity, bus account (room streams, listeners)
 	cnc      *nats.Conn // internal identity, control account (kv mode)
+	mnc      *nats.Conn // internal identity, members account (the relay)
 	js       jetstream.JetStream
-	authz    *storeAuthorizer
-	metrics  *metrics.Metrics
-	httpSrv  *http.Server
-	httpLn   net.Listener
-	tls      *tls.Config
+
+	dir       *dataplane.Directory
+	relay     *dataplane.Relay
+	listeners *dataplane.Listeners
+
+	deploymentMu sync.Mutex
+	deployment   string // the deployment id, once read
+	authz        *storeAuthorizer
+	metrics      *metrics.Metrics
+	httpSrv      *http.Server
+	httpLn       net.Listener
+	tls          *tls.Config
 
 	// ctx ends when Close begins. Every goroutine the daemon starts (the
 	// control plane's server, the wait for the kv store in a cluster, the
@@ -99,6 +108,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		d.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	d.authz = &storeAuthorizer{}
+	d.dir = dataplane.NewDirectory(storeSource{d}, 0, nil) // before the store's watch can report
 	if cfg.Store == StoreSQLite {
 		if err := d.openSQLite(ctx); err != nil {
 			return nil, err
@@ -114,11 +124,23 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		if err := d.openKV(); err != nil {
 			return nil, err
 		}
+	}
+	// The store exists from here on (a kv store may still be opening: it
+	// denies until it is open).
+	if err := d.startDataPlane(); err != nil {
+		return nil, err
+	}
+	if cfg.Store == StoreKV {
 		if !cfg.clustered() {
 			if err := d.waitKV(ctx); err != nil {
 				return nil, err
 			}
 			d.wg.Go(d.repairIndex)
+		}
+	}
+	if !cfg.clustered() {
+		if err := d.ensureStreams(ctx); err != nil {
+			return nil, fmt.Errorf("room streams: %w", err)
 		}
 	}
 	if cfg.Bootstrap && natsnode.IsLoopback(cfg.Bind) && !cfg.clustered() {
@@ -302,6 +324,12 @@ func (d *Daemon) Close() error {
 		err := d.stopServing()
 		d.cancel()
 		d.wg.Wait()
+		if d.relay != nil {
+			err = errors.Join(err, d.relay.Close())
+		}
+		if d.mnc != nil {
+			d.mnc.Close()
+		}
 		if d.nc != nil {
 			d.nc.Close()
 		}
@@ -339,7 +367,32 @@ func (d *Daemon) health(ctx context.Context) wire.Health {
 	} else if !d.node.Server().JetStreamEnabled() {
 		h.Status, h.Error = "unavailable", "JetStream not enabled"
 	}
+	h.Protocol = wire.Protocol
+	h.Deployment = d.deploymentID(ctx)
 	return h
+}
+
+// DeploymentTag is the tag every request signature must carry
+// (wire.DeploymentTag of the deployment's id); "" while the store cannot
+// say.
+func (d *Daemon) DeploymentTag(ctx context.Context) string {
+	if id := d.deploymentID(ctx); id != "" {
+		return wire.DeploymentTag(id)
+	}
+	return ""
+}
+
+// deploymentID is the deployment's id from the store, read once; "" while
+// it cannot be read.
+func (d *Daemon) deploymentID(ctx context.Context) string {
+	d.deploymentMu.Lock()
+	defer d.deploymentMu.Unlock()
+	if d.deployment == "" {
+		if id, err := d.store.DeploymentID(ctx); err == nil {
+			d.deployment = id
+		}
+	}
+	return d.deployment
 }
 
 // loadOrCreateIdentity loads an identity file, creating it (0600) when absent.
@@ -392,21 +445,4 @@ func (d *Daemon) bootstrapAdmin(ctx context.Context) error {
 	d.AdminIDFile = path
 	d.log.Info("first run: created and registered an admin identity; keep this file secret", "file", path, "sign_pub", id.SignPub().String())
 	return nil
-}
-
-// dataPlane adapts the node for the API.
-type dataPlane struct{ d *Daemon }
-
-// Kick forgets the user's cached grant, then closes its connections, so
-// that they log in again with what the store says now.
-func (p dataPlane) Kick(nkey string) (int, error) {
-	p.d.authz.forget(nkey)
-	return p.d.node.Kick(nkey)
-}
-
-func (p dataPlane) EnsureRoomStream(ctx context.Context, room string, maxAge time.Duration, maxBytes int64) error {
-	return natsnode.EnsureRoomStream(ctx, p.d.js, room, natsnode.StreamLimits{
-		Replicas: p.d.cfg.KVReplicas, MaxAge: maxAge, MaxBytes: maxBytes,
-		MaxMsgSize: p.d.cfg.RoomMaxMsgSize, Duplicates: p.d.cfg.DedupWindow,
-	})
 }

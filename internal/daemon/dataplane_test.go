@@ -14,11 +14,14 @@ import (
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/daemon"
 	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
 )
 
 // raw is a plain nats.go connection logged in with a user's nkey, with its
-// asynchronous errors (permission violations) collected.
+// asynchronous errors (permission violations) collected: an attacker who
+// does not use the SDK.
 type raw struct {
 	nc   *nats.Conn
 	mu   sync.Mutex
@@ -66,21 +69,72 @@ func (r *raw) denied(t *testing.T, op, subject string) {
 	t.Errorf("no permissions violation for %s %q; errors seen: %v", op, subject, r.errs)
 }
 
-func streamMsgs(t *testing.T, js jetstream.JetStream, room string) uint64 {
+// sharedMsgs counts the messages of a room in the shared stream, read by
+// the internal identity.
+func sharedMsgs(t *testing.T, b *bus, room string) uint64 {
 	t.Helper()
-	s, err := js.Stream(ctxT(t), subjects.Stream(room))
+	s, err := daemon.BusJetStream(b.d).Stream(ctxT(t), subjects.SharedStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(ctxT(t))
+	info, err := s.Info(ctxT(t), jetstream.WithSubjectFilter(subjects.SharedRoom(room)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
 }
 
-// TestNonMemberDeniedOnDataPlane tries, with a raw nats.go connection, what
-// the ACL must deny to an active user who is not a member of a room.
+// relaySend publishes an envelope-shaped message through the relay as the
+// raw connection's user and returns the relay's answer.
+func relaySend(t *testing.T, r *raw, sender *identity.Identity, room string, epoch uint64) (*jetstream.PubAck, error) {
+	t.Helper()
+	rid, err := e2e.ParseRoomID(room)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := e2e.NewRoomKey(nil)
+	env, err := e2e.SealMessage(sender, rid, subjects.RoomTopic(room, "msg"), epoch, key, e2e.MsgID([8]byte{7}, 1), 1, make([]byte, e2e.NonceSize), []byte("forged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(r.nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return js.PublishMsg(ctx, &nats.Msg{Subject: subjects.Ingress(sender.SignPub().String(), room, "msg"), Header: nats.Header(env.Headers()), Data: env.Payload})
+}
+
+func relayRefused(err error, code uint16) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && uint16(apiErr.ErrorCode) == code
+}
+
+// listenerOwners returns the members of every listener on the room
+// streams (from the consumers' metadata).
+func listenerOwners(t *testing.T, b *bus) []string {
+	t.Helper()
+	js := daemon.BusJetStream(b.d)
+	var out []string
+	names := js.StreamNames(ctxT(t))
+	for n := range names.Name() {
+		s, err := js.Stream(ctxT(t), n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := s.ListConsumers(ctxT(t))
+		for info := range l.Info() {
+			out = append(out, info.Config.Metadata["unibus_member"])
+		}
+	}
+	return out
+}
+
+// TestNonMemberDeniedOnDataPlane tries, with a raw nats.go connection,
+// what an active user who is not a member of a room might do to read or
+// write it: nothing reaches the room.
 func TestNonMemberDeniedOnDataPlane(t *testing.T) { forEachStore(t, testNonMemberDeniedOnDataPlane) }
 
 func testNonMemberDeniedOnDataPlane(t *testing.T, kind storeKind) {
@@ -98,73 +152,53 @@ func testNonMemberDeniedOnDataPlane(t *testing.T, kind storeKind) {
 	if _, err := alice.Send(ctx, room.ID, "", []byte("one")); err != nil {
 		t.Fatal(err)
 	}
-	a, err := dialRaw(t, b, aliceID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ajs, _ := jetstream.New(a.nc)
-	before := streamMsgs(t, ajs, room.ID)
-
+	before := sharedMsgs(t, b, room.ID)
 	m, err := dialRaw(t, b, malloryID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := subjects.RoomTopic(room.ID, "msg")
-	// Publish and subscribe on the room subject.
-	m.nc.Publish(subj, []byte("forged"))
-	m.denied(t, "Publish", subj)
-	if _, err := m.nc.SubscribeSync(subjects.Room(room.ID)); err == nil {
-		m.nc.Flush()
-		m.denied(t, "Subscription", subjects.Room(room.ID))
+	// Through the relay, on her own ingress: refused, nothing stored.
+	if _, err := relaySend(t, m, malloryID, room.ID, 1); !relayRefused(err, wire.RelayNotMember) {
+		t.Fatalf("mallory's publish into alice's room: %v", err)
 	}
-	// Through the JetStream API: consumer create, stream info, direct get.
-	mjs, _ := jetstream.New(m.nc)
-	if _, err := mjs.OrderedConsumer(short(t), subjects.Stream(room.ID), jetstream.OrderedConsumerConfig{}); err == nil {
-		t.Error("non-member created a consumer on the room's stream")
-	}
-	m.denied(t, "Publish", "$JS.API.")
-	for _, s := range []string{
-		"$JS.API.CONSUMER.CREATE." + subjects.Stream(room.ID),
-		"$JS.API.CONSUMER.CREATE." + subjects.Stream(room.ID) + ".x." + subj,
-		"$JS.API.CONSUMER.DURABLE.CREATE." + subjects.Stream(room.ID) + ".x",
-		"$JS.API.STREAM.INFO." + subjects.Stream(room.ID),
-		"$JS.API.DIRECT.GET." + subjects.Stream(room.ID),
-		"$JS.API.STREAM.MSG.GET." + subjects.Stream(room.ID),
-		"$JS.API.STREAM.CREATE.KV_UNIBUS_users",
-		"$JS.API.STREAM.INFO.KV_UNIBUS_users",
-		"$JS.API.STREAM.INFO.OBJ_UNIBUS_blobs",
-		"$KV.UNIBUS_users.x",
-		"$O.UNIBUS_blobs.x",
-		"$JS.API.STREAM.DELETE." + subjects.Stream(room.ID),
-		"$JS.API.STREAM.PURGE." + subjects.Stream(room.ID),
-		"$JS.API.STREAM.UPDATE." + subjects.Stream(room.ID),
-		"$JS.API.STREAM.LIST",
-		"$SYS.REQ.SERVER.PING",
-		subjects.InboxPrefix(aliceID.SignPub().String()) + ".x",
+	// Around the relay: alice's ingress, the stored subjects, the API.
+	for _, subj := range []string{
+		subjects.Ingress(aliceID.SignPub().String(), room.ID, "msg"),
+		subjects.Shared(room.ID, "msg"),
+		subjects.RoomTopic(room.ID, "msg"),
+		"$JS.API.CONSUMER.CREATE." + subjects.SharedStream + ".x",
+		"$JS.API.STREAM.MSG.GET." + subjects.SharedStream,
 	} {
-		if _, err := m.nc.Request(s, []byte("{}"), 300*time.Millisecond); err == nil {
-			t.Errorf("request on %s answered for a non-member", s)
+		m.nc.Publish(subj, []byte("forged"))
+		m.denied(t, "Publish", subj)
+	}
+	for _, subj := range []string{subjects.DeliverOf(aliceID.SignPub().String()), subjects.SharedRoom(room.ID), subjects.Room(room.ID)} {
+		if _, err := m.nc.SubscribeSync(subj); err == nil {
+			m.nc.Flush()
+			m.denied(t, "Subscription", subj)
 		}
-		m.denied(t, "Publish", s)
 	}
-	// Another user's inbox cannot be subscribed to.
-	inbox := subjects.InboxPrefix(aliceID.SignPub().String()) + ".>"
-	m.nc.SubscribeSync(inbox)
-	m.nc.Flush()
-	m.denied(t, "Subscription", inbox)
-	// Nothing reached the stream.
-	if after := streamMsgs(t, ajs, room.ID); after != before {
-		t.Fatalf("room stream went from %d to %d messages", before, after)
+	// A listener on alice's room: the control plane says no such room.
+	if err := mallory.Listen(short(t), room.ID, client.ListenOptions{}, func(client.Message) {}); !client.IsCode(err, wire.CodeNotFound) {
+		t.Fatalf("mallory's listener on alice's room: %v", err)
+	}
+	if after := sharedMsgs(t, b, room.ID); after != before {
+		t.Fatalf("the room went from %d to %d messages", before, after)
+	}
+	for _, owner := range listenerOwners(t, b) {
+		if owner == malloryID.SignPub().String() {
+			t.Fatal("mallory holds a listener")
+		}
 	}
 }
 
-// TestMemberCannotAdministerStreams: even a room's owner cannot delete,
-// purge or edit its stream, nor touch the control-plane buckets.
-func TestMemberCannotAdministerStreams(t *testing.T) {
-	forEachStore(t, testMemberCannotAdministerStreams)
-}
+// TestMemberHasNoJetStream: a member's own connection reaches no
+// JetStream API at all, even for its own room, so it can create, change,
+// reset or delete nothing; and no reply subject it chooses makes the
+// server store anything.
+func TestMemberHasNoJetStream(t *testing.T) { forEachStore(t, testMemberHasNoJetStream) }
 
-func testMemberCannotAdministerStreams(t *testing.T, kind storeKind) {
+func testMemberHasNoJetStream(t *testing.T, kind storeKind) {
 	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	aliceID, alice := b.user(t, "alice")
@@ -172,35 +206,53 @@ func testMemberCannotAdministerStreams(t *testing.T, kind storeKind) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := alice.Send(ctx, room.ID, "", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
 	a, err := dialRaw(t, b, aliceID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, _ := jetstream.New(a.nc)
-	if err := js.DeleteStream(short(t), subjects.Stream(room.ID)); err == nil {
-		t.Error("member deleted the room stream")
-	}
-	s, err := js.Stream(ctx, subjects.Stream(room.ID))
-	if err != nil {
-		t.Fatalf("member must be able to read its room's stream info: %v", err)
-	}
-	if err := s.Purge(short(t)); err == nil {
-		t.Error("member purged the room stream")
-	}
-	if _, err := js.CreateKeyValue(short(t), jetstream.KeyValueConfig{Bucket: "evil"}); err == nil {
-		t.Error("member created a KV bucket")
-	}
-	if _, err := js.CreateStream(short(t), jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"unibus.room." + room.ID + ".evil"}}); err == nil {
-		t.Error("member created a stream")
-	}
-	for _, subj := range []string{"$JS.API.STREAM.DELETE.", "$JS.API.STREAM.PURGE.", "$JS.API.STREAM.CREATE."} {
+	for _, subj := range []string{
+		"$JS.API.INFO",
+		"$JS.API.STREAM.INFO." + subjects.SharedStream,
+		"$JS.API.STREAM.UPDATE." + subjects.SharedStream,
+		"$JS.API.STREAM.PURGE." + subjects.SharedStream,
+		"$JS.API.CONSUMER.CREATE." + subjects.SharedStream + ".mine",
+		"$JS.API.CONSUMER.DURABLE.CREATE." + subjects.SharedStream + ".mine",
+		"$JS.API.CONSUMER.RESET." + subjects.SharedStream + ".x",
+		"$JS.API.CONSUMER.PAUSE." + subjects.SharedStream + ".x",
+		"$JS.API.CONSUMER.DELETE." + subjects.SharedStream + ".x",
+		"$KV.UNIBUS_users.x",
+	} {
+		a.nc.Publish(subj, []byte(`{}`))
 		a.denied(t, "Publish", subj)
+	}
+	before := sharedMsgs(t, b, room.ID)
+	// Where alice may publish, with reply subjects aimed at the stored
+	// subjects of her own room.
+	for _, subj := range []string{subjects.Ingress(aliceID.SignPub().String(), room.ID, "x"), "$JS.FC." + subjects.SharedStream + ".x.abcd"} {
+		if err := a.nc.PublishRequest(subj, subjects.Shared(room.ID, "y"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.nc.Flush()
+	time.Sleep(300 * time.Millisecond) // nothing to wait for: the check is that nothing was stored
+	if after := sharedMsgs(t, b, room.ID); after != before {
+		t.Fatalf("a reply subject made the server store %d messages", after-before)
+	}
+	if !a.nc.IsConnected() {
+		t.Fatal("alice was disconnected")
 	}
 }
 
-// TestRemovedMember: the removed member's connection is closed; after it
-// reconnects it cannot subscribe; messages sent after the removal are in a
-// new epoch whose key it never received.
+// TestRemovedMember: a removed member receives nothing sent after its
+// removal through any path. Its listener is deleted before the API
+// answers (its Listen ends); it can make no new one; the relay refuses
+// its messages; a long-lived sender whose room cache predates the removal
+// has its message refused as sealed for the old epoch and seals it again
+// under the new one; and the stored message does not open with the
+// removed member's key.
 func TestRemovedMember(t *testing.T) { forEachStore(t, testRemovedMember) }
 
 func testRemovedMember(t *testing.T, kind storeKind) {
@@ -208,7 +260,20 @@ func testRemovedMember(t *testing.T, kind storeKind) {
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
 	bobID, bob := b.user(t, "bob")
-	_, carol := b.user(t, "carol")
+	carolID, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.admin.AddUser(ctx, "carol", carolID.SignPub().String(), "member"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := b.clientConfig(carolID)
+	cfg.RoomCacheTTL = time.Hour // a long-lived sender: its room state predates the removal
+	carol, err := client.Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(carol.Close)
 	room, err := alice.CreateRoom(ctx, "team")
 	if err != nil {
 		t.Fatal(err)
@@ -218,48 +283,74 @@ func testRemovedMember(t *testing.T, kind storeKind) {
 			t.Fatal(err)
 		}
 	}
-	// bob can read epoch 1 before the removal.
-	if _, err := alice.Send(ctx, room.ID, "", []byte("before")); err != nil {
+	if _, err := carol.Send(ctx, room.ID, "", []byte("before")); err != nil { // carol's cache: epoch 1, bob a member
 		t.Fatal(err)
 	}
-	got := listenN(t, bob, room.ID, 1)
-	if string(got[0].Data) != "before" || got[0].Epoch != 1 {
-		t.Fatalf("bob got %+v", got[0])
-	}
-	br, err := dialRaw(t, b, bobID, nats.ReconnectWait(50*time.Millisecond), nats.MaxReconnects(-1))
+	// bob listens through the SDK, and reads epoch 1.
+	var mu sync.Mutex
+	var bobGot []client.Message
+	listening := make(chan error, 1)
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		listening <- bob.Listen(lctx, room.ID, client.ListenOptions{FromStart: true}, func(m client.Message) {
+			mu.Lock()
+			bobGot = append(bobGot, m)
+			mu.Unlock()
+		})
+	}()
+	eventually(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(bobGot) == 1 })
+	br, err := dialRaw(t, b, bobID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := br.nc.SubscribeSync(subjects.Room(room.ID)); err != nil {
-		t.Fatal(err)
-	}
-	br.nc.Flush()
 
 	if err := alice.RemoveMember(ctx, room.ID, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-br.disc:
-	case <-time.After(time.Second):
-		t.Fatal("removed member's connection was not closed within 1 s")
+	for _, owner := range listenerOwners(t, b) {
+		if owner == bobID.SignPub().String() {
+			t.Fatal("the removed member's listener outlived the removal's answer")
+		}
 	}
-	// After the reconnect (bob is still an active user) the room is gone
-	// from its ACL.
-	waitConnected(t, br.nc)
-	sub := subjects.Room(room.ID)
-	br.nc.SubscribeSync(sub)
-	br.nc.Flush()
-	br.denied(t, "Subscription", sub)
-
+	// carol's cached epoch is 1: the relay refuses it, the SDK seals again.
+	if _, err := carol.Send(ctx, room.ID, "", []byte("after removal, from a stale cache")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := alice.Send(ctx, room.ID, "", []byte("after removal")); err != nil {
 		t.Fatal(err)
 	}
-	after := listenN(t, carol, room.ID, 2)
-	if after[1].Epoch != 2 || string(after[1].Data) != "after removal" {
-		t.Fatalf("carol got %+v", after[1])
+	got := listenN(t, alice, room.ID, 3)
+	for _, m := range got[1:] {
+		if m.Epoch != 2 {
+			t.Fatalf("a message sent after the removal was sealed for epoch %d: %q", m.Epoch, m.Data)
+		}
 	}
-	// bob holds only epoch 1; the stored message is epoch 2 and his key
-	// does not open it.
+	// bob's Listen ends (its listener is gone and it may make no other),
+	// having received only what was sent before the removal.
+	select {
+	case err := <-listening:
+		if err == nil {
+			t.Fatal("bob's Listen ended without an error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("bob's Listen did not end after his removal")
+	}
+	mu.Lock()
+	if len(bobGot) != 1 || string(bobGot[0].Data) != "before" {
+		t.Fatalf("bob received %d messages: %+v", len(bobGot), bobGot)
+	}
+	mu.Unlock()
+	if err := bob.Listen(short(t), room.ID, client.ListenOptions{}, func(client.Message) {}); err == nil {
+		t.Fatal("bob made a new listener after his removal")
+	}
+	if _, err := relaySend(t, br, bobID, room.ID, 2); !relayRefused(err, wire.RelayNotMember) {
+		t.Fatalf("bob's publish after removal: %v", err)
+	}
+	if _, err := bob.RoomInfo(ctx, room.ID); !client.IsCode(err, wire.CodeNotFound) {
+		t.Fatalf("removed member read the room: %v", err)
+	}
+	// And bob's epoch-1 key does not open what was stored after.
 	keys, err := b.d.Store().SealedKeys(ctx, room.ID, bobID.SignPub().String())
 	if err != nil {
 		t.Fatal(err)
@@ -273,28 +364,78 @@ func testRemovedMember(t *testing.T, kind storeKind) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := lastEnvelope(t, b, alice, room.ID)
+	env := lastEnvelope(t, b, room.ID)
 	if env.Epoch != 2 {
-		t.Fatalf("message after removal has epoch %d", env.Epoch)
+		t.Fatalf("the last message has epoch %d", env.Epoch)
 	}
 	if _, err := env.Open(k1); !errors.Is(err, e2e.ErrDecrypt) {
 		t.Fatalf("bob's old key opened the new epoch: %v", err)
 	}
-	// And the control plane refuses bob the room's keys.
-	if _, err := bob.RoomInfo(ctx, room.ID); !client.IsCode(err, "not_found") {
-		t.Fatalf("removed member read the room: %v", err)
+}
+
+// TestMembershipChangesNeedNoReconnect: a user added to a room sends and
+// listens at once on the connection it already had, and a member's
+// removal from one room leaves its connection and its other rooms alone.
+func TestMembershipChangesNeedNoReconnect(t *testing.T) {
+	forEachStore(t, testMembershipChangesNeedNoReconnect)
+}
+
+func testMembershipChangesNeedNoReconnect(t *testing.T, kind storeKind) {
+	b := startBus(t, storeOption(kind))
+	ctx := ctxT(t)
+	_, alice := b.user(t, "alice")
+	bobID, bob := b.user(t, "bob")
+	other, err := bob.CreateRoom(ctx, "bob's own")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := dialRaw(t, b, bobID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// bob's SDK connection is up before he joins anything of alice's.
+	if _, err := bob.Send(ctx, other.ID, "", []byte("warm")); err != nil {
+		t.Fatal(err)
+	}
+	room, err := alice.CreateRoom(ctx, "team")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.AddMember(ctx, room.ID, "bob", "member"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Send(ctx, room.ID, "", []byte("joined")); err != nil {
+		t.Fatalf("send right after being added: %v", err)
+	}
+	if _, err := relaySend(t, br, bobID, room.ID, 1); err != nil {
+		t.Fatalf("raw publish on the connection made before the addition: %v", err)
+	}
+	if err := alice.RemoveMember(ctx, room.ID, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Send(ctx, other.ID, "", []byte("still here")); err != nil {
+		t.Fatalf("bob's other room after his removal from alice's: %v", err)
+	}
+	select {
+	case <-br.disc:
+		t.Fatal("a membership change closed bob's connection")
+	default:
+	}
+	if !br.nc.IsConnected() {
+		t.Fatal("bob's connection is down")
 	}
 }
 
 // TestRevokedUser: 401 on the API, live NATS connection closed within 1 s,
-// reconnect denied.
+// reconnect denied, relay refuses.
 func TestRevokedUser(t *testing.T) { forEachStore(t, testRevokedUser) }
 
 func testRevokedUser(t *testing.T, kind storeKind) {
 	b := startBus(t, storeOption(kind))
 	ctx := ctxT(t)
 	bobID, bob := b.user(t, "bob")
-	if _, err := bob.CreateRoom(ctx, "bobs"); err != nil {
+	room, err := bob.CreateRoom(ctx, "bobs")
+	if err != nil {
 		t.Fatal(err)
 	}
 	br, err := dialRaw(t, b, bobID, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
@@ -318,22 +459,28 @@ func testRevokedUser(t *testing.T, kind storeKind) {
 	if br.nc.IsConnected() {
 		t.Fatal("revoked user's old connection reconnected")
 	}
+	// Nothing of bob's is left delivering: a sweep deletes his listeners
+	// (he had none here; the sweep must not fail on the room).
+	if _, err := daemon.SweepListeners(ctx, b.d); err != nil {
+		t.Fatal(err)
+	}
+	_ = room
 }
 
-// short is a context for a call that the ACL should deny (it then waits
-// for an answer that never comes).
+// short is a context for a call that should be refused at once.
 func short(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func waitConnected(t *testing.T, nc *nats.Conn) {
+// eventually waits up to d for cond.
+func eventually(t *testing.T, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsConnected() {
+	deadline := time.Now().Add(d)
+	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("not reconnected")
+			t.Fatalf("condition not met within %v", d)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -361,26 +508,20 @@ func listenN(t *testing.T, c *client.Client, room string, n int) []client.Messag
 	return out
 }
 
-// lastEnvelope reads the room stream's last stored message as an envelope,
-// through a member's raw JetStream access.
-func lastEnvelope(t *testing.T, b *bus, member *client.Client, room string) *e2e.Envelope {
+// lastEnvelope reads the room's last stored message as an envelope,
+// through the internal identity.
+func lastEnvelope(t *testing.T, b *bus, room string) *e2e.Envelope {
 	t.Helper()
-	r, err := dialRaw(t, b, member.Identity())
+	s, err := daemon.BusJetStream(b.d).Stream(ctxT(t), subjects.SharedStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	js, _ := jetstream.New(r.nc)
-	s, err := js.Stream(ctxT(t), subjects.Stream(room))
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, _ := s.Info(ctxT(t))
-	m, err := s.GetMsg(ctxT(t), info.State.LastSeq)
+	m, err := s.GetLastMsgForSubject(ctxT(t), subjects.SharedRoom(room))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rid, _ := e2e.ParseRoomID(room)
-	env, err := e2e.ParseEnvelope(rid, m.Subject, m.Header, m.Data)
+	env, err := e2e.ParseEnvelope(rid, subjects.RoomTopic(room, subjects.TopicOf(room, m.Subject)), m.Header, m.Data)
 	if err != nil {
 		t.Fatal(err)
 	}

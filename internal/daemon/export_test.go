@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"context"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/identity"
 )
@@ -15,4 +18,13 @@ func GrantCached(d *Daemon, signPub string) bool {
 	}
 	_, ok := d.authz.cache.get(sp, time.Now())
 	return ok
+}
+
+// BusJetStream is the internal identity's JetStream context in the bus
+// account (room streams, listeners): tests read what was stored with it.
+func BusJetStream(d *Daemon) jetstream.JetStream { return d.js }
+
+// SweepListeners runs one sweep of the listeners now.
+func SweepListeners(ctx context.Context, d *Daemon) (int, error) {
+	return d.listeners.Sweep(ctx, d.roomStreams(ctx))
 }

@@ -52,6 +52,16 @@ func (d *Daemon) awaitKV() {
 		}
 		return
 	}
+	ctx, cancel := context.WithTimeout(d.ctx, d.cfg.KVBootstrap)
+	err := d.ensureStreams(ctx)
+	cancel()
+	if err != nil {
+		if d.ctx.Err() == nil {
+			d.log.Error("could not create the shared room stream; stopping", "err", err)
+			d.fail(err)
+		}
+		return
+	}
 	d.repairIndex()
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/unibus/unibus/internal/store"
 	"github.com/unibus/unibus/internal/store/kvstore"
 	"github.com/unibus/unibus/internal/store/sqlite"
-	"github.com/unibus/unibus/subjects"
 )
 
 // These tests check that the data-plane grant cache (authcache.go) never
@@ -92,42 +91,6 @@ func testLoginDeniedRightAfterRevocation(t *testing.T, kind storeKind) {
 	if daemon.GrantCached(b.d, bobID.SignPub().String()) {
 		t.Fatal("the revoked user's grant is still cached")
 	}
-}
-
-// TestLoginWithoutRoomRightAfterRemoval: once the API has answered a
-// member's removal, the member's next login no longer has the room.
-func TestLoginWithoutRoomRightAfterRemoval(t *testing.T) {
-	forEachStore(t, testLoginWithoutRoomRightAfterRemoval)
-}
-
-func testLoginWithoutRoomRightAfterRemoval(t *testing.T, kind storeKind) {
-	b := startBus(t, storeOption(kind))
-	ctx := ctxT(t)
-	_, alice := b.user(t, "alice")
-	bobID, _ := b.user(t, "bob")
-	room, err := alice.CreateRoom(ctx, "team")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := alice.AddMember(ctx, room.ID, "bob", "member"); err != nil {
-		t.Fatal(err)
-	}
-	warm(t, b, bobID)
-	if err := alice.RemoveMember(ctx, room.ID, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	r, err := dialRaw(t, b, bobID)
-	if err != nil {
-		t.Fatalf("bob is still an active user: %v", err)
-	}
-	sub := subjects.Room(room.ID)
-	r.nc.SubscribeSync(sub)
-	r.nc.Flush()
-	r.denied(t, "Subscription", sub)
-	pub := subjects.RoomTopic(room.ID, "x")
-	r.nc.Publish(pub, []byte("after removal"))
-	r.nc.Flush()
-	r.denied(t, "Publish", pub)
 }
 
 // TestLoginsRacingRevocation logs in continuously from several

@@ -21,7 +21,8 @@ type Metrics struct {
 	Denials *prometheus.CounterVec
 	// Replays counts requests refused because their nonce was already used.
 	Replays prometheus.Counter
-	// Kicked counts data-plane connections closed after a membership or status change.
+	// Kicked counts data-plane connections closed after a status change
+	// (revocation).
 	Kicked prometheus.Counter
 	// AuditEntries counts entries this process appended to the audit log.
 	AuditEntries prometheus.Counter
@@ -29,6 +30,9 @@ type Metrics struct {
 	StoreLatency *prometheus.HistogramVec
 	// BusAuth counts data-plane logins by result (allow/deny) and reason.
 	BusAuth *prometheus.CounterVec
+	// Relay counts members' messages by the relay's verdict: ok, or why
+	// it refused one.
+	Relay *prometheus.CounterVec
 }
 
 // New creates the metrics on a fresh registry, with the Go and process collectors.
@@ -46,7 +50,7 @@ func New() *Metrics {
 			Name: "unibus_http_replays_total", Help: "Signed requests refused because their nonce was already used.",
 		}),
 		Kicked: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "unibus_bus_connections_kicked_total", Help: "Data-plane connections closed after a membership or status change.",
+			Name: "unibus_bus_connections_kicked_total", Help: "Data-plane connections closed after a status change (revocation).",
 		}),
 		AuditEntries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "unibus_audit_entries_total", Help: "Entries this process appended to the audit log.",
@@ -58,8 +62,11 @@ func New() *Metrics {
 		BusAuth: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "unibus_bus_auth_total", Help: "Data-plane logins by result and reason.",
 		}, []string{"result", "reason"}),
+		Relay: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "unibus_relay_messages_total", Help: "Members' messages by the relay's verdict (ok, or the refusal's reason).",
+		}, []string{"result"}),
 	}
-	r.MustRegister(m.Requests, m.Denials, m.Replays, m.Kicked, m.AuditEntries, m.StoreLatency, m.BusAuth,
+	r.MustRegister(m.Requests, m.Denials, m.Replays, m.Kicked, m.AuditEntries, m.StoreLatency, m.BusAuth, m.Relay,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -77,3 +84,6 @@ func (m *Metrics) OnBusAuth(reason string, allowed bool) {
 	}
 	m.BusAuth.WithLabelValues(result, reason).Inc()
 }
+
+// OnRelay records one relayed message's verdict; it fits the relay's hook.
+func (m *Metrics) OnRelay(result string) { m.Relay.WithLabelValues(result).Inc() }

@@ -24,9 +24,9 @@ const AuthorizeTimeout = 5 * time.Second
 
 // Reasons passed to Options.OnAuth.
 const (
-	ReasonMember        = "member"         // allowed: an active member, with its room ACL
+	ReasonMember        = "member"         // allowed: an active user, with its member ACL
 	ReasonInternal      = "internal"       // allowed: the internal identity, full permissions
-	ReasonOpen          = "open"           // allowed: bus-auth off, full permissions in the bus account
+	ReasonOpen          = "open"           // allowed: bus-auth off, full permissions in the members account
 	ReasonNotClient     = "not_client"     // denied: not a client connection
 	ReasonBadNKey       = "bad_nkey"       // denied: missing or malformed user nkey
 	ReasonNoNonce       = "no_nonce"       // denied: the server sent no nonce
@@ -44,7 +44,7 @@ type authenticator struct {
 	onAuth   func(string, bool)
 	log      *slog.Logger
 
-	bus, control *server.Account // set before the server starts
+	accts accounts // set before the server starts
 }
 
 var _ server.Authentication = (*authenticator)(nil)
@@ -71,7 +71,7 @@ func (a *authenticator) check(c server.ClientAuthentication) (string, bool) {
 		return ReasonBadNKey, false
 	}
 	if !a.enforce && opts.Nkey == "" {
-		c.RegisterUser(&server.User{Permissions: InternalPermissions(), Account: a.bus})
+		c.RegisterUser(&server.User{Permissions: InternalPermissions(), Account: a.accts.members})
 		return ReasonOpen, true
 	}
 	pub, ok := userKey(opts.Nkey)
@@ -86,15 +86,18 @@ func (a *authenticator) check(c server.ClientAuthentication) (string, bool) {
 		return ReasonBadSignature, false
 	}
 	if opts.Nkey == a.internal {
-		acc := a.control
-		if opts.Username == BusAccount {
-			acc = a.bus
+		acc := a.accts.control
+		switch opts.Username {
+		case BusAccount:
+			acc = a.accts.bus
+		case MembersAccount:
+			acc = a.accts.members
 		}
 		c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: InternalPermissions(), Account: acc})
 		return ReasonInternal, true
 	}
 	if !a.enforce {
-		c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: InternalPermissions(), Account: a.bus})
+		c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: InternalPermissions(), Account: a.accts.members})
 		return ReasonOpen, true
 	}
 	g, err := a.grant(opts.Nkey)
@@ -105,7 +108,7 @@ func (a *authenticator) check(c server.ClientAuthentication) (string, bool) {
 	if !g.Active {
 		return ReasonInactive, false
 	}
-	c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: Permissions(g), Account: a.bus})
+	c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: Permissions(g), Account: a.accts.members})
 	return ReasonMember, true
 }
 

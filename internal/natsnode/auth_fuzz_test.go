@@ -67,7 +67,7 @@ func fzNonceSig(sig string) ([]byte, bool) {
 //   - a login is allowed exactly when one user is registered, and never
 //     with nil (allow-all) permissions; the reason says allow or deny;
 //   - with bus-auth enforced, only a member (the active user's own ACL in
-//     the bus account) or the internal identity gets in, under its
+//     the members account) or the internal identity gets in, under its
 //     canonical nkey — the name every kick looks for — and only with a
 //     signature that crypto/ed25519 verifies over the nonce;
 //   - conversely, the active user's canonical nkey with a valid signature
@@ -82,10 +82,10 @@ func FuzzAuthCheck(f *testing.F) {
 	}
 	alice, bob, internal, mallory := mk(1), mk(2), mk(3), mk(4)
 	authz := fzAuthorizer{
-		alice.SignPub(): {Active: true, Rooms: []string{"00112233445566778899aabbccddeeff"}, SignPubHex: alice.SignPub().String()},
+		alice.SignPub(): {Active: true, SignPubHex: alice.SignPub().String()},
 		bob.SignPub():   {Active: false, SignPubHex: bob.SignPub().String()},
 	}
-	bus, control := server.NewAccount(BusAccount), server.NewAccount("UNIBUS_CONTROL")
+	accts := accounts{bus: server.NewAccount(BusAccount), control: server.NewAccount(ControlAccount), members: server.NewAccount(MembersAccount)}
 	nonce := []byte("server-nonce-0123456789")
 	sign := func(id *identity.Identity) string { return base64.RawURLEncoding.EncodeToString(id.Sign(nonce)) }
 	aliceNK := alice.NKey()
@@ -93,6 +93,7 @@ func FuzzAuthCheck(f *testing.F) {
 		f.Add(enforce, uint8(0), aliceNK, sign(alice), "", nonce)
 		f.Add(enforce, uint8(0), aliceNK, base64.StdEncoding.EncodeToString(alice.Sign(nonce)), "", nonce)
 		f.Add(enforce, uint8(0), internal.NKey(), sign(internal), BusAccount, nonce)
+		f.Add(enforce, uint8(0), internal.NKey(), sign(internal), MembersAccount, nonce)
 		f.Add(enforce, uint8(0), internal.NKey(), sign(internal), "", nonce)
 	}
 	f.Add(true, uint8(0), bob.NKey(), sign(bob), "", nonce)
@@ -105,7 +106,7 @@ func FuzzAuthCheck(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, enforce bool, kind uint8, nkey, sig, username string, nonce []byte) {
 		a := &authenticator{enforce: enforce, internal: internal.NKey(), authz: authz,
-			log: slog.New(slog.DiscardHandler), bus: bus, control: control}
+			log: slog.New(slog.DiscardHandler), accts: accts}
 		c := &fzConn{opts: &server.ClientOpts{Nkey: nkey, Sig: sig, Username: username}, nonce: nonce, kind: server.CLIENT}
 		if kind%8 == 1 {
 			c.kind = server.ROUTER
@@ -161,16 +162,19 @@ func FuzzAuthCheck(f *testing.F) {
 			}
 			switch reason {
 			case ReasonInternal:
-				want := control
-				if username == BusAccount {
-					want = bus
+				want := accts.control
+				switch username {
+				case BusAccount:
+					want = accts.bus
+				case MembersAccount:
+					want = accts.members
 				}
 				if nkey != internal.NKey() || u.Account != want {
 					t.Fatalf("internal login of %q in account %v", nkey, u.Account)
 				}
 			case ReasonMember:
 				g, ok := authz[sp]
-				if !ok || !g.Active || u.Account != bus || !reflect.DeepEqual(u.Permissions, Permissions(g)) {
+				if !ok || !g.Active || u.Account != accts.members || !reflect.DeepEqual(u.Permissions, Permissions(g)) {
 					t.Fatalf("member login of %q: account %v, permissions %+v", nkey, u.Account, u.Permissions)
 				}
 			}

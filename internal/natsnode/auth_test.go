@@ -48,16 +48,16 @@ func TestAuthenticator(t *testing.T) {
 	url := tn.ClientURL()
 
 	alice := newUser(t)
-	tn.authz.set(alice, true, "aaaa")
+	tn.authz.set(alice, true)
 	if _, err := connectUser(t, url, alice); err != nil {
 		t.Fatalf("active member: %v", err)
 	}
 
 	revoked := newUser(t)
-	tn.authz.set(revoked, false, "aaaa")
+	tn.authz.set(revoked, false)
 	stranger := newUser(t) // unknown: the Authorizer returns an error
 	broken := newUser(t)
-	tn.authz.set(broken, true, "aaaa")
+	tn.authz.set(broken, true)
 	tn.authz.errs[broken.pub] = errors.New("store unavailable")
 	panicky := newUser(t)
 	tn.authz.panics[panicky.pub] = true
@@ -185,14 +185,20 @@ func TestUserKeyCanonical(t *testing.T) {
 }
 
 // TestAccounts checks where each identity lands and that JetStream works
-// there: members and ConnectBus in BusAccount, the internal identity in
-// ControlAccount, nobody in $G.
+// where it should: members in MembersAccount (no JetStream), ConnectBus in
+// BusAccount, ConnectMembers in MembersAccount, the internal identity in
+// ControlAccount by default, nobody in $G.
 func TestAccounts(t *testing.T) {
 	tn := startNode(t, nil)
 	alice := newUser(t)
-	tn.authz.set(alice, true, "aaaa")
+	tn.authz.set(alice, true)
 	tn.ensureRoom(t, "aaaa")
 	mustConnect(t, tn.ClientURL(), alice)
+	relay, err := tn.ConnectMembers(tn.internal.pub, tn.internal.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
 	overTCP, err := nats.Connect(tn.ClientURL(), nats.Nkey(tn.internal.pub, tn.internal.sign))
 	if err != nil {
 		t.Fatal(err)
@@ -207,22 +213,27 @@ func TestAccounts(t *testing.T) {
 	for _, c := range cz.Conns {
 		got[c.AuthorizedUser] = append(got[c.AuthorizedUser], c.Account)
 	}
-	if a := got[alice.pub]; len(a) != 1 || a[0] != BusAccount {
-		t.Errorf("member landed in %v, want [%s]", a, BusAccount)
+	if a := got[alice.pub]; len(a) != 1 || a[0] != MembersAccount {
+		t.Errorf("member landed in %v, want [%s]", a, MembersAccount)
 	}
-	var control, bus int
+	var control, bus, members int
 	for _, a := range got[tn.internal.pub] {
 		switch a {
 		case ControlAccount:
 			control++
 		case BusAccount:
 			bus++
+		case MembersAccount:
+			members++
 		default:
 			t.Errorf("internal identity landed in %s", a)
 		}
 	}
-	if control != 2 || bus != 1 { // Connect and TCP in control, ConnectBus in bus
-		t.Errorf("internal identity: %d control, %d bus connections; want 2 and 1", control, bus)
+	if control != 2 || bus != 1 || members != 1 { // Connect and TCP in control, ConnectBus in bus, ConnectMembers in members
+		t.Errorf("internal identity: %d control, %d bus, %d members connections; want 2, 1, 1", control, bus, members)
+	}
+	if acc, err := tn.Server().LookupAccount(MembersAccount); err != nil || acc.JetStreamEnabled() {
+		t.Errorf("account %s: JetStream enabled or account missing (%v)", MembersAccount, err)
 	}
 	for _, name := range []string{BusAccount, ControlAccount} {
 		acc, err := tn.Server().LookupAccount(name)
@@ -279,6 +290,9 @@ func (registerAll) Check(c server.ClientAuthentication) bool {
 	return true
 }
 
+// TestBusAuthOff: with bus-auth off anyone logs in, with full
+// permissions, but only in the members account: no stream, consumer or
+// bucket is reachable even then.
 func TestBusAuthOff(t *testing.T) {
 	tn := startNode(t, func(o *Options) { o.BusAuth = BusAuthOff; o.Authorizer = nil })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -292,12 +306,18 @@ func TestBusAuthOff(t *testing.T) {
 		t.Fatalf("anonymous client with bus-auth off: %v", err)
 	}
 	defer anon.Close()
-	js, _ := jetstream.New(anon)
-	if _, err := js.Publish(ctx, "unibus.room.aaaa.x", []byte("hi")); err != nil {
+	if err := anon.Publish("unibus.in.x.y.z", []byte("hi")); err != nil {
 		t.Errorf("publish with bus-auth off: %v", err)
+	}
+	js, _ := jetstream.New(anon)
+	if _, err := js.Publish(ctx, "unibus.room.aaaa.x", []byte("hi")); err == nil {
+		t.Error("an anonymous client stored a message in a room stream with bus-auth off")
 	}
 	if _, err := js.KeyValue(ctx, "UNIBUS_users"); err == nil {
 		t.Error("anonymous client reached the control-plane KV with bus-auth off")
+	}
+	if n := msgs(t, tn.js, "ROOM_aaaa"); n != 0 {
+		t.Errorf("room stream holds %d messages", n)
 	}
 	// A forged nkey login is still refused, even with bus-auth off.
 	forger := newUser(t)

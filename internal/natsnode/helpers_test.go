@@ -71,10 +71,10 @@ func (a *fakeAuthz) Grant(_ context.Context, nkey string) (Grant, error) {
 	return g, nil
 }
 
-func (a *fakeAuthz) set(u *testUser, active bool, rooms ...string) {
+func (a *fakeAuthz) set(u *testUser, active bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.grants[u.pub] = Grant{Active: active, Rooms: rooms, SignPubHex: u.hex}
+	a.grants[u.pub] = Grant{Active: active, SignPubHex: u.hex}
 }
 
 func (a *fakeAuthz) callCount(u *testUser) int {
@@ -208,7 +208,7 @@ func (tn *testNode) ensureRoom(t testing.TB, room string) jetstream.Stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := EnsureRoomStream(ctx, tn.js, room, StreamLimits{Duplicates: time.Minute}); err != nil {
+	if _, err := tn.js.CreateStream(ctx, jetstream.StreamConfig{Name: subjects.Stream(room), Subjects: []string{subjects.Room(room)}}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := tn.js.Stream(ctx, subjects.Stream(room))

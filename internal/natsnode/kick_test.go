@@ -11,8 +11,8 @@ import (
 func TestKick(t *testing.T) {
 	tn := startNode(t, nil)
 	alice, bob := newUser(t), newUser(t)
-	tn.authz.set(alice, true, "aaaa")
-	tn.authz.set(bob, true, "bbbb")
+	tn.authz.set(alice, true)
+	tn.authz.set(bob, true)
 
 	disconnected := make(chan struct{}, 8)
 	reconnected := make(chan struct{}, 8)
@@ -91,7 +91,7 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 func TestKickPages(t *testing.T) {
 	tn := startNode(t, nil)
 	alice := newUser(t)
-	tn.authz.set(alice, true, "aaaa")
+	tn.authz.set(alice, true)
 	const conns = 1100 // more than one Connz page (1024)
 	if testing.Short() {
 		t.Skip("opens 1100 connections")

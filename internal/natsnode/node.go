@@ -1,10 +1,13 @@
-// Package natsnode runs unibus's data plane: an embedded nats-server with
-// JetStream, the nkey authenticator that asks the control plane about each
-// login, and the per-subject ACL that confines a member to its rooms. It
-// also kicks users whose access changed and creates room streams.
+// Package natsnode runs unibus's embedded NATS server: nats-server with
+// JetStream in three accounts (accounts.go), the nkey authenticator that
+// asks the control plane about each login, and the per-user ACL that
+// confines a member to its own subjects. It also closes the connections
+// of users who lose access.
 //
-// It is not a NATS client library and holds no state of its own: who is a
-// member of what comes from the Authorizer on every login.
+// It is not a NATS client library and holds no state of its own: who may
+// log in comes from the Authorizer on every login. What flows in the data
+// plane (the relay, the consumers made for members, the room streams) is
+// internal/dataplane's.
 package natsnode
 
 import (
@@ -43,7 +46,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		log = slog.Default()
 	}
 	so := &server.Options{}
-	if err := so.ProcessConfigString(accountsConfig); err != nil {
+	if err := so.ProcessConfigString(AccountsConfig); err != nil {
 		return nil, fmt.Errorf("nats node accounts: %w", err)
 	}
 	so.ServerName = o.ServerName
@@ -97,7 +100,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats node: %w", err)
 	}
-	if auth.bus, auth.control, err = lookupAccounts(srv); err != nil {
+	if auth.accts, err = lookupAccounts(srv); err != nil {
 		return nil, fmt.Errorf("nats node: %w", err)
 	}
 	srv.SetLoggerV2(slogAdapter{log}, log.Enabled(ctx, slog.LevelDebug), false, false)
@@ -214,9 +217,15 @@ func (n *Node) Connect(pub string, sign func([]byte) ([]byte, error), opts ...na
 }
 
 // ConnectBus is Connect for the internal identity into BusAccount, where
-// the room streams live: use its JetStream context with EnsureRoomStream.
+// the room streams and the members' consumers live.
 func (n *Node) ConnectBus(pub string, sign func([]byte) ([]byte, error), opts ...nats.Option) (*nats.Conn, error) {
 	return n.Connect(pub, sign, append(opts, BusLogin())...)
+}
+
+// ConnectMembers is Connect for the internal identity into MembersAccount,
+// where the relay reads the members' ingress.
+func (n *Node) ConnectMembers(pub string, sign func([]byte) ([]byte, error), opts ...nats.Option) (*nats.Conn, error) {
+	return n.Connect(pub, sign, append(opts, MembersLogin())...)
 }
 
 // BusLogin is the connect option that asks for BusAccount; only the
@@ -224,9 +233,13 @@ func (n *Node) ConnectBus(pub string, sign func([]byte) ([]byte, error), opts ..
 // connects over the network to manage room streams.
 func BusLogin() nats.Option { return nats.UserInfo(BusAccount, "") }
 
+// MembersLogin is the connect option that asks for MembersAccount; only
+// the internal identity's login honours it.
+func MembersLogin() nats.Option { return nats.UserInfo(MembersAccount, "") }
+
 // Kick closes every live client connection of the user nkey on this node
 // and returns how many it closed. nats.go clients reconnect and are
-// authenticated again, with their new permissions or not at all.
+// authenticated again: a revoked user is then denied.
 func (n *Node) Kick(nkey string) (int, error) {
 	var cids []uint64
 	for offset := 0; ; {

@@ -31,7 +31,7 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("ClientURL = %q, want tls://", url)
 	}
 	alice := newUser(t)
-	tn.authz.set(alice, true, "aaaa")
+	tn.authz.set(alice, true)
 
 	m, err := connectUser(t, url, alice, nats.Secure(&tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS12}))
 	if err != nil {
@@ -54,7 +54,7 @@ func TestTLS(t *testing.T) {
 
 	expired := ca.Expired(t, "old", loop)
 	tx := startNode(t, func(o *Options) { o.TLS = &tls.Config{Certificates: []tls.Certificate{expired.TLS}} })
-	tx.authz.set(alice, true, "aaaa")
+	tx.authz.set(alice, true)
 	if _, err := connectUser(t, tx.ClientURL(), alice, nats.Secure(&tls.Config{RootCAs: ca.Pool})); err == nil {
 		t.Error("client accepted an expired server certificate")
 	}
@@ -76,28 +76,6 @@ func TestInternalIdentity(t *testing.T) {
 	}
 	if _, err := tn.cjs.CreateStream(ctx, jetstream.StreamConfig{Name: "ANY", Subjects: []string{"any.>"}}); err != nil {
 		t.Fatalf("create stream: %v", err)
-	}
-
-	// Room streams: created, and updated in place.
-	if err := EnsureRoomStream(ctx, tn.js, "abcd", StreamLimits{MaxAge: time.Hour}); err != nil {
-		t.Fatal(err)
-	}
-	l := StreamLimits{Replicas: 1, MaxAge: 2 * time.Hour, MaxBytes: 1 << 20, MaxMsgSize: 1024, Duplicates: time.Minute}
-	if err := EnsureRoomStream(ctx, tn.js, "abcd", l); err != nil {
-		t.Fatalf("update room stream: %v", err)
-	}
-	s, err := tn.js.Stream(ctx, "ROOM_abcd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := s.CachedInfo().Config
-	if c.MaxAge != 2*time.Hour || c.MaxBytes != 1<<20 || c.MaxMsgSize != 1024 || c.Duplicates != time.Minute ||
-		c.Storage != jetstream.FileStorage || c.Retention != jetstream.LimitsPolicy || !c.DenyPurge || !c.DenyDelete ||
-		len(c.Subjects) != 1 || c.Subjects[0] != "unibus.room.abcd.>" {
-		t.Errorf("room stream config: %+v", c)
-	}
-	if err := EnsureRoomStream(ctx, tn.js, "a.b", l); err == nil {
-		t.Error("room id with a dot accepted")
 	}
 
 	// Stream deletion is disabled on the node, for everyone.

@@ -1,0 +1,229 @@
+package dataplane
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/unibus/unibus/e2e"
+	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
+)
+
+// TestRelayStoresAMembersMessage: a member's message reaches the shared
+// stream through the relay, with only the envelope's headers, the
+// expected stream and the room's TTL; the answer is JetStream's.
+func TestRelayStoresAMembersMessage(t *testing.T) {
+	p := startPlane(t)
+	alice := p.newUser(t, true)
+	r := p.room(alice)
+	r.MaxAge = time.Hour
+	p.src.setRoom(r)
+	h, payload := envelope(alice, 1, 1, time.Now())
+	h.Set("Nats-Rollup", "all")
+	h.Set("Nats-TTL", "1s")
+	h.Set("Nats-Expected-Last-Sequence", "99")
+	h.Set("X-Extra", "dropped")
+	ack, err := alice.send(t, r.ID, "chat", h, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Stream != subjects.SharedStream || ack.Sequence != 1 {
+		t.Fatalf("ack = %+v", ack)
+	}
+	s, err := p.bus.Stream(p.ctx, subjects.SharedStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(p.ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != subjects.Shared(r.ID, "chat") {
+		t.Errorf("stored on %q", m.Subject)
+	}
+	want := map[string]string{jetstream.MsgTTLHeader: "3600", e2e.HdrSender: alice.hex, e2e.HdrMsgID: h.Get(e2e.HdrMsgID)}
+	for k, v := range want {
+		if got := m.Header.Get(k); got != v {
+			t.Errorf("stored header %s = %q, want %q", k, got, v)
+		}
+	}
+	for _, k := range []string{"Nats-Rollup", "Nats-Expected-Last-Sequence", "X-Extra"} {
+		if m.Header.Get(k) != "" {
+			t.Errorf("header %s reached the stream", k)
+		}
+	}
+	// The same message id again: de-duplicated, answered as a duplicate.
+	ack, err = alice.send(t, r.ID, "chat", h, payload)
+	if err != nil || !ack.Duplicate || ack.Sequence != 1 {
+		t.Fatalf("resend: %+v, %v", ack, err)
+	}
+}
+
+// TestRelayRefusals: each refusal is answered with its code and stores
+// nothing.
+func TestRelayRefusals(t *testing.T) {
+	p := startPlane(t)
+	alice, bob := p.newUser(t, true), p.newUser(t, true)
+	ra := p.room(alice)
+	ra.Epoch = 3
+	p.src.setRoom(ra)
+	rb := p.room(bob)
+	now := time.Now()
+	cases := []struct {
+		name    string
+		room    string
+		topic   string
+		edit    func(nats.Header)
+		errCode uint16
+	}{
+		{"not a member of the room", rb.ID, "x", nil, wire.RelayNotMember},
+		{"a room that does not exist", "ffffffffffffffffffffffffffffffff", "x", nil, wire.RelayNotMember},
+		{"stale epoch", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrEpoch, "2") }, wire.RelayStaleEpoch},
+		{"future epoch", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrEpoch, "4") }, wire.RelayStaleEpoch},
+		{"protocol v1", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrVersion, "1") }, wire.RelayOldProtocol},
+		{"unknown version", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrVersion, "9") }, wire.RelayBadEnvelope},
+		{"sender header names bob", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrSender, bob.hex) }, wire.RelayBadEnvelope},
+		{"no send time", ra.ID, "x", func(h nats.Header) { h.Del(e2e.HdrTime) }, wire.RelayBadEnvelope},
+		{"send time not canonical", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrTime, "0"+h.Get(e2e.HdrTime)) }, wire.RelayBadEnvelope},
+		{"send time 2 minutes old", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrTime, itoa(now.Add(-2*time.Minute).UnixMilli())) }, wire.RelayClockSkew},
+		{"send time 2 minutes ahead", ra.ID, "x", func(h nats.Header) { h.Set(e2e.HdrTime, itoa(now.Add(2*time.Minute).UnixMilli())) }, wire.RelayClockSkew},
+		{"two epoch headers", ra.ID, "x", func(h nats.Header) { h.Add(e2e.HdrEpoch, "3") }, wire.RelayBadEnvelope},
+		{"no message id", ra.ID, "x", func(h nats.Header) { h.Del(e2e.HdrMsgID) }, wire.RelayBadEnvelope},
+		{"no signature", ra.ID, "x", func(h nats.Header) { h.Del(e2e.HdrSig) }, wire.RelayBadEnvelope},
+		{"room id not hex", "room-a", "x", nil, wire.RelayBadSubject},
+		{"topic with a wildcard", ra.ID, "*", nil, wire.RelayBadSubject},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h, payload := envelope(alice, 3, uint64(i+1), now)
+			if c.edit != nil {
+				c.edit(h)
+			}
+			_, err := alice.send(t, c.room, c.topic, h, payload)
+			var apiErr *jetstream.APIError
+			if !errors.As(err, &apiErr) || uint16(apiErr.ErrorCode) != c.errCode {
+				t.Fatalf("err = %v, want relay code %d", err, c.errCode)
+			}
+		})
+	}
+	t.Run("short payload", func(t *testing.T) {
+		h, _ := envelope(alice, 3, 100, now)
+		_, err := alice.send(t, ra.ID, "x", h, []byte("short"))
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || uint16(apiErr.ErrorCode) != wire.RelayBadEnvelope {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	if n := p.stored(t, subjects.SharedStream); n != 0 {
+		t.Fatalf("%d refused messages were stored", n)
+	}
+	// Control: the same sender, room and epoch are accepted.
+	h, payload := envelope(alice, 3, 1000, now)
+	if _, err := alice.send(t, ra.ID, "x", h, payload); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+}
+
+// TestRelayRevokedAndRemoved: membership and status changes apply to the
+// next message once the directory is told, with no new login.
+func TestRelayRevokedAndRemoved(t *testing.T) {
+	p := startPlane(t)
+	alice, bob := p.newUser(t, true), p.newUser(t, true)
+	r := p.room(alice, bob)
+	h, payload := envelope(bob, 1, 1, time.Now())
+	if _, err := bob.send(t, r.ID, "x", h, payload); err != nil {
+		t.Fatal(err)
+	}
+	// bob is removed: the room moves to epoch 2 without him.
+	r.Members = map[string]bool{alice.hex: true}
+	r.Epoch = 2
+	p.src.setRoom(r)
+	p.dir.ForgetRoom(r.ID)
+	h, payload = envelope(bob, 2, 2, time.Now())
+	if _, err := bob.send(t, r.ID, "x", h, payload); !isRelayErr(err, wire.RelayNotMember) {
+		t.Fatalf("removed member: %v", err)
+	}
+	// alice still holds epoch 1 (her cache predates the removal): refused.
+	h, payload = envelope(alice, 1, 1, time.Now())
+	if _, err := alice.send(t, r.ID, "x", h, payload); !isRelayErr(err, wire.RelayStaleEpoch) {
+		t.Fatalf("stale sender: %v", err)
+	}
+	// alice is revoked (her connection is still open here).
+	p.src.setUser(alice.hex, false)
+	p.dir.ForgetUser(alice.hex)
+	h, payload = envelope(alice, 2, 2, time.Now())
+	if _, err := alice.send(t, r.ID, "x", h, payload); !isRelayErr(err, wire.RelayRevoked) {
+		t.Fatalf("revoked: %v", err)
+	}
+	if n := p.stored(t, subjects.SharedStream); n != 1 {
+		t.Fatalf("stored %d messages, want 1", n)
+	}
+}
+
+// TestRelayAnswersOnlyTheSendersInbox: a reply subject outside the
+// sender's own inbox gets no answer (the message itself is stored), so a
+// member cannot make the relay publish on another subject.
+func TestRelayAnswersOnlyTheSendersInbox(t *testing.T) {
+	p := startPlane(t)
+	alice, bob := p.newUser(t, true), p.newUser(t, true)
+	r := p.room(alice)
+	spy := p.node.Members(t)
+	seen, err := spy.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i, reply := range []string{
+		subjects.Ingress(bob.hex, r.ID, "x"),
+		subjects.Deliver(bob.hex, "t"),
+		subjects.InboxPrefix(bob.hex) + ".x",
+		"$JS.FC.x",
+	} {
+		h, payload := envelope(alice, 1, uint64(i+1), time.Now())
+		if err := alice.nc.PublishMsg(&nats.Msg{Subject: subjects.Ingress(alice.hex, r.ID, "x"), Reply: reply, Header: h, Data: payload}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := alice.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return p.stored(t, subjects.SharedStream) == 4 })
+	for {
+		m, err := seen.NextMsg(300 * time.Millisecond)
+		if errors.Is(err, nats.ErrTimeout) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, _, ok := subjects.ParseIngress(m.Subject); !ok || m.Subject != subjects.Ingress(alice.hex, r.ID, "x") {
+			t.Errorf("the relay published on %q", m.Subject)
+		}
+	}
+}
+
+func isRelayErr(err error, code uint16) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && uint16(apiErr.ErrorCode) == code
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+// waitFor waits up to 10 s for cond.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
