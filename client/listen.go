@@ -74,7 +74,7 @@ type ListenOptions struct {
 // heartbeat or a node lost, Listen asks for a new one that starts after
 // the last message it handed on, so nothing is lost or repeated. It ends
 // with an error when the caller can no longer read the room (removed,
-// revoked).
+// revoked) and with ErrClosed when the client is closed.
 //
 // Signatures are verified on every core (GOMAXPROCS workers, in batches
 // when messages queue up); fn and OnError are still called from a single
@@ -87,13 +87,21 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 	if o.OnError == nil {
 		o.OnError = func(err error) { c.log.Warn("message not delivered", "room", room, "err", err) }
 	}
-	if _, err := c.state(ctx, room, true); err != nil {
+	if err := retryTransient(ctx, firstWait, func() error { _, err := c.state(ctx, room, true); return err }); err != nil {
 		return err
 	}
 	nc, err := c.conn()
 	if err != nil {
 		return err
 	}
+	// A Listen that ends because the client was closed made its last
+	// control-plane requests (deleting its listeners) after Close had
+	// closed the idle connections: close them again once it is through.
+	defer func() {
+		if c.isClosed() {
+			c.http.CloseIdleConnections()
+		}
+	}()
 	p := newPipeline(ctx, c, room, o.FromStart, o.OnError, fn)
 	defer p.stop()
 	l := &listening{c: c, nc: nc, room: room, p: p, topic: o.Topic, restart: make(chan error, 1)}
@@ -102,7 +110,7 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 	if o.FromStart {
 		req.Deliver = wire.DeliverAll
 	}
-	cur, err := l.start(ctx, req)
+	cur, err := l.first(ctx, req)
 	if err != nil {
 		return fmt.Errorf("listen to room %s: %w", room, err)
 	}
@@ -114,8 +122,17 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 		case <-ctx.Done():
 			l.stop(cur)
 			return nil
+		case <-c.closed:
+			l.stop(cur)
+			return fmt.Errorf("listen to room %s: %w", room, ErrClosed)
 		case why := <-l.restart:
 			l.stop(cur)
+			// A request the replaced listener made while it was being
+			// stopped is about it, not about the next one.
+			select {
+			case <-l.restart:
+			default:
+			}
 			c.log.Info("listen: asking for a new listener", "room", room, "err", why)
 			if cur, err = l.resume(ctx); err != nil {
 				if ctx.Err() != nil {
@@ -187,6 +204,34 @@ func (l *listening) start(ctx context.Context, req wire.ListenRequest) (*current
 	return cur, nil
 }
 
+// firstWait bounds how long Listen retries its first listener while the
+// servers answer that they cannot make one now (a room stream electing its
+// leader after a restart, say); a refusal ends it at once.
+const firstWait = 30 * time.Second
+
+// first asks for the first listener.
+func (l *listening) first(ctx context.Context, req wire.ListenRequest) (cur *current, err error) {
+	err = retryTransient(ctx, firstWait, func() (err error) { cur, err = l.start(ctx, req); return err })
+	return cur, err
+}
+
+// retryTransient calls f until it succeeds, fails for good (a refusal), ctx
+// ends, or wait has passed.
+func retryTransient(ctx context.Context, wait time.Duration, f func() error) error {
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || ctx.Err() != nil || !transient(err) || time.Since(start) > wait {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
 // resume asks for a listener that starts after the last message handed
 // on, retrying while the control plane or the data plane cannot answer;
 // a refusal (no longer a member) ends it.
@@ -200,6 +245,9 @@ func (l *listening) resume(ctx context.Context) (*current, error) {
 		if err == nil {
 			return cur, nil
 		}
+		if l.c.isClosed() {
+			return nil, ErrClosed
+		}
 		if ctx.Err() != nil || !transient(err) {
 			return nil, err
 		}
@@ -207,6 +255,8 @@ func (l *listening) resume(ctx context.Context) (*current, error) {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-l.c.closed:
+			return nil, ErrClosed
 		case <-time.After(backoff(attempt)):
 		}
 	}

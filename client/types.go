@@ -83,6 +83,10 @@ type Room struct {
 	// history the server keeps; 0 is no limit.
 	MaxAge   time.Duration
 	MaxBytes int64
+	// Shared is true when the room's messages are in the server's shared
+	// stream; false for a room with a stream of its own (a room with a byte
+	// limit, or one created before protocol 2).
+	Shared bool
 }
 
 // Member is a room member, with the public keys the server gives for it.
@@ -146,7 +150,7 @@ func usersFromWire(us []wire.User) []User {
 
 func roomFromWire(r wire.Room) Room {
 	return Room{ID: r.ID, Name: r.Name, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt, Epoch: r.Epoch,
-		RotationPending: r.RotationPending, MaxAge: time.Duration(r.MaxAgeSeconds) * time.Second, MaxBytes: r.MaxBytes}
+		RotationPending: r.RotationPending, MaxAge: time.Duration(r.MaxAgeSeconds) * time.Second, MaxBytes: r.MaxBytes, Shared: r.Shared}
 }
 
 func roomsFromWire(rs []wire.Room) []Room {

@@ -209,7 +209,10 @@ func (s *Server) register(pattern string, streaming bool, h handlerFunc) {
 			ae := classify(err)
 			if ae.status == http.StatusInternalServerError {
 				s.log.Error("request failed", "route", pattern, "err", err)
-			} else if ae.status == http.StatusUnauthorized || ae.status == http.StatusForbidden || ae.code == wire.CodeReplay || ae.status == http.StatusServiceUnavailable {
+			} else if ae.status == http.StatusServiceUnavailable {
+				s.o.Metrics.Denials.WithLabelValues(ae.code).Inc()
+				s.log.Warn("request denied: unavailable", "route", pattern, "remote", r.RemoteAddr, "err", err)
+			} else if ae.status == http.StatusUnauthorized || ae.status == http.StatusForbidden || ae.code == wire.CodeReplay {
 				s.o.Metrics.Denials.WithLabelValues(ae.code).Inc()
 				s.log.Info("request denied", "route", pattern, "code", ae.code, "remote", r.RemoteAddr)
 			}

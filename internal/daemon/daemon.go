@@ -55,6 +55,9 @@ type Daemon struct {
 
 	deploymentMu sync.Mutex
 	deployment   string // the deployment id, once read
+	// streamsReady is set once the shared room stream exists: until then
+	// no message can be stored and no listener made, so /healthz is 503.
+	streamsReady atomic.Bool
 	authz        *storeAuthorizer
 	metrics      *metrics.Metrics
 	httpSrv      *http.Server
@@ -366,6 +369,8 @@ func (d *Daemon) health(ctx context.Context) wire.Health {
 		h.Status, h.Error = "unavailable", "store not readable"
 	} else if !d.node.Server().JetStreamEnabled() {
 		h.Status, h.Error = "unavailable", "JetStream not enabled"
+	} else if !d.streamsReady.Load() {
+		h.Status, h.Error = "unavailable", "the shared room stream is not created yet"
 	}
 	h.Protocol = wire.Protocol
 	h.Deployment = d.deploymentID(ctx)

@@ -55,6 +55,7 @@ func (d *Daemon) ensureStreams(ctx context.Context) error {
 		err := dataplane.EnsureSharedStream(actx, d.js, l)
 		cancel()
 		if err == nil {
+			d.streamsReady.Store(true)
 			return nil
 		}
 		if ctx.Err() != nil {
