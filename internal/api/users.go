@@ -138,6 +138,9 @@ func (s *Server) revokeUser(w http.ResponseWriter, r *http.Request, c *caller) e
 	if err != nil {
 		return err
 	}
+	for _, room := range rooms {
+		s.o.DataPlane.RoomChanged(room) // the relay refuses the pending rooms' old epoch at once
+	}
 	s.log.Info("user revoked", "by", c.key.Short(), "handle", u.Handle, "rooms", len(rooms))
 	writeJSON(w, http.StatusOK, userWire(u))
 	return nil
