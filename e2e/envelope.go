@@ -38,7 +38,13 @@ const (
 	HdrSeq     = "Unibus-Seq"
 	HdrSig     = "Unibus-Sig"
 	HdrTime    = "Unibus-Time"
-	HdrMsgID   = "Nats-Msg-Id"
+	HdrMsgID   = "Unibus-Msg-Id"
+	// HdrMsgIDV1 carried the message id in version 1 (the stream's own
+	// de-duplication header). In version 2 the relay sets that header to
+	// a name of its own (the sender, the room and this id), so a member
+	// cannot reuse another member's message id to have its message
+	// dropped as a duplicate.
+	HdrMsgIDV1 = "Nats-Msg-Id"
 )
 
 // MaxClockSkew is how far a message's send time may be from the clock of
@@ -276,11 +282,12 @@ func (e *Envelope) Headers() map[string][]string {
 	h[HdrEpoch] = v[1:2:2]
 	h[HdrSender] = v[2:3:3]
 	h[HdrSeq] = v[3:4:4]
-	h[HdrMsgID] = v[4:5:5]
 	h[HdrSig] = v[5:6:6]
 	if e.V1 {
 		h[HdrVersion] = []string{VersionV1}
+		h[HdrMsgIDV1] = v[4:5:5]
 	} else {
+		h[HdrMsgID] = v[4:5:5]
 		h[HdrTime] = v[6:7:7]
 	}
 	return h
@@ -364,7 +371,11 @@ func parseEnvelopeInto(e *Envelope, room RoomID, subject string, h map[string][]
 	if e.Sender, err = identity.ParseSignPub(s); err != nil {
 		return fmt.Errorf("%w: bad %s", ErrMalformed, HdrSender)
 	}
-	if e.MsgID, err = header(h, HdrMsgID); err != nil {
+	msgIDHeader := HdrMsgID
+	if e.V1 {
+		msgIDHeader = HdrMsgIDV1
+	}
+	if e.MsgID, err = header(h, msgIDHeader); err != nil {
 		return err
 	}
 	if s, err = header(h, HdrSig); err != nil {

@@ -30,7 +30,7 @@ func usersJSON(us []client.User) []wire.User {
 
 func roomJSON(r client.Room) wire.Room {
 	return wire.Room{ID: r.ID, Name: r.Name, CreatedBy: r.CreatedBy, CreatedAt: r.CreatedAt, Epoch: r.Epoch,
-		RotationPending: r.RotationPending, MaxAgeSeconds: int64(r.MaxAge / time.Second), MaxBytes: r.MaxBytes}
+		RotationPending: r.RotationPending, MaxAgeSeconds: int64(r.MaxAge / time.Second), MaxBytes: r.MaxBytes, Shared: r.Shared}
 }
 
 func roomsJSON(rs []client.Room) []wire.Room {

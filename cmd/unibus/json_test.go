@@ -19,11 +19,12 @@ import (
 // TestJSONIsTheAPIBody: what --json prints for a user or a room is the
 // control plane's JSON for it, field for field, as a signed GET of the
 // same resource answers it (decoded and encoded again, as a client that
-// printed the body would). Rooms have retention limits here, so that
-// every field is set.
+// printed the body would). Rooms have a maximum age here, so that it is
+// set; a room made by `unibus room create` asks for no byte limit, so it
+// is in the shared stream.
 func TestJSONIsTheAPIBody(t *testing.T) {
 	dir := t.TempDir()
-	bus := harness.StartBus(t, dir, "--room-max-age", "90m", "--room-max-bytes", "1048576")
+	bus := harness.StartBus(t, dir, "--room-max-age", "90m")
 	env := []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL}
 	adminFile := filepath.Join(dir, "local_files", "admin.id")
 	admin := append(env[:len(env):len(env)], "UNIBUS_IDENTITY="+adminFile)
@@ -41,6 +42,12 @@ func TestJSONIsTheAPIBody(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Signed as the SDK signs: for the deployment /healthz announces.
+	_, health := harness.Health(bus.HTTPURL)
+	if health.Protocol != wire.Protocol || health.Deployment == "" {
+		t.Fatalf("healthz: protocol %q, deployment %q", health.Protocol, health.Deployment)
+	}
+	signer := &httpsig.Signer{KeyID: adminID.SignPub().String(), Key: adminID.SigningKey(), Tag: wire.DeploymentTag(health.Deployment)}
 	// get returns the body of a signed GET by the admin, decoded into v
 	// and encoded again; pick, when set, takes a part of v to encode.
 	get := func(path string, v any, pick func() any) string {
@@ -49,8 +56,7 @@ func TestJSONIsTheAPIBody(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &httpsig.Signer{KeyID: adminID.SignPub().String(), Key: adminID.SigningKey()}
-		if err := s.Sign(req, nil); err != nil {
+		if err := signer.Sign(req, nil); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := http.DefaultClient.Do(req)
@@ -117,8 +123,8 @@ func TestJSONIsTheAPIBody(t *testing.T) {
 	}
 	var ri wire.RoomInfo
 	created("room create", out, &room, &room.CreatedAt, get("/v1/rooms/"+room.ID, &ri, func() any { return ri.Room }))
-	if ri.Room.MaxAgeSeconds != 90*60 || ri.Room.MaxBytes != 1<<20 {
-		t.Fatalf("the room has no retention limits: %+v", ri.Room)
+	if ri.Room.MaxAgeSeconds != 90*60 || ri.Room.MaxBytes != 0 || !ri.Room.Shared {
+		t.Fatalf("the room is not a shared room with the server's maximum age: %+v", ri.Room)
 	}
 	run(admin, "room", "add", "demo", "bob")
 	same("room rotate", run(admin, "room", "rotate", "demo"), get("/v1/rooms/"+room.ID, &ri, func() any { return ri.Room }))

@@ -80,6 +80,12 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, c *caller) e
 	// exists with the same limits was left by an interrupted creation of
 	// this same id, or is an existing room's, which the store then refuses.
 	shared := maxBytes == 0
+	// An id in use is refused before anything is created for it.
+	if _, err := s.o.Store.GetRoom(r.Context(), id.String()); err == nil {
+		return store.ErrRoomExists
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	if !shared {
 		if err := s.o.DataPlane.CreateRoomStream(r.Context(), id.String(), maxAge, maxBytes); err != nil {
 			return err

@@ -70,7 +70,13 @@ type Listeners struct {
 	mu sync.Mutex
 	// mine counts the listeners this node made that may still exist, per
 	// member; Sweep forgets the ones that are gone.
-	mine map[string]map[string]time.Time // member → name → made
+	mine map[string]map[string]made // member → name → when and where
+}
+
+// made is a listener this node made: when, and on which stream.
+type made struct {
+	at     time.Time
+	stream string
 }
 
 // NewListeners returns a Listeners.
@@ -87,7 +93,7 @@ func NewListeners(o ListenersOptions) *Listeners {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Listeners{o: o, mine: map[string]map[string]time.Time{}}
+	return &Listeners{o: o, mine: map[string]map[string]made{}}
 }
 
 // ListenRequest asks for a listener for Member on Room. The caller (the
@@ -138,7 +144,7 @@ func (l *Listeners) Create(ctx context.Context, req ListenRequest) (wire.Listene
 	default:
 		return wire.Listener{}, fmt.Errorf("%w: deliver must be %q, %q or %q", ErrBadListen, wire.DeliverNew, wire.DeliverAll, wire.DeliverSeq)
 	}
-	if !l.reserve(req.Member, cfg.Name) {
+	if !l.reserve(req.Member, cfg.Name, stream) {
 		return wire.Listener{}, fmt.Errorf("%w: at most %d per member on a node; stop some", ErrTooManyListeners, l.o.MaxListeners)
 	}
 	c, err := l.o.Bus.CreatePushConsumer(ctx, stream, cfg)
@@ -296,7 +302,7 @@ func (l *Listeners) keep(ctx context.Context, info *jetstream.ConsumerInfo) bool
 }
 
 // reserve counts a listener against the member's cap on this node.
-func (l *Listeners) reserve(member, name string) bool {
+func (l *Listeners) reserve(member, name, stream string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	m := l.mine[member]
@@ -307,10 +313,10 @@ func (l *Listeners) reserve(member, name string) bool {
 		}
 	}
 	if m == nil {
-		m = map[string]time.Time{}
+		m = map[string]made{}
 		l.mine[member] = m
 	}
-	m[name] = time.Now()
+	m[name] = made{at: time.Now(), stream: stream}
 	return true
 }
 
@@ -339,11 +345,11 @@ func (l *Listeners) forgetOld() {
 func (l *Listeners) forgetOldLocked(member string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for name, made := range l.mine[member] {
-		if time.Since(made) < l.o.Inactive {
+	for name, m := range l.mine[member] {
+		if time.Since(m.at) < l.o.Inactive {
 			continue
 		}
-		if !l.exists(ctx, name) {
+		if !l.exists(ctx, m.stream, name) {
 			delete(l.mine[member], name)
 		}
 	}
@@ -352,11 +358,11 @@ func (l *Listeners) forgetOldLocked(member string) {
 	}
 }
 
-// exists reports whether a consumer of that name is on the shared stream
-// or any room stream; an error counts as existing.
-func (l *Listeners) exists(ctx context.Context, name string) bool {
-	_, err := l.o.Bus.PushConsumer(ctx, subjects.SharedStream, name)
-	return !errors.Is(err, jetstream.ErrConsumerNotFound)
+// exists reports whether the consumer is still on its stream; an error
+// counts as existing.
+func (l *Listeners) exists(ctx context.Context, stream, name string) bool {
+	_, err := l.o.Bus.PushConsumer(ctx, stream, name)
+	return !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
 // streamOf returns a room's stream and the prefix of its stored subjects.

@@ -225,3 +225,28 @@ func TestValidTopicFilter(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerCapOnARoomsOwnStream: the cap holds for listeners on a
+// room's own stream too, past the inactivity threshold (the count once
+// forgot every listener it could not find on the shared stream).
+func TestListenerCapOnARoomsOwnStream(t *testing.T) {
+	p := startPlane(t)
+	p.listeners.o.MaxListeners = 2
+	p.listeners.o.Inactive = 2 * time.Second
+	alice := p.newUser(t, true)
+	r := p.room(alice)
+	if err := CreateRoomStream(p.ctx, p.bus, r.ID, StreamLimits{MaxBytes: 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		l, err := p.listeners.Create(p.ctx, ListenRequest{Room: r.ID, Member: alice.hex, Dedicated: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice.receive(t, l) // keeps it alive
+	}
+	time.Sleep(3 * time.Second) // past the inactivity threshold: what made the count forget
+	if _, err := p.listeners.Create(p.ctx, ListenRequest{Room: r.ID, Member: alice.hex, Dedicated: true}); !errors.Is(err, ErrTooManyListeners) {
+		t.Fatalf("third listener after the threshold: %v", err)
+	}
+}

@@ -253,11 +253,22 @@ func (r *Relay) check(m *nats.Msg, sender, room, topic string) (*nats.Msg, *refu
 		out.Header[k] = h[k]
 	}
 	out.Header[jetstream.ExpectedStreamHeader] = []string{stream}
+	// The stream de-duplicates on Nats-Msg-Id, across every room it holds:
+	// the relay names a message by its sender, its room and the id the
+	// sender gave it, so nobody's id can collide with another sender's (a
+	// member could otherwise have another's next message dropped as a
+	// duplicate by publishing first with its id), nor one room's with
+	// another's.
+	out.Header[jetstream.MsgIDHeader] = []string{DedupID(sender, room, h.Get(e2e.HdrMsgID))}
 	if !rm.Dedicated && rm.MaxAge >= time.Second {
 		out.Header[jetstream.MsgTTLHeader] = []string{strconv.FormatInt(int64(rm.MaxAge/time.Second), 10)}
 	}
 	return out, nil
 }
+
+// DedupID is the stream's de-duplication id (Nats-Msg-Id) of a message:
+// <sender>.<room>.<the envelope's message id>.
+func DedupID(sender, room, msgID string) string { return sender + "." + room + "." + msgID }
 
 // envelopeHeaders are the headers the relay copies; every other header a
 // sender sets (JetStream's Nats-* controls among them) is dropped.

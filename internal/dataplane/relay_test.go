@@ -227,3 +227,44 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRelayDedupIsPerSenderAndRoom: the stream de-duplicates on an id the
+// relay makes from the sender, the room and the envelope's id, so a member
+// publishing first with another member's next id does not get that
+// message dropped as a duplicate, and one sender's ids in two rooms do not
+// collide; a retry of the same message still is a duplicate.
+func TestRelayDedupIsPerSenderAndRoom(t *testing.T) {
+	p := startPlane(t)
+	alice, mallory := p.newUser(t, true), p.newUser(t, true)
+	r, r2 := p.room(alice, mallory), p.room(alice)
+	now := time.Now()
+	// mallory takes alice's next message id (seq 7) first.
+	h, payload := envelope(mallory, 1, 7, now)
+	if _, err := mallory.send(t, r.ID, "x", h, payload); err != nil {
+		t.Fatal(err)
+	}
+	h, payload = envelope(alice, 1, 7, now) // the same Unibus-Msg-Id
+	ack, err := alice.send(t, r.ID, "x", h, payload)
+	if err != nil || ack.Duplicate {
+		t.Fatalf("alice's message after mallory took its id: %+v %v", ack, err)
+	}
+	ack, err = alice.send(t, r2.ID, "x", h, payload) // the same id in another room
+	if err != nil || ack.Duplicate {
+		t.Fatalf("alice's id in a second room: %+v %v", ack, err)
+	}
+	again, err := alice.send(t, r.ID, "x", h, payload) // a retry
+	if err != nil || !again.Duplicate {
+		t.Fatalf("a retry of alice's message: %+v %v", again, err)
+	}
+	if n := p.stored(t, subjects.SharedStream); n != 3 {
+		t.Fatalf("stored %d messages, want 3", n)
+	}
+	s, _ := p.bus.Stream(p.ctx, subjects.SharedStream)
+	m, err := s.GetMsg(p.ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.Header.Get(jetstream.MsgIDHeader), DedupID(alice.hex, r.ID, h.Get(e2e.HdrMsgID)); got != want {
+		t.Fatalf("stored Nats-Msg-Id %q, want %q", got, want)
+	}
+}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -47,6 +48,14 @@ func EnsureSharedStream(ctx context.Context, js jetstream.JetStream, l StreamLim
 		DenyPurge:   true,
 		AllowMsgTTL: true,
 	}
+	// An existing stream keeps its replicas: a node restarted with other
+	// flags must not lower them (raising is 'membershipd kv
+	// raise-replicas'); its other limits follow the flags.
+	if s, err := js.Stream(ctx, cfg.Name); err == nil {
+		cfg.Replicas = s.CachedInfo().Config.Replicas
+	} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("ensure the shared stream %s: %w", cfg.Name, err)
+	}
 	if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 		return fmt.Errorf("ensure the shared stream %s: %w", cfg.Name, err)
 	}
@@ -65,6 +74,13 @@ func CreateRoomStream(ctx context.Context, js jetstream.JetStream, room string, 
 	if !validRoom(room) {
 		return fmt.Errorf("create room stream: room id %q is not 32 lowercase hex characters", room)
 	}
+	dup := l.Duplicates
+	if dup == 0 {
+		dup = 2 * time.Minute // nats-server's default
+	}
+	if l.MaxAge > 0 && dup > l.MaxAge {
+		dup = l.MaxAge // JetStream refuses a duplicate window longer than the age limit
+	}
 	cfg := jetstream.StreamConfig{
 		Name:        subjects.Stream(room),
 		Description: "unibus room " + room,
@@ -77,7 +93,7 @@ func CreateRoomStream(ctx context.Context, js jetstream.JetStream, room string, 
 		MaxBytes:    orUnlimited(l.MaxBytes),
 		MaxMsgSize:  int32(orUnlimited(int64(l.MaxMsgSize))),
 		MaxMsgs:     -1,
-		Duplicates:  l.Duplicates,
+		Duplicates:  dup,
 		DenyDelete:  true,
 		DenyPurge:   true,
 	}

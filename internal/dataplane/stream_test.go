@@ -24,6 +24,14 @@ func TestStreamConfigs(t *testing.T) {
 		c.Storage != jetstream.FileStorage || len(c.Subjects) != 1 || c.Subjects[0] != "unibus.msgs.>" {
 		t.Errorf("shared stream config: %+v", c)
 	}
+	// Ensured again with other replicas (a node restarted with other
+	// flags): its replicas stay as they are.
+	if err := EnsureSharedStream(p.ctx, p.bus, StreamLimits{Replicas: 3, Duplicates: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := p.bus.Stream(p.ctx, subjects.SharedStream); err != nil || s.CachedInfo().Config.Replicas != 1 || s.CachedInfo().Config.Duplicates != time.Minute {
+		t.Fatalf("shared stream after a second ensure: %+v %v", s.CachedInfo().Config, err)
+	}
 	const room = "00112233445566778899aabbccddeeff"
 	l := StreamLimits{Replicas: 1, MaxAge: 2 * time.Hour, MaxBytes: 1 << 20, MaxMsgSize: 1024, Duplicates: time.Minute}
 	if err := CreateRoomStream(p.ctx, p.bus, room, l); err != nil {

@@ -2,7 +2,6 @@ package redteam
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -24,10 +23,9 @@ import (
 
 	"github.com/dunglas/httpsfv"
 
-	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -95,8 +93,15 @@ func (p *captureProxy) find(method, uriPrefix string) (captured, bool) {
 }
 
 // signedHeaders are the headers of a request from u signed by the SDK's
-// signer, with its clock set by now (nil: the real clock).
+// signer for this deployment, with its clock set by now (nil: the real
+// clock).
 func (e *env) signedHeaders(u *user, key ed25519.PrivateKey, method, path string, body []byte, now func() time.Time) []header {
+	return e.taggedHeaders(u, key, e.tag, method, path, body, now)
+}
+
+// taggedHeaders is signedHeaders with the deployment tag given ("": none,
+// as a protocol 1 client signs).
+func (e *env) taggedHeaders(u *user, key ed25519.PrivateKey, tag, method, path string, body []byte, now func() time.Time) []header {
 	req, err := http.NewRequest(method, e.bus.HTTPURL+path, bytes.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
@@ -104,7 +109,7 @@ func (e *env) signedHeaders(u *user, key ed25519.PrivateKey, method, path string
 	if key == nil {
 		key = u.id.SigningKey()
 	}
-	s := &httpsig.Signer{KeyID: u.hex, Key: key, Now: now}
+	s := &httpsig.Signer{KeyID: u.hex, Key: key, Now: now, Tag: tag}
 	if err := s.Sign(req, body); err != nil {
 		e.t.Fatal(err)
 	}
@@ -126,7 +131,8 @@ func requestHeaders(h http.Header, withBody bool) []header {
 }
 
 // customSigned signs a request covering exactly components, with alg as
-// given, the way a client that skips components would.
+// given and the deployment tag, the way a client that skips components
+// would.
 func (e *env) customSigned(u *user, method, path string, body []byte, components []string, alg string) []header {
 	req, err := http.NewRequest(method, e.bus.HTTPURL+path, bytes.NewReader(body))
 	if err != nil {
@@ -142,6 +148,7 @@ func (e *env) customSigned(u *user, method, path string, body []byte, components
 	params.Add("nonce", base64.RawURLEncoding.EncodeToString(nonce))
 	params.Add("keyid", u.hex)
 	params.Add("alg", alg)
+	params.Add("tag", e.tag)
 	items := make([]httpsfv.Item, len(components))
 	for i, c := range components {
 		items[i] = httpsfv.NewItem(c)
@@ -230,16 +237,17 @@ func addUserBody(handle string) []byte {
 
 // userExists asks the control plane, as the admin, whether handle exists.
 func (e *env) userExists(handle string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	_, err := e.adminC.User(ctx, handle)
-	if err == nil {
-		return true
+	return e.userExistsAt(e.bus.HTTPURL, e.tag, handle)
+}
+
+// userExistsAt asks the membershipd at base (deployment tag tag), as the
+// admin, whether handle exists.
+func (e *env) userExistsAt(base, tag, handle string) bool {
+	st, code := e.apiAt(base, tag, e.admin, "GET", "/v1/users/"+handle, nil, nil)
+	if st != http.StatusOK && code != wire.CodeNotFound {
+		e.t.Errorf("look up %s at %s: %d %s", handle, base, st, code)
 	}
-	if !client.IsCode(err, wire.CodeNotFound) {
-		e.t.Errorf("look up %s: %v", handle, err)
-	}
-	return false
+	return st == http.StatusOK
 }
 
 // httpAttack is one request the control plane must refuse.
@@ -276,7 +284,7 @@ func (e *env) httpAttacks(rep *Report) {
 
 	// H01: the CLI, through the capture proxy, registers carol.
 	carol, _ := identity.Generate()
-	r := testbin.Run(e.t, e.dir, append(e.cliEnv(e.admin), "UNIBUS_SERVER="+proxy.url), "", "unibus",
+	r := harness.Run(e.t, e.dir, append(e.cliEnv(e.admin), "UNIBUS_SERVER="+proxy.url), "", "unibus",
 		"user", "add", "--handle", "carol", "--sign-pub", carol.SignPub().String())
 	add, okAdd := proxy.find("POST", "/v1/users")
 	me, okMe := proxy.find("GET", "/v1/me")
@@ -298,7 +306,7 @@ func (e *env) httpAttacks(rep *Report) {
 	if c.status != 201 || !e.userExists("rt-h02") {
 		v = FailControl
 	}
-	rep.Add(Row{ID: "H02", Plane: "HTTP", Attack: "control: curl sends a fresh request signed by the admin", Tool: "curl",
+	rep.Add(Row{ID: "H02", Plane: "HTTP", Attack: "control: curl sends a fresh request signed by the admin, tagged for this deployment", Tool: "curl",
 		Expected: "allowed (201)", Observed: c.outcome(), Verdict: v})
 
 	capHeaders := func(c captured) []header { return requestHeaders(c.header, len(c.body) > 0) }
@@ -389,7 +397,7 @@ func (e *env) httpAttacks(rep *Report) {
 				h := e.signedHeaders(e.admin, nil, "POST", "/v1/users", b, nil)
 				for i := range h {
 					if h[i][0] == "Signature-Input" {
-						h[i][1] += `;tag="` + strings.Repeat("x", 8<<10) + `"`
+						h[i][1] += `;x="` + strings.Repeat("x", 8<<10) + `"`
 					}
 				}
 				return h
@@ -399,6 +407,8 @@ func (e *env) httpAttacks(rep *Report) {
 		rep.Add(e.runHTTPAttack(at))
 	}
 	e.framingAttacks(rep)
+	e.roomAttacks(rep)
+	e.deploymentAttacks(rep, add)
 }
 
 var statusLine = regexp.MustCompile(`HTTP/1\.[01] (\d{3})`)

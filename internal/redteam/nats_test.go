@@ -1,21 +1,17 @@
 package redteam
 
 import (
-	"bufio"
-	"context"
+	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
-	"os/exec"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
 )
 
 // Request timeouts of the nats CLI: attacks wait for answers that never
@@ -47,7 +43,7 @@ func (e *env) natsCLI(u *user, timeout time.Duration, args ...string) result {
 
 var violation = regexp.MustCompile(`(Permissions Violation for (?:Publish|Subscription) to "[^"]*"|Authorization Violation)`)
 
-// natsAttack is one thing the ACL must refuse to a member.
+// natsAttack is one thing the data plane must refuse to a member.
 type natsAttack struct {
 	id, attack string
 	as         *user // nil: no credentials
@@ -55,142 +51,165 @@ type natsAttack struct {
 	deny       string        // the refusal the server must send: `Publish to "…"`, `Subscription to "…"` or "Authorization Violation"
 	expect     string        // the expected denial, for the table
 	intact     func() string // "" when the server's state is as before; else what changed
-	timeout    time.Duration
 }
 
-// natsAttacks is every subject class the data-plane ACL must deny, tried
-// by alice (member of room A only) with the nats CLI.
-func (e *env) natsAttacks() []natsAttack {
-	A, B := e.streamA(), e.streamB()
-	msgsA, msgsB := e.msgs(A), e.msgs(B)
-	subjA := e.streamSubjects(A)
-	unchanged := func(stream string, n int) func() string {
+// Expected denials of a member's data-plane connection.
+const (
+	noJetStream = "not in the allow list (a member publishes only on its ingress and `$JS.FC.>`); its account has no JetStream"
+	notAllowed  = "not in the allow list"
+	onlyOwnSubs = "not in the allow list (a member subscribes only to `_INBOX_{self}.>` and `unibus.dlv.{self}.>`)"
+)
+
+// natsAttacks is every subject class the data plane must deny to a
+// member, tried by alice (member of room A) with the nats CLI. Protocol 1
+// gave members parts of the JetStream API; protocol 2 gives them none, so
+// every one of these is refused by the server's permissions.
+func (e *env) natsAttacks(bobs consumer) []natsAttack {
+	shared, BD := subjects.SharedStream, subjects.Stream(e.roomBD)
+	histA, histB, histBD := e.history(e.roomA), e.history(e.roomB), e.history(e.roomBD)
+	sharedCfg := e.streamConfig(shared)
+	unchanged := func(room string, before []string) func() string {
 		return func() string {
-			if got := e.msgs(stream); got != n {
-				return fmt.Sprintf("%s went from %d to %d messages", stream, n, got)
+			if after := e.history(room); !slices.Equal(after, before) {
+				return fmt.Sprintf("room %s went from %d to %d messages", room, len(before), len(after))
 			}
 			return ""
 		}
 	}
 	noStream := func(name string) func() string {
 		return func() string {
-			if e.msgs(name) >= 0 {
+			if e.streamExists(name) {
 				return "stream " + name + " exists"
 			}
 			return ""
 		}
 	}
-	keepsConsumer := func(stream, name string) func() string {
-		return func() string {
-			if !e.hasConsumer(stream, name) {
-				return "consumer " + name + " is gone"
-			}
-			return ""
+	keepsListener := func() string {
+		if _, ok := e.consumerState(shared, bobs.Name); !ok {
+			return "bob's listener is gone"
 		}
+		return ""
 	}
 	noConsumer := func(stream, name string) func() string {
 		return func() string {
-			if e.hasConsumer(stream, name) {
+			if _, ok := e.consumerState(stream, name); ok {
 				return "consumer " + name + " was created"
 			}
 			return ""
 		}
 	}
-	sameSubjects := func() string {
-		if got := e.streamSubjects(A); strings.Join(got, ",") != strings.Join(subjA, ",") {
-			return fmt.Sprintf("%s now captures %v", A, got)
+	sameShared := func() string {
+		if e.streamConfig(shared) != sharedCfg {
+			return shared + "'s configuration changed"
 		}
-		return unchanged(A, msgsA)()
+		return unchanged(e.roomA, histA)()
 	}
 	pub := func(s string) string { return `Publish to "` + s + `"` }
 	sub := func(s string) string { return `Subscription to "` + s + `"` }
 	a, bobInbox := e.alice, subjects.InboxPrefix(e.bob.hex)
-	consumerReq := `{"stream_name":"` + B + `","config":{"name":"spy","durable_name":"spy","ack_policy":"explicit"}}`
+	consumerReq := `{"stream_name":"` + shared + `","config":{"name":"spy","durable_name":"spy","ack_policy":"explicit","filter_subject":"` + subjects.SharedRoom(e.roomB) + `"}}`
 	return []natsAttack{
-		{id: "N10", attack: "create a stream capturing its own room", as: a,
-			args: []string{"stream", "add", "EVIL", "--subjects", subjects.RoomTopic(e.roomA, "evil"), "--defaults"},
-			deny: pub("$JS.API.STREAM.CREATE.EVIL"), expect: "ACL denies `$JS.API.STREAM.CREATE.>`; no stream EVIL", intact: noStream("EVIL")},
-		{id: "N11", attack: "delete its own room's stream", as: a, args: []string{"stream", "rm", A, "-f"},
-			deny: pub("$JS.API.STREAM.DELETE." + A), expect: "ACL denies `$JS.API.STREAM.DELETE.>`; stream kept", intact: unchanged(A, msgsA)},
-		{id: "N12", attack: "purge its own room's stream", as: a, args: []string{"stream", "purge", A, "-f"},
-			deny: pub("$JS.API.STREAM.PURGE." + A), expect: "ACL denies `$JS.API.STREAM.PURGE.>`; messages kept", intact: unchanged(A, msgsA)},
-		{id: "N13", attack: "widen its own room's stream to every room (update)", as: a,
-			args: []string{"stream", "edit", A, "--subjects", "unibus.room.>", "-f"},
-			deny: pub("$JS.API.STREAM.UPDATE." + A), expect: "ACL denies `$JS.API.STREAM.UPDATE.>`; subjects unchanged", intact: sameSubjects},
-		{id: "N14", attack: "delete a message of its own room", as: a, args: []string{"stream", "rmm", A, "1", "-f"},
-			deny: pub("$JS.API.STREAM.MSG.DELETE." + A), expect: "ACL denies `$JS.API.STREAM.MSG.DELETE.>`", intact: unchanged(A, msgsA)},
-		{id: "N15", attack: "delete another room's stream", as: a, args: []string{"stream", "rm", B, "-f"},
-			deny: pub("$JS.API.STREAM.DELETE." + B), expect: "ACL denies; stream kept", intact: unchanged(B, msgsB)},
-		{id: "N16", attack: "read another room's stream info", as: a, args: []string{"stream", "info", B},
-			deny: pub("$JS.API.STREAM.INFO." + B), expect: "not in the allow list (own rooms only)"},
-		{id: "N17", attack: "get a message of another room", as: a, args: []string{"request", "$JS.API.STREAM.MSG.GET." + B, `{"seq":1}`},
-			deny: pub("$JS.API.STREAM.MSG.GET." + B), expect: "not in the allow list"},
-		{id: "N18", attack: "direct-get a message of another room", as: a, args: []string{"request", "$JS.API.DIRECT.GET." + B, `{"seq":1}`},
-			deny: pub("$JS.API.DIRECT.GET." + B), expect: "not in the allow list"},
-		{id: "N19", attack: "create a consumer on another room's stream", as: a,
-			args: []string{"request", "$JS.API.CONSUMER.CREATE." + B + ".spy", consumerReq},
-			deny: pub("$JS.API.CONSUMER.CREATE." + B + ".spy"), expect: "not in the allow list; no consumer", intact: noConsumer(B, "spy")},
-		{id: "N20", attack: "create a durable on another room's stream (legacy API)", as: a,
-			args: []string{"request", "$JS.API.CONSUMER.DURABLE.CREATE." + B + ".spy", consumerReq},
-			deny: pub("$JS.API.CONSUMER.DURABLE.CREATE." + B + ".spy"), expect: "ACL denies `$JS.API.CONSUMER.DURABLE.>`", intact: noConsumer(B, "spy")},
-		{id: "N21", attack: "pull from another member's consumer", as: a,
-			args: []string{"request", "$JS.API.CONSUMER.MSG.NEXT." + B + ".bobs", `{"batch":1,"no_wait":true}`},
-			deny: pub("$JS.API.CONSUMER.MSG.NEXT." + B + ".bobs"), expect: "not in the allow list"},
-		{id: "N22", attack: "delete another member's consumer", as: a, args: []string{"consumer", "rm", B, "bobs", "-f"},
-			deny: pub("$JS.API.CONSUMER.DELETE." + B + ".bobs"), expect: "not in the allow list; consumer kept", intact: keepsConsumer(B, "bobs")},
+		{id: "N10", attack: "create a stream capturing its own room's stored subjects", as: a,
+			args: []string{"stream", "add", "EVIL", "--subjects", subjects.SharedRoom(e.roomA), "--defaults"},
+			deny: pub("$JS.API.STREAM.CREATE.EVIL"), expect: noJetStream + "; no stream EVIL", intact: noStream("EVIL")},
+		{id: "N11", attack: "delete the shared room stream", as: a, args: []string{"stream", "rm", shared, "-f"},
+			deny: pub("$JS.API.STREAM.DELETE." + shared), expect: noJetStream + "; stream and history kept", intact: unchanged(e.roomA, histA)},
+		{id: "N12", attack: "purge its own room's messages", as: a, args: []string{"stream", "purge", shared, "--subject", subjects.SharedRoom(e.roomA), "-f"},
+			deny: pub("$JS.API.STREAM.INFO." + shared), expect: noJetStream + "; messages kept", intact: unchanged(e.roomA, histA)},
+		{id: "N13", attack: "shorten the shared stream's retention (update)", as: a, args: []string{"stream", "edit", shared, "--max-age", "1s", "-f"},
+			deny: pub("$JS.API.STREAM.INFO." + shared), expect: noJetStream + "; configuration unchanged", intact: sameShared},
+		{id: "N14", attack: "delete a message of its own room", as: a, args: []string{"stream", "rmm", shared, "1", "-f"},
+			deny: pub("$JS.API.STREAM.INFO." + shared), expect: noJetStream + "; messages kept", intact: unchanged(e.roomA, histA)},
+		{id: "N15", attack: "delete another room's own stream", as: a, args: []string{"stream", "rm", BD, "-f"},
+			deny: pub("$JS.API.STREAM.DELETE." + BD), expect: noJetStream + "; stream kept", intact: unchanged(e.roomBD, histBD)},
+		{id: "N16", attack: "read the shared stream's info", as: a, args: []string{"stream", "info", shared},
+			deny: pub("$JS.API.STREAM.INFO." + shared), expect: noJetStream},
+		{id: "N17", attack: "get a message of another room", as: a,
+			args: []string{"request", "$JS.API.STREAM.MSG.GET." + shared, `{"last_by_subj":"` + subjects.Shared(e.roomB, subjects.DefaultTopic) + `"}`},
+			deny: pub("$JS.API.STREAM.MSG.GET." + shared), expect: noJetStream},
+		{id: "N18", attack: "direct-get a message of another room", as: a,
+			args: []string{"request", "$JS.API.DIRECT.GET." + shared, `{"last_by_subj":"` + subjects.Shared(e.roomB, subjects.DefaultTopic) + `"}`},
+			deny: pub("$JS.API.DIRECT.GET." + shared), expect: noJetStream},
+		{id: "N19", attack: "create a consumer on another room's messages", as: a,
+			args: []string{"request", "$JS.API.CONSUMER.CREATE." + shared + ".spy", consumerReq},
+			deny: pub("$JS.API.CONSUMER.CREATE." + shared + ".spy"), expect: noJetStream + "; no consumer", intact: noConsumer(shared, "spy")},
+		{id: "N20", attack: "create a durable on another room's messages (legacy API)", as: a,
+			args: []string{"request", "$JS.API.CONSUMER.DURABLE.CREATE." + shared + ".spy", consumerReq},
+			deny: pub("$JS.API.CONSUMER.DURABLE.CREATE." + shared + ".spy"), expect: noJetStream + "; no consumer", intact: noConsumer(shared, "spy")},
+		{id: "N21", attack: "pull from another member's listener", as: a,
+			args: []string{"request", "$JS.API.CONSUMER.MSG.NEXT." + shared + "." + bobs.Name, `{"batch":1,"no_wait":true}`},
+			deny: pub("$JS.API.CONSUMER.MSG.NEXT." + shared + "." + bobs.Name), expect: noJetStream},
+		{id: "N22", attack: "delete another member's listener", as: a, args: []string{"consumer", "rm", shared, bobs.Name, "-f"},
+			deny: pub("$JS.API.CONSUMER.DELETE." + shared + "." + bobs.Name), expect: noJetStream + "; listener kept", intact: keepsListener},
 		{id: "N23", attack: "write a control-plane KV key (nats kv put)", as: a, args: []string{"kv", "put", "UNIBUS_users", "evil", "admin"},
-			deny: pub("$JS.API.STREAM.INFO.KV_UNIBUS_users"), expect: "not in the allow list (and the buckets live in another account)"},
+			deny: pub("$JS.API.STREAM.INFO.KV_UNIBUS_users"), expect: noJetStream + " (and the buckets live in a third account)"},
 		{id: "N24", attack: "publish to a KV subject", as: a, args: []string{"pub", "$KV.UNIBUS_users.evil", "admin"},
-			deny: pub("$KV.UNIBUS_users.evil"), expect: "ACL denies `$KV.>`"},
+			deny: pub("$KV.UNIBUS_users.evil"), expect: notAllowed},
 		{id: "N25", attack: "create a KV bucket (stream KV_evil)", as: a,
 			args: []string{"request", "$JS.API.STREAM.CREATE.KV_evil", `{"name":"KV_evil","subjects":["$KV.evil.>"]}`},
-			deny: pub("$JS.API.STREAM.CREATE.KV_evil"), expect: "ACL denies `$JS.API.STREAM.CREATE.>`", intact: noStream("KV_evil")},
+			deny: pub("$JS.API.STREAM.CREATE.KV_evil"), expect: noJetStream, intact: noStream("KV_evil")},
 		{id: "N26", attack: "write the blob object store (nats object put)", as: a, args: []string{"object", "put", "UNIBUS_blobs", e.caCrt},
-			deny: pub("$JS.API.STREAM.INFO.OBJ_UNIBUS_blobs"), expect: "not in the allow list"},
+			deny: pub("$JS.API.STREAM.INFO.OBJ_UNIBUS_blobs"), expect: noJetStream},
 		{id: "N27", attack: "publish to an object-store subject", as: a, args: []string{"pub", "$O.UNIBUS_blobs.C.evil", "x"},
-			deny: pub("$O.UNIBUS_blobs.C.evil"), expect: "ACL denies `$O.>`"},
+			deny: pub("$O.UNIBUS_blobs.C.evil"), expect: notAllowed},
 		{id: "N28", attack: "list every stream", as: a, args: []string{"stream", "ls"},
-			deny: pub("$JS.API.STREAM.LIST"), expect: "ACL denies `$JS.API.STREAM.LIST`"},
+			deny: pub("$JS.API.STREAM.LIST"), expect: noJetStream},
 		{id: "N29", attack: "read the JetStream account", as: a, args: []string{"request", "$JS.API.INFO", ""},
-			deny: pub("$JS.API.INFO"), expect: "ACL denies `$JS.API.INFO`"},
+			deny: pub("$JS.API.INFO"), expect: noJetStream},
 		{id: "N30", attack: "subscribe to another user's inbox", as: a, args: []string{"sub", bobInbox + ".>", "--count", "1"},
-			deny: sub(bobInbox + ".>"), expect: "only its own `_INBOX_{self}.>`"},
+			deny: sub(bobInbox + ".>"), expect: onlyOwnSubs},
 		{id: "N31", attack: "publish into another user's inbox", as: a, args: []string{"pub", bobInbox + ".x", "forged reply"},
-			deny: pub(bobInbox + ".x"), expect: "not in the allow list"},
+			deny: pub(bobInbox + ".x"), expect: notAllowed},
 		{id: "N32", attack: "subscribe to every default inbox", as: a, args: []string{"sub", "_INBOX.>", "--count", "1"},
-			deny: sub("_INBOX.>"), expect: "not in the allow list"},
+			deny: sub("_INBOX.>"), expect: onlyOwnSubs},
 		{id: "N33", attack: "ping the servers ($SYS)", as: a, args: []string{"server", "ping"},
-			deny: pub("$SYS.REQ.SERVER.PING"), expect: "ACL denies `$SYS.>`"},
+			deny: pub("$SYS.REQ.SERVER.PING"), expect: notAllowed},
 		{id: "N34", attack: "subscribe to system events", as: a, args: []string{"sub", "$SYS.>", "--count", "1"},
-			deny: sub("$SYS.>"), expect: "ACL denies `$SYS.>`"},
+			deny: sub("$SYS.>"), expect: onlyOwnSubs},
 		{id: "N35", attack: "list connections ($SYS CONNZ)", as: a, args: []string{"request", "$SYS.REQ.SERVER.PING.CONNZ", ""},
-			deny: pub("$SYS.REQ.SERVER.PING.CONNZ"), expect: "ACL denies `$SYS.>`"},
-		{id: "N40", attack: "publish into another room", as: a, args: []string{"pub", subjects.RoomTopic(e.roomB, "forged"), "intrusion"},
-			deny: pub(subjects.RoomTopic(e.roomB, "forged")), expect: "not in the allow list; nothing stored", intact: unchanged(B, msgsB)},
-		{id: "N41", attack: "publish into another room with a JetStream ack", as: a,
-			args: []string{"pub", "--jetstream", subjects.RoomTopic(e.roomB, "forged"), "intrusion"},
-			deny: pub(subjects.RoomTopic(e.roomB, "forged")), expect: "not in the allow list; nothing stored", intact: unchanged(B, msgsB)},
-		{id: "N42", attack: "subscribe to another room", as: a, args: []string{"sub", subjects.Room(e.roomB), "--count", "1"},
-			deny: sub(subjects.Room(e.roomB)), expect: "not in the allow list"},
-		{id: "N43", attack: "subscribe to every room", as: a, args: []string{"sub", "unibus.>", "--count", "1"},
-			deny: sub("unibus.>"), expect: "not in the allow list"},
-		{id: "N44", attack: "subscribe to everything", as: a, args: []string{"sub", ">", "--count", "1"},
-			deny: sub(">"), expect: "not in the allow list"},
+			deny: pub("$SYS.REQ.SERVER.PING.CONNZ"), expect: notAllowed},
+		{id: "N36", attack: "durable push consumer on its own room delivering to its own inbox (the protocol 1 way to keep reading after a removal)", as: a,
+			args: []string{"request", "$JS.API.CONSUMER.CREATE." + shared + ".mine", pushReq("mine", subjects.InboxPrefix(a.hex)+".spy", subjects.SharedRoom(e.roomA))},
+			deny: pub("$JS.API.CONSUMER.CREATE." + shared + ".mine"), expect: noJetStream + "; no consumer", intact: noConsumer(shared, "mine")},
+		{id: "N37", attack: "push consumer on its own room delivering into another room (nats-server#8274)", as: a,
+			args: []string{"request", "$JS.API.CONSUMER.CREATE." + shared + ".push", pushReq("push", subjects.Shared(e.roomB, "chat"), subjects.SharedRoom(e.roomA))},
+			deny: pub("$JS.API.CONSUMER.CREATE." + shared + ".push"), expect: noJetStream + "; nothing reaches room B", intact: unchanged(e.roomB, histB)},
+		{id: "N40", attack: "publish on another room's stored subject", as: a, args: []string{"pub", subjects.Shared(e.roomB, "forged"), "intrusion"},
+			deny: pub(subjects.Shared(e.roomB, "forged")), expect: notAllowed + "; nothing stored", intact: unchanged(e.roomB, histB)},
+		{id: "N41", attack: "publish on another room's own stream subject, with a JetStream ack", as: a,
+			args: []string{"pub", "--jetstream", subjects.RoomTopic(e.roomBD, "forged"), "intrusion"},
+			deny: pub(subjects.RoomTopic(e.roomBD, "forged")), expect: notAllowed + "; nothing stored", intact: unchanged(e.roomBD, histBD)},
+		{id: "N42", attack: "publish on another member's ingress", as: a, args: []string{"pub", subjects.Ingress(e.bob.hex, e.roomB, "forged"), "intrusion"},
+			deny: pub(subjects.Ingress(e.bob.hex, e.roomB, "forged")), expect: notAllowed + " (only its own `unibus.in.{self}.>`); nothing stored", intact: unchanged(e.roomB, histB)},
+		{id: "N43", attack: "subscribe to its own room's stored subject", as: a, args: []string{"sub", subjects.SharedRoom(e.roomA), "--count", "1"},
+			deny: sub(subjects.SharedRoom(e.roomA)), expect: onlyOwnSubs + ": rooms are read through listeners"},
+		{id: "N44", attack: "subscribe to another room's own stream subject", as: a, args: []string{"sub", subjects.Room(e.roomBD), "--count", "1"},
+			deny: sub(subjects.Room(e.roomBD)), expect: onlyOwnSubs},
+		{id: "N45", attack: "subscribe to every member's ingress (messages before the relay)", as: a, args: []string{"sub", subjects.IngressPrefix + ".>", "--count", "1"},
+			deny: sub(subjects.IngressPrefix + ".>"), expect: onlyOwnSubs},
+		{id: "N46", attack: "subscribe to another member's deliveries", as: a, args: []string{"sub", subjects.DeliverOf(e.bob.hex), "--count", "1"},
+			deny: sub(subjects.DeliverOf(e.bob.hex)), expect: onlyOwnSubs},
+		{id: "N47", attack: "subscribe to everything", as: a, args: []string{"sub", ">", "--count", "1"},
+			deny: sub(">"), expect: onlyOwnSubs},
 		{id: "N60", attack: "log in with a keypair that was never registered", as: e.ghost,
-			args: []string{"pub", subjects.RoomTopic(e.roomA, "x"), "hi"},
-			deny: "Authorization Violation", expect: "authenticator: unknown user", intact: unchanged(A, msgsA)},
-		{id: "N61", attack: "log in without credentials", as: nil, args: []string{"pub", subjects.RoomTopic(e.roomA, "x"), "hi"},
-			deny: "Authorization Violation", expect: "authenticator: nkey required", intact: unchanged(A, msgsA)},
+			args: []string{"pub", subjects.Ingress(e.ghost.hex, e.roomA, "x"), "hi"},
+			deny: "Authorization Violation", expect: "authenticator: unknown user", intact: unchanged(e.roomA, histA)},
+		{id: "N61", attack: "log in without credentials", as: nil, args: []string{"pub", subjects.Ingress(e.alice.hex, e.roomA, "x"), "hi"},
+			deny: "Authorization Violation", expect: "authenticator: nkey required", intact: unchanged(e.roomA, histA)},
 	}
+}
+
+// pushReq is a JetStream request for a durable push consumer on the
+// shared stream.
+func pushReq(name, deliver, filter string) string {
+	b, _ := json.Marshal(map[string]any{"stream_name": subjects.SharedStream, "config": map[string]any{
+		"name": name, "durable_name": name, "deliver_subject": deliver, "filter_subject": filter, "deliver_policy": "all", "ack_policy": "none"}})
+	return string(b)
 }
 
 // runNATSAttack runs one attack and judges it.
 func (e *env) runNATSAttack(at natsAttack) Row {
-	timeout := at.timeout
-	if timeout == 0 {
-		timeout = 20 * time.Second
-	}
-	r := e.natsCLI(at.as, timeout, at.args...)
+	r := e.natsCLI(at.as, 20*time.Second, at.args...)
 	tool := "nats " + at.args[0]
 	switch at.args[0] {
 	case "stream", "consumer", "kv", "object", "server":
@@ -213,9 +232,9 @@ func (e *env) runNATSAttack(at natsAttack) Row {
 	case changed != "":
 		row.Verdict, row.Observed = FailOpen, "state changed: "+changed
 	case found:
-		row.Verdict, row.Observed = Pass, "refused: `"+strings.TrimPrefix(at.deny, "Permissions Violation for ")+"`"
+		row.Verdict, row.Observed = Pass, "refused: `"+at.deny+"`"
 	case len(seen) > 0:
-		row.Verdict, row.Observed = FailDenial, "refused elsewhere: `"+seen[0]+"`"
+		row.Verdict, row.Observed = FailDenial, "refused elsewhere: `"+strings.TrimPrefix(seen[0], "Permissions Violation for ")+"`"
 	default:
 		row.Verdict, row.Observed = FailOpen, fmt.Sprintf("no refusal (exit %d): %s", r.code, lastLine(r.all()))
 	}
@@ -223,9 +242,9 @@ func (e *env) runNATSAttack(at natsAttack) Row {
 }
 
 // natsControls are the positive controls: what a member must be able to
-// do with the nats CLI alone, so that a broken harness cannot pass.
+// do with the nats CLI alone (publish through its ingress, read through a
+// listener it asked for), so that a broken harness cannot pass.
 func (e *env) natsControls(rep *Report) {
-	A, B := e.streamA(), e.streamB()
 	control := func(id, what, tool, expect string, ok bool, observed string) {
 		v := Pass
 		if !ok {
@@ -234,169 +253,40 @@ func (e *env) natsControls(rep *Report) {
 		rep.Add(Row{ID: id, Plane: "NATS", Attack: "control: " + what, Tool: tool, Expected: expect, Observed: observed, Verdict: v})
 	}
 
-	before := e.msgs(A)
-	r := e.natsCLI(e.alice, 30*time.Second, "--timeout", controlTimeout, "pub", "--jetstream", subjects.RoomTopic(e.roomA, "control"), "control")
-	ok := r.code == 0 && strings.Contains(r.stdout+r.stderr, "Stored in Stream: "+A) && e.msgs(A) == before+1
-	control("N01", "publish to its own room with a JetStream ack (as alice)", "nats pub --jetstream", "allowed; stored",
-		ok, fmt.Sprintf("exit %d, stored=%v", r.code, e.msgs(A) == before+1))
+	// N01: an envelope alice sealed for room A, published through her
+	// ingress by the nats CLI with a JetStream ack (the relay answers in
+	// JetStream's format).
+	before := len(e.history(e.roomA))
+	env := e.seal(e.alice, e.roomA, "control", 1, e.roomKey(e.alice, e.roomA, 1), time.Now(), "control")
+	args := append([]string{"--timeout", controlTimeout, "pub", "--jetstream", subjects.Ingress(e.alice.hex, e.roomA, "control"), "--force-stdin", "--no-templates"},
+		headerArgs(env.Headers())...)
+	r := e.run(30*time.Second, bytes.NewReader(env.Payload), e.tl.nats, e.natsArgs(e.alice, args...)...)
+	after := e.history(e.roomA)
+	stored := len(after) == before+1 && strings.HasSuffix(after[len(after)-1], " "+env.MsgID)
+	control("N01", "publish a sealed envelope through its own ingress with a JetStream ack (as alice)", "nats pub --jetstream",
+		"allowed; the relay stores it in "+subjects.SharedStream+" and acknowledges",
+		r.code == 0 && stored && strings.Contains(r.all(), subjects.SharedStream), fmt.Sprintf("exit %d, stored=%v, ack names %s=%v", r.code, stored,
+			subjects.SharedStream, strings.Contains(r.all(), subjects.SharedStream)))
 
-	r = e.natsCLI(e.alice, 30*time.Second, "--timeout", controlTimeout, "consumer", "add", A, "redteam", "--pull", "--defaults")
-	r2 := e.natsCLI(e.alice, 30*time.Second, "--timeout", controlTimeout, "consumer", "next", A, "redteam", "--count", "1")
-	ok = r.code == 0 && r2.code == 0 && strings.Contains(r2.all(), "subj: "+subjects.RoomTopic(e.roomA, ""))
-	control("N02", "read its own room through a durable pull consumer (as alice)", "nats consumer add/next", "allowed; a message is read",
-		ok, fmt.Sprintf("exit %d/%d, message read=%v", r.code, r2.code, strings.Contains(r2.all(), "subj: ")))
+	// N02: a listener alice asks for with curl, read with nats sub on its
+	// deliver subject.
+	body := []byte(`{"deliver":"all"}`)
+	c := e.curl("POST", e.bus.HTTPURL+listenerPath(e.roomA), e.signedHeaders(e.alice, nil, "POST", listenerPath(e.roomA), body, nil), body)
+	var l wire.Listener
+	json.Unmarshal([]byte(c.body), &l)
+	read := false
+	if c.status == 201 && l.DeliverSubject != "" {
+		s := e.natsCLI(e.alice, 30*time.Second, "--timeout", controlTimeout, "sub", l.DeliverSubject, "--count", "1")
+		read = s.code == 0 && strings.Contains(s.all(), subjects.SharedRoom(e.roomA)[:len(subjects.SharedRoom(e.roomA))-1])
+	}
+	control("N02", "ask for a listener on its own room (curl) and read it on its deliver subject (as alice)", "curl; nats sub",
+		"allowed (201); a message of room A arrives on `unibus.dlv.{alice}.…`", c.status == 201 && read,
+		fmt.Sprintf("%s, message read=%v", c.outcome(), read))
 
-	got, err := e.liveSubscribe()
-	control("N03", "subscribe to its own room and receive a live message (as alice)", "nats sub", "allowed; received",
-		err == nil && got, fmt.Sprintf("received=%v %s", got, errText(err)))
-
-	r = e.natsCLI(e.bob, 30*time.Second, "--timeout", controlTimeout, "consumer", "add", B, "bobs", "--pull", "--defaults")
-	control("N04", "create a durable consumer on its own room (as bob; target of N21, N22)", "nats consumer add", "allowed",
-		r.code == 0 && e.hasConsumer(B, "bobs"), fmt.Sprintf("exit %d, consumer exists=%v", r.code, e.hasConsumer(B, "bobs")))
-}
-
-// liveSubscribe subscribes as alice to her room with the nats CLI, waits
-// until the subscription is in place, publishes one message as alice, and
-// reports whether the subscriber printed it.
-func (e *env) liveSubscribe() (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, e.tl.nats, e.natsArgs(e.alice, "--timeout", controlTimeout, "sub", subjects.Room(e.roomA), "--count", "1")...)
-	cmd.Dir, cmd.Env = e.dir, e.toolEnv()
-	cmd.WaitDelay = 2 * time.Second
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		return false, err
-	}
-	var mu sync.Mutex
-	var out strings.Builder
-	subscribed := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pr)
-		once := sync.Once{}
-		for sc.Scan() {
-			mu.Lock()
-			out.WriteString(sc.Text() + "\n")
-			mu.Unlock()
-			if strings.Contains(sc.Text(), "Subscribing on") {
-				once.Do(func() { close(subscribed) })
-			}
-		}
-	}()
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait(); pw.Close() }()
-	select {
-	case <-subscribed:
-	case err := <-waitErr:
-		<-done
-		return false, fmt.Errorf("nats sub exited: %v: %s", err, lastLine(out.String()))
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
-	// The CLI may print before the server has the subscription: publish
-	// until the subscriber has its message and exits (--count 1).
-	var err error
-	published := false
-	for i := 0; i < 20 && !published; i++ {
-		if r := e.natsCLI(e.alice, 30*time.Second, "--timeout", controlTimeout, "pub", subjects.RoomTopic(e.roomA, "live"), "live"); r.code != 0 {
-			return false, fmt.Errorf("nats pub: exit %d: %s", r.code, lastLine(r.all()))
-		}
-		select {
-		case err = <-waitErr:
-			published = true
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	if !published {
-		err = <-waitErr // the context ends it
-	}
-	<-done
-	mu.Lock()
-	defer mu.Unlock()
-	if err != nil {
-		return false, fmt.Errorf("nats sub: %v: %s", err, lastLine(out.String()))
-	}
-	return strings.Contains(out.String(), `Received on "`+subjects.RoomTopic(e.roomA, "live")+`"`), nil
-}
-
-// natsInjections run after the other attacks (they write to room A and
-// may write to room B): JetStream sends publish acks to a reply subject
-// the publisher chooses, unchecked, and a push consumer delivers to the
-// subject its creator chooses (nats-server#8274). What reaches another
-// room must be refused by its members' clients.
-func (e *env) natsInjections(rep *Report) {
-	A, B := e.streamA(), e.streamB()
-	add := func(id, attack, tool, expect string, v Verdict, observed string) {
-		rep.Add(Row{ID: id, Plane: "NATS", Attack: attack, Tool: tool, Expected: expect, Observed: observed, Verdict: v})
-	}
-	for _, c := range []struct{ id, api string }{{"N50", "DELETE"}, {"N51", "PURGE"}} {
-		before := e.msgs(B)
-		r := e.natsCLI(e.alice, 20*time.Second, "pub", subjects.RoomTopic(e.roomA, "x"), `{"seq":99}`, "--reply", "$JS.API.STREAM."+c.api+"."+B)
-		time.Sleep(500 * time.Millisecond)
-		v, obs := Pass, fmt.Sprintf("published (exit %d); %s intact", r.code, B)
-		if after := e.msgs(B); after != before {
-			v, obs = FailOpen, fmt.Sprintf("%s went from %d to %d messages", B, before, after)
-		}
-		add(c.id, "reply-subject injection: publish to its own room with reply `$JS.API.STREAM."+c.api+"."+B+"` (as alice)", "nats pub --reply",
-			map[string]string{"DELETE": "stream deletion disabled node-wide; " + B + " kept", "PURGE": "room streams deny purge; messages kept"}[c.api], v, obs)
-	}
-
-	before := e.msgs(B)
-	r := e.natsCLI(e.alice, 20*time.Second, "pub", subjects.RoomTopic(e.roomA, "x"), "payload", "--reply", subjects.RoomTopic(e.roomB, "injected"))
-	v, obs := e.membersRefuse(e.grows(B, before, 5*time.Second))
-	add("N52", "reply-subject injection into another room: publish ack sent to `"+subjects.RoomTopic(e.roomB, "injected")+"` (as alice)",
-		"nats pub --reply; unibus listen", "may be stored (known gap: reply subjects are not checked); bob's client refuses it, never delivers it",
-		v, fmt.Sprintf("exit %d; ", r.code)+obs)
-
-	before = e.msgs(B)
-	r = e.natsCLI(e.alice, 20*time.Second, "consumer", "add", A, "push", "--target", subjects.RoomTopic(e.roomB, "chat"),
-		"--deliver", "all", "--ack", "none", "--defaults")
-	v, obs = e.membersRefuse(e.grows(B, before, 2*time.Second))
-	add("N53", "push consumer on its own room delivering into another room (nats-server#8274; as alice)", "nats consumer add --target; unibus listen",
-		"nothing reaches room B's stream, or bob's client refuses it", v, fmt.Sprintf("consumer add exit %d; ", r.code)+obs)
-}
-
-// grows waits up to d for stream to hold more than before messages, and
-// returns how many more it holds.
-func (e *env) grows(stream string, before int, d time.Duration) int {
-	deadline := time.Now().Add(d)
-	for {
-		n := e.msgs(stream) - before
-		if n > 0 || time.Now().After(deadline) {
-			return n
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// membersRefuse judges what an injection left in room B: nothing, or
-// messages that bob's `unibus listen` reports and does not deliver. Room
-// B holds e.genuineB messages that bob really sent.
-func (e *env) membersRefuse(stored int) (Verdict, string) {
-	if stored == 0 {
-		return Pass, "nothing stored in " + e.streamB()
-	}
-	r := testbin.Run(e.t, e.dir, e.cliEnv(e.bob), "", "unibus", "--json", "listen", "room-b", "--from-start", "--wait", "8s")
-	delivered, foreign := 0, 0
-	for _, line := range strings.Split(strings.TrimSpace(r.Stdout), "\n") {
-		if line == "" {
-			continue
-		}
-		var m struct{ Handle, Data string }
-		if json.Unmarshal([]byte(line), &m) != nil || m.Handle != "bob" {
-			foreign++
-		}
-		delivered++
-	}
-	refused := strings.Count(r.Stderr, "not delivered")
-	obs := fmt.Sprintf("%d stored in %s; bob's client delivered %d genuine, refused %d", stored, e.streamB(), delivered-foreign, refused)
-	if foreign > 0 || delivered != e.genuineB || refused < e.msgs(e.streamB())-e.genuineB {
-		return FailOpen, obs + "; delivered " + strconv.Itoa(foreign) + " foreign"
-	}
-	return Pass, obs
+	// N03: the unibus CLI, end to end.
+	u := harness.Run(e.t, e.dir, e.cliEnv(e.bob), "", "unibus", "listen", "room-b", "--from-start", "--count", "1", "--wait", "20s")
+	control("N03", "read its own room with `unibus listen` (as bob)", "unibus listen", "allowed; bob's message printed",
+		u.Code == 0 && strings.Contains(u.Stdout, "bob: bob's first message"), fmt.Sprintf("exit %d, printed=%v", u.Code, strings.Contains(u.Stdout, "bob's first message")))
 }
 
 func lastLine(s string) string {

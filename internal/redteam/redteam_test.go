@@ -23,21 +23,27 @@ This table is written by the attack suite in ` + "`internal/redteam/`" + `, not 
 ` + "`go test ./internal/redteam`" + ` (run in CI) fails when a result differs from it or when
 any attack was not denied.
 
-Each run starts a real ` + "`membershipd`" + ` (` + "`--bus-auth enforce`" + `, TLS from a CA made
-in the test, random loopback ports) with two members, alice in room A and
-bob in room B, and attacks it with real external peers: the official
-` + "`nats`" + ` CLI (natscli ` + NATSCLIVersion + `, logged in with the member's nkey seed
-file), ` + "`curl`" + ` and ` + "`openssl`" + `. Every attack's effect is checked against the
-server's real state (membershipd's internal identity reads the streams;
-the admin reads the users), and positive controls show that the same
-tools do reach the server. ` + "`{A}`" + `, ` + "`{B}`" + `, ` + "`{alice}`" + `, ` + "`{bob}`" + ` stand for the
+Each run starts a real ` + "`membershipd`" + ` (` + "`--store kv`" + `, ` + "`--bus-auth enforce`" + `, TLS from a CA
+made in the test, random loopback ports) speaking data-plane protocol 2
+(docs/DESIGN.md, "Data plane"), with rooms A (alice, owner; dave), B
+(bob, owner; mallory), BD (bob, owner; mallory; a stream of its own,
+` + "`max_bytes`" + ` set) and C (bob, owner; trudy), and attacks it with real external
+peers: the official ` + "`nats`" + ` CLI (natscli ` + NATSCLIVersion + `, logged in with the member's
+nkey seed file), ` + "`curl`" + `, ` + "`openssl`" + `, the unibus CLI and SDK, and a raw nats.go
+client or a small Go man in the middle where the CLI cannot express the
+attack. Every attack is judged by the victim's state as membershipd sees
+it (its internal identity reads the streams, consumers and buckets; the
+owners read the rooms; the admin reads the users): history intact,
+listener state unchanged, nothing stored in another room, nothing
+received after a removal. Positive controls show that the same tools do
+reach the server. ` + "`{A}`" + `, ` + "`{B}`" + `, ` + "`{BD}`" + `, ` + "`{C}`" + `, ` + "`{alice}`" + `, ` + "`{bob}`" + `, … stand for the
 room ids and sign-pubs of the run.
 
 Results: **pass** = denied as expected (or, for a control, allowed);
-**FAIL: fail-open** = not denied, or the server's state changed;
+**FAIL: fail-open** = not denied, or the victim's state changed;
 **FAIL: unexpected denial** = denied in another way than this table says;
-**FAIL: control** = the harness or the ACL is broken. Zero fail-opens are
-required.
+**FAIL: control** = the harness or the server is broken. Zero fail-opens
+are required.
 
 `
 
@@ -54,28 +60,32 @@ func TestRedTeam(t *testing.T) {
 	on := func(t *testing.T) *env { c := *e; c.t = t; return &c }
 	t.Run("attacks", func(t *testing.T) {
 		t.Run("slow", func(t *testing.T) { t.Parallel(); on(t).slowAttacks(rep) })
-		t.Run("nats", func(t *testing.T) {
+		t.Run("cap", func(t *testing.T) { t.Parallel(); on(t).listenerCap(rep) })
+		t.Run("dataplane", func(t *testing.T) {
 			t.Parallel()
 			g := on(t)
 			g.natsControls(rep)
-			attacks := g.natsAttacks()
+			bobs, l := g.bobsListener(rep)
+			attacks := g.natsAttacks(bobs)
 			work := make(chan natsAttack)
 			var wg sync.WaitGroup
 			for range max(4, runtime.GOMAXPROCS(0)) {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+				wg.Go(func() {
 					for at := range work {
 						rep.Add(g.runNATSAttack(at))
 					}
-				}()
+				})
 			}
 			for _, at := range attacks {
 				work <- at
 			}
 			close(work)
 			wg.Wait()
-			g.natsInjections(rep)
+			g.consumerAttacks(rep, bobs, l)
+			g.replyAttacks(rep, bobs, l)
+			g.removalAttacks(rep)
+			g.outputAttacks(rep)
+			g.replayAttacks(rep)
 		})
 		t.Run("http", func(t *testing.T) { t.Parallel(); on(t).httpAttacks(rep) })
 		t.Run("tls", func(t *testing.T) { t.Parallel(); on(t).tlsAttacks(rep) })

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/testpki"
 	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
@@ -44,9 +44,11 @@ func (e *env) tlsAttacks(rep *Report) {
 	c := e.curl("GET", e.bus.HTTPURL+"/healthz", nil, nil)
 	var h wire.Health
 	json.Unmarshal([]byte(c.body), &h)
-	ok = c.status == 200 && h.Posture.TLS && h.Posture.BusAuth == "enforce" && h.Posture.ACL
-	add("T02", "control: /healthz over TLS reports the posture", "curl --cacert", "200, tls=true, bus_auth=enforce, acl=true",
-		ok, FailControl, fmt.Sprintf("%d, tls=%v, bus_auth=%s, acl=%v", c.status, h.Posture.TLS, h.Posture.BusAuth, h.Posture.ACL))
+	ok = c.status == 200 && h.Posture.TLS && h.Posture.BusAuth == "enforce" && h.Posture.ACL && h.Protocol == wire.Protocol && h.Deployment == e.deployment
+	add("T02", "control: /healthz over TLS reports the posture, the protocol and the deployment id", "curl --cacert",
+		"200, tls=true, bus_auth=enforce, acl=true, protocol 2, the deployment id every signature is tagged with",
+		ok, FailControl, fmt.Sprintf("%d, tls=%v, bus_auth=%s, acl=%v, protocol %s, deployment %s", c.status, h.Posture.TLS, h.Posture.BusAuth, h.Posture.ACL,
+			h.Protocol, h.Deployment))
 
 	r = sclient(httpHost, e.caCrt, "-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0")
 	ok = r.code != 0 && strings.Contains(r.all(), "alert protocol version")
@@ -63,18 +65,19 @@ func (e *env) tlsAttacks(rep *Report) {
 		r.code != 0 && m != nil && strings.HasPrefix(m[1], "20:"), failOpenIf(r.code == 0), "verify error "+orNone(firstGroup(m)))
 
 	r = e.run(20*time.Second, nil, e.tl.nats, "--no-context", "-s", e.bus.NATSURL, "--tlsca", e.other, "--nkey", e.alice.idFile,
-		"--timeout", "2s", "pub", subjects.RoomTopic(e.roomA, "x"), "x")
+		"--timeout", "2s", "pub", subjects.Ingress(e.alice.hex, e.roomA, "x"), "x")
 	add("T13", "client trusting another CA (data plane)", "nats --tlsca other", "x509: certificate signed by unknown authority",
 		r.code != 0 && strings.Contains(r.all(), "certificate signed by unknown authority"), failOpenIf(r.code == 0),
 		firstMatch(r.all(), "certificate signed by unknown authority", "Published"))
 
-	u := testbin.Run(e.t, e.dir, append(e.cliEnv(e.alice), "UNIBUS_CA="+e.other), "", "unibus", "whoami")
+	u := harness.Run(e.t, e.dir, append(e.cliEnv(e.alice), "UNIBUS_CA="+e.other), "", "unibus", "whoami")
 	add("T14", "client trusting another CA (the unibus CLI)", "unibus --ca other", "refused: certificate signed by unknown authority",
 		u.Code != 0 && strings.Contains(u.Stderr, "certificate signed by unknown authority"), failOpenIf(u.Code == 0),
 		fmt.Sprintf("exit %d: %s", u.Code, firstMatch(u.Stderr, "certificate signed by unknown authority")))
 
 	e.expiredCert(add)
 	e.plaintextNATS(add)
+	e.plaintextURLs(add)
 }
 
 // expiredCert starts a second membershipd whose certificate, from the
@@ -82,7 +85,7 @@ func (e *env) tlsAttacks(rep *Report) {
 func (e *env) expiredCert(add func(id, attack, tool, expect string, ok bool, failV Verdict, observed string)) {
 	dir := e.t.TempDir()
 	cert, key := testpki.WriteFiles(e.t, e.pki, "expired", e.ca.Expired(e.t, "membershipd", []net.IP{net.ParseIP("127.0.0.1")}))
-	bus := testbin.StartBus(e.t, dir, "--bus-auth", "enforce", "--tls-cert", cert, "--tls-key", key)
+	bus := harness.StartBus(e.t, dir, "--bus-auth", "enforce", "--tls-cert", cert, "--tls-key", key)
 	defer bus.Stop(e.t)
 	httpHost := strings.TrimPrefix(bus.HTTPURL, "https://")
 	norm := strings.NewReplacer(httpHost, "<http>", strings.TrimPrefix(bus.NATSURL, "tls://"), "<nats>")
@@ -103,7 +106,7 @@ func (e *env) expiredCert(add func(id, attack, tool, expect string, ok bool, fai
 		r.code != 0 && strings.Contains(r.all(), "certificate has expired"), failOpenIf(r.code == 0),
 		norm.Replace(firstMatch(r.all(), "certificate has expired or is not yet valid", "Published")))
 
-	u := testbin.Run(e.t, dir, []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL, "UNIBUS_CA=" + e.caCrt, "UNIBUS_IDENTITY=" + admin},
+	u := harness.Run(e.t, dir, []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL, "UNIBUS_CA=" + e.caCrt, "UNIBUS_IDENTITY=" + admin},
 		"", "unibus", "whoami")
 	add("T23", "server certificate expired an hour ago (the unibus CLI)", "unibus --ca", "refused: certificate has expired",
 		u.Code != 0 && strings.Contains(u.Stderr, "certificate has expired"), failOpenIf(u.Code == 0),
@@ -127,7 +130,7 @@ func (e *env) plaintextNATS(add func(id, attack, tool, expect string, ok bool, f
 		AuthRequired bool `json:"auth_required"`
 	}
 	json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(greeting), "INFO ")), &info)
-	fmt.Fprintf(conn, "CONNECT {\"verbose\":true,\"pedantic\":false,\"tls_required\":false}\r\nPUB %s 5\r\nclear\r\nPING\r\n", subjects.RoomTopic(e.roomA, "clear"))
+	fmt.Fprintf(conn, "CONNECT {\"verbose\":true,\"pedantic\":false,\"tls_required\":false}\r\nPUB %s 5\r\nclear\r\nPING\r\n", subjects.Ingress(e.alice.hex, e.roomA, "clear"))
 	var answers []string
 	for {
 		line, err := rd.ReadString('\n')
@@ -142,7 +145,7 @@ func (e *env) plaintextNATS(add func(id, attack, tool, expect string, ok bool, f
 	for _, a := range answers {
 		accepted = accepted || a == "+OK" || a == "PONG"
 	}
-	stored := e.hasMsgOn(e.streamA(), subjects.RoomTopic(e.roomA, "clear"))
+	stored := e.storedOn(e.roomA, "clear")
 	ok := strings.HasPrefix(greeting, "INFO ") && info.TLSRequired && info.AuthRequired && !accepted && !stored
 	obs := fmt.Sprintf("INFO greeting in clear (tls_required=%v, auth_required=%v); after CONNECT/PUB/PING in clear: %s; stored=%v",
 		info.TLSRequired, info.AuthRequired, orNone(strings.Join(answers, " ")), stored)
