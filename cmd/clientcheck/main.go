@@ -4,12 +4,14 @@
 // receives them through the same room, and reports what was sent, received,
 // lost and duplicated and the longest gap between two received messages.
 // It keeps going while an operator stops a node: both planes fail over
-// across the seed URLs, publishes are retried with the same Nats-Msg-Id
-// (JetStream removes the repeats) and the ordered consumer resumes after the
+// across the seed URLs; a message goes through membershipd's relay, and
+// one whose acknowledgement is lost is sent again with the same message id
+// (the stream stores it once); the SDK's listener is made again after the
 // last message it delivered.
 //
-// Exit status: 0 when every message arrived exactly once, 1 on any loss or
-// duplicate, 2 on usage errors, 3 when the deployment cannot be reached.
+// Exit status: 0 when every message arrived exactly once and nothing else
+// arrived, 1 on any loss, duplicate or unexpected message, 2 on usage
+// errors, 3 when the deployment cannot be reached or the receiver stopped.
 package main
 
 import (
@@ -33,11 +35,13 @@ import (
 
 // Report is clientcheck's result (--json prints it).
 type Report struct {
-	Room       string        `json:"room"`
-	Sent       int           `json:"sent"`
-	Received   int           `json:"received"`
-	Lost       int           `json:"lost"`
-	Duplicated int           `json:"duplicated"`
+	Room       string `json:"room"`
+	Sent       int    `json:"sent"`
+	Received   int    `json:"received"`
+	Lost       int    `json:"lost"`
+	Duplicated int    `json:"duplicated"`
+	// Unexpected counts messages in the room that clientcheck did not send.
+	Unexpected int           `json:"unexpected"`
 	LongestGap time.Duration `json:"longest_gap_ns"`
 	GapAfter   int           `json:"gap_after_seq"` // the message before the longest gap
 	Elapsed    time.Duration `json:"elapsed_ns"`
@@ -86,11 +90,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *asJSON {
 		json.NewEncoder(stdout).Encode(rep)
 	} else {
-		fmt.Fprintf(stdout, "room %s: sent %d received %d lost %d duplicated %d longest_gap %v (after #%d) elapsed %v send_retries %d\n",
-			rep.Room, rep.Sent, rep.Received, rep.Lost, rep.Duplicated, rep.LongestGap.Round(time.Millisecond), rep.GapAfter,
+		fmt.Fprintf(stdout, "room %s: sent %d received %d lost %d duplicated %d unexpected %d longest_gap %v (after #%d) elapsed %v send_retries %d\n",
+			rep.Room, rep.Sent, rep.Received, rep.Lost, rep.Duplicated, rep.Unexpected, rep.LongestGap.Round(time.Millisecond), rep.GapAfter,
 			rep.Elapsed.Round(time.Millisecond), rep.SendErrors)
 	}
-	if rep.Lost > 0 || rep.Duplicated > 0 {
+	if rep.Lost > 0 || rep.Duplicated > 0 || rep.Unexpected > 0 {
 		return 1
 	}
 	return 0
@@ -113,9 +117,7 @@ func check(ctx context.Context, cfg client.Config, n int, rate float64, drain ti
 	rep := Report{Room: room.ID}
 
 	var mu sync.Mutex
-	seen := make(map[int]int, n)
-	var last time.Time
-	lastSeq := 0
+	got := newTally(n)
 	all := make(chan struct{})
 	lctx, lcancel := context.WithCancel(ctx)
 	defer lcancel()
@@ -123,23 +125,20 @@ func check(ctx context.Context, cfg client.Config, n int, rate float64, drain ti
 	go func() {
 		listening <- c.Listen(lctx, room.ID, client.ListenOptions{Topic: "check", FromStart: true,
 			OnError: func(err error) { fmt.Fprintln(log, "clientcheck: reported:", err) }}, func(m client.Message) {
-			i, err := strconv.Atoi(string(m.Data))
-			if err != nil {
-				return
-			}
 			mu.Lock()
 			defer mu.Unlock()
-			now := time.Now()
-			if !last.IsZero() && now.Sub(last) > rep.LongestGap {
-				rep.LongestGap, rep.GapAfter = now.Sub(last), lastSeq
-			}
-			last, lastSeq = now, i
-			seen[i]++
-			if seen[i] == 1 && len(seen) == n {
+			if got.add(m.Data, time.Now()) {
 				close(all)
 			}
 		})
 	}()
+	// stopped is the receiver's end before its time: an error.
+	stopped := func(err error) error {
+		if err == nil || errors.Is(err, context.Canceled) {
+			err = errors.New("the receiver stopped")
+		}
+		return fmt.Errorf("listen: %w", err)
+	}
 
 	start := time.Now()
 	tick := time.NewTicker(time.Duration(float64(time.Second) / rate))
@@ -148,6 +147,8 @@ func check(ctx context.Context, cfg client.Config, n int, rate float64, drain ti
 		select {
 		case <-ctx.Done():
 			return rep, ctx.Err()
+		case err := <-listening:
+			return rep, stopped(err)
 		case <-tick.C:
 		}
 		// Send retries internally with the same message id; an error here
@@ -172,26 +173,16 @@ func check(ctx context.Context, cfg client.Config, n int, rate float64, drain ti
 	select {
 	case <-all:
 	case <-time.After(drain):
+	case <-ctx.Done():
+		return rep, ctx.Err()
 	case err := <-listening:
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return rep, fmt.Errorf("listen: %w", err)
-		}
+		return rep, stopped(err)
 	}
 	lcancel()
 	mu.Lock()
 	defer mu.Unlock()
 	rep.Elapsed = time.Since(start)
-	for i := 1; i <= n; i++ {
-		switch k := seen[i]; {
-		case k == 0:
-			rep.Lost++
-		case k > 1:
-			rep.Duplicated += k - 1
-		}
-	}
-	for _, k := range seen {
-		rep.Received += k
-	}
+	got.fill(&rep)
 	return rep, nil
 }
 

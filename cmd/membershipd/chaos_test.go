@@ -130,12 +130,13 @@ func TestClusterFailsClosedWithoutQuorum(t *testing.T) {
 		t.Fatal(err)
 	}
 	admin.Close()
+	sig := signer(t, nodes[0].HTTPURL(), root)
 
 	c.Kill(1)
 	c.Kill(2)
 	// Signed requests: 503, never served from what n1 still holds.
 	harness.EventuallyNoError(t, 60*time.Second, func() error {
-		req := signedRequest(t, nodes[0].HTTPURL(), "GET", "/v1/rooms", nil, root)
+		req := signedRequest(t, nodes[0].HTTPURL(), "GET", "/v1/rooms", nil, sig)
 		resp, err := httpClient.Do(req)
 		if err != nil {
 			return err

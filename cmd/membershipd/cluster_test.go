@@ -17,6 +17,7 @@ import (
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
 )
 
 // TestClusterColdStartReplayAndRevocation, with real processes on loopback: a lone node of a
@@ -77,15 +78,21 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A signed request accepted by node 1 is a replay on node 2.
-	body := []byte(`{"name":"replayed"}`)
-	req := signedRequest(t, nodes[0].HTTPURL(), "POST", "/v1/rooms", body, root)
-	if _, err := http.DefaultClient.Do(req); err != nil {
+	// A signed request accepted by node 1 is a replay on node 2: both
+	// nodes are one deployment, so the tag node 1 announced is node 2's too.
+	sig := signer(t, nodes[0].HTTPURL(), root)
+	req := signedRequest(t, nodes[0].HTTPURL(), "GET", "/v1/rooms", nil, sig)
+	resp, err := httpClient.Do(req)
+	if err != nil {
 		t.Fatal(err)
 	}
-	replay, _ := http.NewRequest("POST", nodes[1].HTTPURL()+"/v1/rooms", bytes.NewReader(body))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("signed request on node 1: %d, want 200", resp.StatusCode)
+	}
+	replay, _ := http.NewRequest("GET", nodes[1].HTTPURL()+"/v1/rooms", nil)
 	replay.Header = req.Header.Clone()
-	resp, err := http.DefaultClient.Do(replay)
+	resp, err = httpClient.Do(replay)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,19 +101,29 @@ func TestClusterColdStartReplayAndRevocation(t *testing.T) {
 		t.Errorf("request replayed on another node: %d, want 409", resp.StatusCode)
 	}
 
-	// bob is connected to node 3; node 1 revokes him.
+	// bob is connected to node 3 (subscribed to his deliveries, the one
+	// subject a member reads); node 1 revokes him.
 	closed := make(chan time.Time, 4)
+	denied := make(chan error, 4)
 	nc, err := nats.Connect(nodes[2].NATSURL(), nats.Nkey(bob.NKey(), bob.SignNonce),
 		nats.CustomInboxPrefix(subjects.InboxPrefix(bob.SignPub().String())),
-		nats.DisconnectErrHandler(func(*nats.Conn, error) { closed <- time.Now() }), nats.MaxReconnects(-1))
+		nats.DisconnectErrHandler(func(*nats.Conn, error) { closed <- time.Now() }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	if _, err := nc.SubscribeSync(subjects.RoomTopic(room.ID, "x")); err != nil {
+	if _, err := nc.SubscribeSync(subjects.DeliverOf(bob.SignPub().String())); err != nil {
 		t.Fatal(err)
 	}
-	nc.Flush()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-denied:
+		t.Fatalf("bob's subscription to his deliveries: %v", err)
+	default:
+	}
 	start := time.Now()
 	r = harness.Run(t, nodes[0].Dir, nil, "", "membershipd", append([]string{"user", "revoke", bob.SignPub().String()}, kv1...)...)
 	if r.Code != 0 {
@@ -144,15 +161,27 @@ func natsConnect(url string, id *identity.Identity) (*nats.Conn, error) {
 	return nc, err
 }
 
-// signedRequest signs a request the way the SDK does.
-func signedRequest(t *testing.T, base, method, path string, body []byte, id *identity.Identity) *http.Request {
+// signer signs as id for the deployment the server at base announces
+// (its /healthz), the way the SDK does.
+func signer(t *testing.T, base string, id *identity.Identity) *httpsig.Signer {
+	t.Helper()
+	code, h := harness.Health(base)
+	if h.Protocol != wire.Protocol || h.Deployment == "" {
+		t.Fatalf("%s/healthz: %d, protocol %q, deployment %q: want protocol %s and a deployment", base, code, h.Protocol, h.Deployment, wire.Protocol)
+	}
+	return &httpsig.Signer{KeyID: id.SignPub().String(), Key: ed25519.PrivateKey(id.SigningKey()), Tag: wire.DeploymentTag(h.Deployment)}
+}
+
+// signedRequest makes a request to base signed by s.
+func signedRequest(t *testing.T, base, method, path string, body []byte, s *httpsig.Signer) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	s := httpsig.Signer{KeyID: id.SignPub().String(), Key: ed25519.PrivateKey(id.SigningKey())}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if err := s.Sign(req, body); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -20,8 +21,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/harness"
+	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/subjects"
 )
 
@@ -61,8 +64,11 @@ func TestHATiming(t *testing.T) {
 }
 
 type failoverTrial struct {
-	Victim       string        `json:"victim"`
-	StreamLeader bool          `json:"victim_was_room_stream_leader"`
+	Victim       string `json:"victim"`
+	StreamLeader bool   `json:"victim_was_room_stream_leader"`
+	// ListenerNode: the victim held rx's listener (its consumer, one
+	// replica in memory), which the SDK must then make again.
+	ListenerNode bool          `json:"victim_held_the_listener"`
 	Restore      time.Duration `json:"restore_ns"`       // kill → first message sent after the kill received
 	Gap          time.Duration `json:"gap_ns"`           // longest time without a message around the kill
 	ControlPlane time.Duration `json:"control_plane_ns"` // longest wait for a control-plane answer after the kill
@@ -87,17 +93,20 @@ func (r haResults) summary() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "machine: %s\n", r.Machine)
 	var restore, gap, cp, closed, answer []time.Duration
-	leader := 0
+	leader, listener := 0, 0
 	for _, f := range r.Failover {
 		restore, gap, cp = append(restore, f.Restore), append(gap, f.Gap), append(cp, f.ControlPlane)
 		if f.StreamLeader {
 			leader++
 		}
+		if f.ListenerNode {
+			listener++
+		}
 	}
 	for _, v := range r.Revocation {
 		closed, answer = append(closed, v.Closed), append(answer, v.Answer)
 	}
-	fmt.Fprintf(&b, "fail-over, %d trials (%d where the killed node led the room stream):\n", len(r.Failover), leader)
+	fmt.Fprintf(&b, "fail-over, %d trials (%d where the killed node led the room's stream, %d where it held the listener):\n", len(r.Failover), leader, listener)
 	fmt.Fprintf(&b, "  kill → receiving again: %s\n", percentiles(restore))
 	fmt.Fprintf(&b, "  longest gap:            %s\n", percentiles(gap))
 	fmt.Fprintf(&b, "  control plane, longest wait for an answer: %s\n", percentiles(cp))
@@ -251,13 +260,18 @@ func failoverTrials(ctx context.Context, t *testing.T, c *harness.Cluster, root,
 		}
 		return out
 	}
-	bus := make([]*nats.Conn, 3)
+	bus, members := make([]*nats.Conn, 3), make([]*nats.Conn, 3)
 	for i := range c.Nodes {
-		bus[i] = c.InternalConn(t, i, true)
+		bus[i], members[i] = c.InternalConn(t, i, true), membersConn(t, c, i)
 	}
+	info, err := admin.RoomInfo(ctx, room.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, filter := roomStream(info.Room)
 	var out []failoverTrial
 	for k := range n {
-		victim := whereIs(t, c, bus, rx)
+		victim := whereIs(t, c, members, rx)
 		survivors := []int{(victim + 1) % 3, (victim + 2) % 3}
 		var sHTTP, sNATS []string
 		for _, i := range survivors {
@@ -269,12 +283,7 @@ func failoverTrials(ctx context.Context, t *testing.T, c *harness.Cluster, root,
 		}
 		tr := failoverTrial{Victim: c.Nodes[victim].Name}
 		js, _ := jetstream.New(bus[survivors[0]])
-		ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		s, err := js.Stream(ictx, subjects.Stream(room.ID))
-		cancel()
-		if err == nil && s.CachedInfo().Cluster != nil {
-			tr.StreamLeader = s.CachedInfo().Cluster.Leader == tr.Victim
-		}
+		tr.StreamLeader, tr.ListenerNode = placement(ctx, js, stream, room.ID, rx, tr.Victim)
 
 		sctx, scancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
@@ -396,11 +405,11 @@ func failoverTrials(ctx context.Context, t *testing.T, c *harness.Cluster, root,
 		}
 		tr.Lost = len(lost)
 		if drained && (tr.Lost > 0 || tr.Dups > 0) {
-			t.Errorf("trial %d: lost %v, duplicated %d of %d; %s", k, lost, tr.Dups, tr.Sent, inStream(ctx, js, room.ID, ids, lost))
+			t.Errorf("trial %d: lost %v, duplicated %d of %d; %s", k, lost, tr.Dups, tr.Sent, inStream(ctx, js, stream, filter, ids, lost))
 		}
 		tr.ControlPlane = worstWait(probes, killed)
-		t.Logf("trial %d: killed %s (room stream leader: %v): receiving again after %v, longest gap %v, control plane waited at worst %v; %d sent, %d lost, %d dup",
-			k, tr.Victim, tr.StreamLeader, tr.Restore.Round(time.Millisecond), tr.Gap.Round(time.Millisecond), tr.ControlPlane.Round(time.Millisecond), tr.Sent, tr.Lost, tr.Dups)
+		t.Logf("trial %d: killed %s (room's stream leader: %v, listener's node: %v): receiving again after %v, longest gap %v, control plane waited at worst %v; %d sent, %d lost, %d dup",
+			k, tr.Victim, tr.StreamLeader, tr.ListenerNode, tr.Restore.Round(time.Millisecond), tr.Gap.Round(time.Millisecond), tr.ControlPlane.Round(time.Millisecond), tr.Sent, tr.Lost, tr.Dups)
 		out = append(out, tr)
 
 		c.Start(t, victim)
@@ -449,13 +458,33 @@ func worstWait(ps []probe, killed time.Time) time.Duration {
 	return worst
 }
 
-// whereIs returns the node rx's data-plane connection is on.
-func whereIs(t *testing.T, c *harness.Cluster, bus []*nats.Conn, rx *identity.Identity) int {
+// membersConn logs in to node i as that node's internal identity in the
+// members account, where every member's connection is: the account whose
+// connection lists say where a member is connected.
+func membersConn(t *testing.T, c *harness.Cluster, i int) *nats.Conn {
+	t.Helper()
+	n := c.Nodes[i]
+	id, err := identity.Load(filepath.Join(n.Dir, "local_files", "internal.id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(n.NATSURL(), nats.Nkey(id.NKey(), id.SignNonce), natsnode.MembersLogin(), nats.Name("test-members"),
+		nats.Timeout(10*time.Second), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	if err != nil {
+		t.Fatalf("internal login to %s's members account: %v", n.Name, err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// whereIs returns the node rx's data-plane connection is on, asking
+// through members-account connections (members[i] for node i).
+func whereIs(t *testing.T, c *harness.Cluster, members []*nats.Conn, rx *identity.Identity) int {
 	t.Helper()
 	at := -1
 	harness.Eventually(t, 2*time.Minute, func() bool {
 		for i := range c.Nodes {
-			names, err := harness.Where(bus[i], rx.NKey())
+			names, err := harness.Where(members[i], rx.NKey())
 			if err != nil || len(names) != 1 {
 				continue
 			}
@@ -471,20 +500,61 @@ func whereIs(t *testing.T, c *harness.Cluster, bus []*nats.Conn, rx *identity.Id
 	return at
 }
 
-// inStream tells, for messages a receiver lacked, whether the stream holds
-// them (lost in delivery) or not (lost in publishing).
-func inStream(ctx context.Context, js jetstream.JetStream, room string, ids map[int]string, seqs []int) string {
+// roomStream names the stream that holds the room's messages and the
+// subject filter of the room in it: the shared stream, or the room's own.
+func roomStream(r client.Room) (stream, filter string) {
+	if r.Shared {
+		return subjects.SharedStream, subjects.SharedRoom(r.ID)
+	}
+	return subjects.Stream(r.ID), subjects.Room(r.ID)
+}
+
+// placement tells whether node victim leads the room's stream and whether
+// it holds a listener of rx's on the room (listeners are consumers with one
+// replica, placed by the meta leader, not necessarily where rx is
+// connected).
+func placement(ctx context.Context, js jetstream.JetStream, stream, room string, rx *identity.Identity, victim string) (leader, listener bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return false, false
+	}
+	if ci := s.CachedInfo().Cluster; ci != nil {
+		leader = ci.Leader == victim
+	}
+	l := s.ListConsumers(ctx)
+	for info := range l.Info() {
+		md := info.Config.Metadata
+		if md["unibus_member"] == rx.SignPub().String() && md["unibus_room"] == room && info.Cluster != nil && info.Cluster.Leader == victim {
+			listener = true
+		}
+	}
+	return leader, listener
+}
+
+// inStream tells, for messages a receiver lacked, whether the room's stream
+// holds them (lost in delivery) or not (lost in publishing). It reads the
+// room's messages (filter) in stream, one at a time from the first: no
+// consumer is made.
+func inStream(ctx context.Context, js jetstream.JetStream, stream, filter string, ids map[int]string, seqs []int) string {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute) // a diagnosis, bounded
 	defer cancel()
-	s, err := js.Stream(ctx, subjects.Stream(room))
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
 		return err.Error()
 	}
 	stored := map[string]bool{}
-	for seq := uint64(1); seq <= s.CachedInfo().State.LastSeq; seq++ {
-		if m, err := s.GetMsg(ctx, seq); err == nil {
-			stored[m.Header.Get("Nats-Msg-Id")] = true
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
 		}
+		if err != nil {
+			return fmt.Sprintf("read %s from %s at %d: %v", filter, stream, seq, err)
+		}
+		stored[m.Header.Get(e2e.HdrMsgID)] = true
+		seq = m.Sequence + 1
 	}
 	var in, out []int
 	for _, q := range seqs {

@@ -98,21 +98,29 @@ func TestUserAddStoreKVLive(t *testing.T) {
 	if err := admin.AddMember(ctx, room.ID, "bob", "member"); err != nil {
 		t.Fatal(err)
 	}
-	// A raw connection of bob's, subscribed to the room, to watch it closed.
+	// A raw connection of bob's, subscribed to his deliveries (the one
+	// subject a member reads rooms on), to watch it closed.
 	closed := make(chan struct{}, 4)
+	denied := make(chan error, 4)
 	nc, err := nats.Connect(b.NATSURL, nats.Nkey(bob.NKey(), bob.SignNonce),
 		nats.CustomInboxPrefix(subjects.InboxPrefix(bob.SignPub().String())),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { closed <- struct{}{} }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatalf("bob's data-plane login before revocation: %v", err)
 	}
 	defer nc.Close()
-	if _, err := nc.SubscribeSync(subjects.RoomTopic(room.ID, "x")); err != nil {
+	if _, err := nc.SubscribeSync(subjects.DeliverOf(bob.SignPub().String())); err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case err := <-denied:
+		t.Fatalf("bob's subscription to his deliveries: %v", err)
+	default:
 	}
 
 	r = harness.Run(t, dir, nil, "", "membershipd", append([]string{"user", "revoke", "--store", "kv", bob.SignPub().String()}, kvArgs...)...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -80,8 +81,8 @@ func TestMigrateToKV(t *testing.T) {
 	admin.Close()
 	old.Stop(t)
 
-	// 2. The same directory served in kv mode (room streams stay in its
-	// JetStream directory), then the migration.
+	// 2. The same directory served in kv mode (the rooms' messages stay in
+	// the shared stream in its JetStream directory), then the migration.
 	kvNode := harness.StartBus(t, dir, "--store", "kv", "--no-bootstrap")
 	args := []string{"migrate-to-kv", "--db", filepath.Join("local_files", "unibus.db"), "--nats-url", kvNode.NATSURL, "--replicas", "1"}
 	r := harness.Run(t, dir, nil, "", "membershipd", args...)
@@ -102,31 +103,37 @@ func TestMigrateToKV(t *testing.T) {
 		t.Errorf("users in the KV: %v", got)
 	}
 
-	// 3. bob reads both epochs and the blob through the kv node.
+	// 3. bob reads both epochs and the blob through the kv node; the room
+	// is still in the shared stream, and takes a new message there.
 	bc := dial(kvNode, bob)
 	info, err := bc.RoomInfo(ctx, room.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Room.Epoch != 2 || len(info.Members) != 2 {
-		t.Errorf("room after migration: epoch %d, %d members", info.Room.Epoch, len(info.Members))
+	if info.Room.Epoch != 2 || len(info.Members) != 2 || !info.Room.Shared {
+		t.Errorf("room after migration: epoch %d, %d members, shared %v", info.Room.Epoch, len(info.Members), info.Room.Shared)
+	}
+	if _, err := dial(kvNode, adminID).Send(ctx, room.ID, "t", []byte("after the migration")); err != nil {
+		t.Fatalf("send through the kv node: %v", err)
 	}
 	var mu sync.Mutex
 	var texts []string
 	lctx, lcancel := context.WithTimeout(ctx, 20*time.Second)
-	go bc.Listen(lctx, room.ID, client.ListenOptions{Topic: "t", FromStart: true, OnError: func(err error) { t.Errorf("listen: %v", err) }}, func(m client.Message) {
+	err = bc.Listen(lctx, room.ID, client.ListenOptions{Topic: "t", FromStart: true, OnError: func(err error) { t.Errorf("listen: %v", err) }}, func(m client.Message) {
 		mu.Lock()
 		defer mu.Unlock()
 		texts = append(texts, string(m.Data))
-		if len(texts) == 2 {
+		if len(texts) == 3 {
 			lcancel()
 		}
 	})
-	<-lctx.Done()
 	lcancel()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		t.Errorf("listen through the kv node: %v", err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if strings.Join(texts, "|") != "epoch one|epoch two" {
+	if strings.Join(texts, "|") != "epoch one|epoch two|after the migration" {
 		t.Errorf("history through the kv node: %q", texts)
 	}
 	var out bytes.Buffer

@@ -11,6 +11,7 @@ import (
 
 	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/internal/store/kvstore"
+	"github.com/unibus/unibus/subjects"
 )
 
 func newKVCmd(stdout io.Writer) *cobra.Command {
@@ -27,20 +28,24 @@ func newRaiseReplicasCmd(stdout io.Writer) *cobra.Command {
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "raise-replicas --replicas N",
-		Short: "Raise every bucket, the object store and every room stream to N replicas, in place",
+		Short: "Raise every bucket, the object store and every room stream (the shared one too) to N replicas, in place",
 		Long: `Raise the replicas of every stream membershipd keeps — the KV buckets, the
-blob object store (and anything else in the control account) and every room
-stream (bus account) — to --replicas, on a live cluster, over the node's
-internal identity (--nats-url, --internal-id-file, --ca), and wait until every
-new replica is current. JetStream copies the data from each stream's leader
-to its new followers: nothing stops and nothing is lost.
+blob object store (and anything else in the control account), the shared
+room stream UNIBUS_MSGS, which holds the messages of every room without a
+stream of its own, and every room stream of its own (bus account) — to
+--replicas, on a live cluster, over the node's internal identity
+(--nats-url, --internal-id-file, --ca), and wait until every new replica is
+current. JetStream copies the data from each stream's leader to its new
+followers: nothing stops and nothing is lost.
 
 It never lowers: a stream with more replicas than asked for is refused before
 anything is changed, as is a target above the number of JetStream servers up
-now. It is idempotent: streams already at the target are only reported, so a
-run that timed out can be repeated. After it, set --kv-replicas to the same
-number on every node (new rooms are created with the node's --kv-replicas)
-and run it once more after the rolling restart. See docs/CLUSTER.md.`,
+now, and a bus account without the shared room stream (a node that is not
+serving yet). It is idempotent: streams already at the target are only
+reported, so a run that timed out can be repeated. After it, set
+--kv-replicas to the same number on every node (rooms with a stream of their
+own are created with the node's --kv-replicas) and run it once more after
+the rolling restart. See docs/CLUSTER.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if k.replicas < 1 || k.replicas > 5 {
@@ -68,10 +73,14 @@ and run it once more after the rolling restart. See docs/CLUSTER.md.`,
 			if err != nil {
 				return err
 			}
-			_, err = kvstore.RaiseReplicas(ctx, []kvstore.RaiseTarget{{Account: "control", JS: cjs}, {Account: "bus", JS: bjs}},
+			targets := []kvstore.RaiseTarget{
+				{Account: "control", JS: cjs},
+				{Account: "bus", JS: bjs, Required: []string{subjects.SharedStream}},
+			}
+			_, err = kvstore.RaiseReplicas(ctx, targets,
 				kvstore.RaiseOptions{Replicas: k.replicas, Wait: wait, Report: func(r kvstore.Replication) { fmt.Fprintln(stdout, r) }})
 			if errors.Is(err, kvstore.ErrWouldLower) || errors.Is(err, kvstore.ErrTooFewPeers) ||
-				errors.Is(err, kvstore.ErrNotCurrent) || errors.Is(err, kvstore.ErrNotKV) {
+				errors.Is(err, kvstore.ErrNotCurrent) || errors.Is(err, kvstore.ErrNotKV) || errors.Is(err, kvstore.ErrMissingStream) {
 				return &exitError{1, err}
 			}
 			return err

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"sort"
@@ -16,19 +19,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/store/kvstore"
+	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
 )
 
 // Raising in place: a cluster started at R1 holds users, rooms,
-// members, sealed keys, messages and a blob; `membershipd kv
+// members, sealed keys, messages (in the shared stream UNIBUS_MSGS and in
+// the stream of a room with a byte limit) and a blob; `membershipd kv
 // raise-replicas --replicas 3` is refused while a node is down, then raises
-// every stream (buckets, object store, room streams) to R3 with every
-// follower current and every record still there; a second run changes
-// nothing; lowering is refused; and after SIGKILL of the node that held
-// most of the R1 streams alone, everything is still read and served by
-// the other two.
+// every stream (buckets, object store, the shared stream, room streams) to
+// R3 with every follower current and every record still there; a second
+// run changes nothing; lowering is refused; a node restarted with its old
+// --kv-replicas 1 lowers nothing; and after SIGKILL of the node that held
+// most of the R1 streams alone, everything is still read and served by the
+// other two.
 func TestKVRaiseReplicasInPlace(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
@@ -51,11 +59,25 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A room with a byte limit has a stream of its own.
+	gamma := createRoomWithByteLimit(ctx, t, c, root, "gamma", 1<<20)
 	if err := admin.AddMember(ctx, alpha.ID, "bob", "member"); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][]string{alpha.ID: nil, beta.ID: nil}
-	for room, n := range map[string]int{alpha.ID: 20, beta.ID: 5} {
+	if err := admin.AddMember(ctx, gamma, "bob", "member"); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []struct {
+		id     string
+		shared bool
+	}{{alpha.ID, true}, {beta.ID, true}, {gamma, false}} {
+		info, err := admin.RoomInfo(ctx, r.id)
+		if err != nil || info.Room.Shared != r.shared {
+			t.Fatalf("room %s: shared %v, want %v (%v)", r.id[:6], info.Room.Shared, r.shared, err)
+		}
+	}
+	want := map[string][]string{alpha.ID: nil, beta.ID: nil, gamma: nil}
+	for room, n := range map[string]int{alpha.ID: 20, beta.ID: 5, gamma: 7} {
 		for i := range n {
 			msg := fmt.Sprintf("%s-%d", room[:6], i)
 			if _, err := admin.Send(ctx, room, "", []byte(msg)); err != nil {
@@ -130,9 +152,22 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 			t.Errorf("%s: %d messages before the raise, %d after", name, b.Msgs, a.Msgs)
 		}
 	}
-	for _, want := range []string{"KV_UNIBUS_users", "KV_UNIBUS_members", "KV_UNIBUS_room_keys", "OBJ_UNIBUS_blobs", "ROOM_" + alpha.ID, "ROOM_" + beta.ID} {
+	for _, want := range []string{"KV_UNIBUS_users", "KV_UNIBUS_members", "KV_UNIBUS_room_keys", "OBJ_UNIBUS_blobs", subjects.SharedStream, subjects.Stream(gamma)} {
 		if !printed[want] {
 			t.Errorf("raise did not report %s", want)
+		}
+	}
+	// The shared rooms' messages are in the shared stream, the limited
+	// room's in its own: no stream for a shared room.
+	if b, n := before[subjects.SharedStream], len(want[alpha.ID])+len(want[beta.ID]); b.Account != "bus" || b.Msgs != uint64(n) {
+		t.Errorf("before the raise: %s in the %s account; want the bus account and alpha's and beta's %d messages, each acknowledged to the sender", b, b.Account, n)
+	}
+	if b, n := before[subjects.Stream(gamma)], len(want[gamma]); b.Account != "bus" || b.Msgs != uint64(n) {
+		t.Errorf("before the raise: %s in the %s account; want the bus account and gamma's %d messages", b, b.Account, n)
+	}
+	for _, id := range []string{alpha.ID, beta.ID} {
+		if _, ok := before[subjects.Stream(id)]; ok {
+			t.Errorf("shared room %s has a stream of its own", id[:6])
 		}
 	}
 
@@ -150,6 +185,17 @@ func TestKVRaiseReplicasInPlace(t *testing.T) {
 	for _, a := range streams(ctx, t, c, 0) {
 		if a.Replicas != 3 {
 			t.Errorf("a refused lowering changed %s", a)
+		}
+	}
+
+	// A node restarted before its --kv-replicas is changed (the rolling
+	// restart of docs/CLUSTER.md, or a crash) changes no existing stream.
+	c.Kill(1)
+	c.Start(t, 1)
+	c.WaitHealthy(t, 0, 1, 2)
+	for _, a := range streams(ctx, t, c, 0) {
+		if a.Replicas != 3 {
+			t.Errorf("after n2 restarted with --kv-replicas 1: %s", a)
 		}
 	}
 
@@ -232,8 +278,9 @@ func TestKVRaiseReplicasRefusals(t *testing.T) {
 		t.Errorf("R3 on a standalone node: %+v", r)
 	}
 	r = harness.Run(t, dir, nil, "", "membershipd", append(kv, "--replicas", "1")...)
-	if r.Code != 0 || strings.Count(r.Stdout, "already R1") < 7 || strings.Contains(r.Stdout, "->") {
-		t.Errorf("R1 on a standalone node: %+v", r)
+	if r.Code != 0 || strings.Count(r.Stdout, "already R1") < 8 || strings.Contains(r.Stdout, "->") ||
+		!regexp.MustCompile(`(?m)^`+subjects.SharedStream+`: leader=\S+ .* already R1$`).MatchString(r.Stdout) {
+		t.Errorf("R1 on a standalone node (every bucket, the object store, the audit log and the shared stream): %+v", r)
 	}
 	for _, tc := range []struct {
 		args []string
@@ -378,4 +425,48 @@ func equalSorted(a, b []string) bool {
 	sort.Strings(a)
 	sort.Strings(b)
 	return strings.Join(a, "\n") == strings.Join(b, "\n")
+}
+
+// createRoomWithByteLimit creates a room owned by id with a byte limit (a
+// room with a stream of its own) through a signed POST /v1/rooms, which the
+// SDK does not offer, and returns its id.
+func createRoomWithByteLimit(ctx context.Context, t *testing.T, c *harness.Cluster, id *identity.Identity, name string, maxBytes int64) string {
+	t.Helper()
+	room, err := e2e.NewRoomID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := e2e.NewRoomKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := e2e.SealRoomKey(id, room, 1, id.SignPub(), id.KEMPub(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := json.Marshal(wire.CreateRoomRequest{ID: room.String(), Name: name, MaxBytes: maxBytes, Key: wire.SealedKey{
+		Room: sk.Room.String(), Epoch: sk.Epoch, Member: sk.Member.String(), Sealer: sk.Sealer.String(), Sealed: sk.Sealed, Sig: sk.Sig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := c.Nodes[0].HTTPURL()
+	sig := signer(t, base, id)
+	harness.EventuallyNoError(t, time.Minute, func() error {
+		req := signedRequest(t, base, "POST", "/v1/rooms", body, sig).WithContext(ctx)
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		answer, _ := io.ReadAll(resp.Body)
+		switch resp.StatusCode {
+		case http.StatusCreated:
+			return nil
+		case http.StatusServiceUnavailable:
+			return fmt.Errorf("%d %s", resp.StatusCode, answer)
+		}
+		t.Fatalf("create room %s with a byte limit: %d %s", name, resp.StatusCode, answer)
+		return nil
+	}, "create room %s with a byte limit", name)
+	return room.String()
 }

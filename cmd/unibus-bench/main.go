@@ -11,7 +11,9 @@
 // By default it builds and starts its own membershipd processes (random
 // loopback ports, temporary data directories). With --server, --nats and
 // --identity (an admin's) it measures that deployment instead, where it
-// creates rooms and users named bench-…: use a scratch deployment. Unlike
+// creates rooms and users named bench-…: use a scratch deployment; the raw
+// room baseline there also needs --internal-identity (members have no
+// JetStream). Unlike
 // the other commands it reads nothing from UNIBUS_* variables, so that a
 // shell set up for a real deployment never sends it there by accident.
 package main
@@ -60,7 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		blobMiB                     int
 		membershipd                 string
 		servers, natsURLs           []string
-		idFile, caFile              string
+		idFile, internalFile        string
+		caFile                      string
 		cpuProfile, memProfile      string
 		render, serveRaw, serveBare string
 		sizes                       []int
@@ -80,6 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringSliceVar(&servers, "server", nil, "measure this deployment's control plane (with --nats and --identity) instead of starting membershipd")
 	fs.StringSliceVar(&natsURLs, "nats", nil, "the target deployment's data-plane URLs")
 	fs.StringVar(&idFile, "identity", "", "an admin identity file of the target deployment")
+	fs.StringVar(&internalFile, "internal-identity", "", "the target deployment's internal identity file (local_files/internal.id), for the raw room baseline")
 	fs.StringVar(&caFile, "ca", "", "CA bundle of the target deployment's TLS certificates")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the SDK side) to this file")
 	fs.StringVar(&memProfile, "memprofile", "", "write an allocation profile of this process to this file")
@@ -122,7 +126,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if fs.Changed("js-sync") {
 			soak.JSSync = jsSync[0]
 		}
-		return runSoak(ctx, soak, membershipd, jsonOut, len(servers) > 0 || len(natsURLs) > 0 || idFile != "", stdout, stderr)
+		return runSoak(ctx, soak, membershipd, jsonOut, len(servers) > 0 || len(natsURLs) > 0 || idFile != "" || internalFile != "", stdout, stderr)
 	}
 	o.Sizes, o.Stores, o.JSSync, o.Scenarios = sizes, stores, jsSync, scenarios
 	o.BlobSize = int64(blobMiB) << 20
@@ -138,8 +142,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	o.Progress = stderr
 
-	if len(servers) > 0 || len(natsURLs) > 0 || idFile != "" {
-		t, err := target(servers, natsURLs, idFile, caFile)
+	if len(servers) > 0 || len(natsURLs) > 0 || idFile != "" || internalFile != "" {
+		t, err := target(servers, natsURLs, idFile, internalFile, caFile)
 		if err != nil {
 			fmt.Fprintln(stderr, "unibus-bench:", err)
 			return exitUsage
@@ -212,7 +216,7 @@ func renderReport(path string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func target(servers, natsURLs []string, idFile, caFile string) (*bench.Target, error) {
+func target(servers, natsURLs []string, idFile, internalFile, caFile string) (*bench.Target, error) {
 	if len(servers) == 0 || len(natsURLs) == 0 || idFile == "" {
 		return nil, errors.New("a target needs --server, --nats and --identity together")
 	}
@@ -221,6 +225,11 @@ func target(servers, natsURLs []string, idFile, caFile string) (*bench.Target, e
 		return nil, err
 	}
 	t := &bench.Target{Servers: servers, NATS: natsURLs, Identity: id}
+	if internalFile != "" {
+		if t.Internal, err = identity.Load(internalFile); err != nil {
+			return nil, err
+		}
+	}
 	if caFile != "" {
 		if t.RootCAs, err = client.LoadCA(caFile); err != nil {
 			return nil, err

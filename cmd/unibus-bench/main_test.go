@@ -75,7 +75,8 @@ func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"--no-such-flag"},
 		{"extra-argument"},
-		{"--server", "http://127.0.0.1:1"}, // a target needs --nats and --identity too
+		{"--server", "http://127.0.0.1:1"},                 // a target needs --nats and --identity too
+		{"--internal-identity", "local_files/internal.id"}, // only with a target
 		{"--membershipd", "/bin/true", "--stores", "mysql"},
 		{"--membershipd", "/bin/true", "--sizes", "4"},
 		{"--render", filepath.Join(os.TempDir(), "no-such-report.json")},

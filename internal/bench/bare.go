@@ -17,14 +17,17 @@ import (
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/internal/api"
 	"github.com/unibus/unibus/internal/store/sqlite"
+	"github.com/unibus/unibus/wire"
 )
 
 // BareHTTPSpec describes a bare signed-request server: the HTTP side of
 // the signed-request target's bound. It answers GET /v1/me with Me after
-// verifying the request's signature (a prepared key, as membershipd) and
-// recording its nonce in a store of kind Store, in a fresh temporary
-// directory, and does nothing else: no user lookup, no routing beyond
-// the one path, no metrics, no logging.
+// verifying the request's signature (a prepared key, and the deployment
+// tag, as membershipd) and recording its nonce in a store of kind Store,
+// in a fresh temporary directory, and does nothing else: no user lookup,
+// no routing beyond the one path, no metrics, no logging. Like
+// membershipd it announces its protocol and its deployment id (its
+// store's) on GET /healthz, where the SDK reads the tag to sign with.
 type BareHTTPSpec struct {
 	Store   string          `json:"store"`    // "sqlite" or "kv"
 	SignPub string          `json:"sign_pub"` // hex: the one key it accepts
@@ -40,6 +43,7 @@ const BareHTTPFlag = "serve-bare-http"
 // store.
 type nonceStore interface {
 	UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error
+	DeploymentID(ctx context.Context) (string, error)
 }
 
 // bareServer is a running bare server in this process.
@@ -79,13 +83,32 @@ func startBareServer(s BareHTTPSpec) (*bareServer, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("bare server: store must be sqlite or kv, not %q", s.Store)
 	}
-	v := &httpsig.Verifier{Keys: httpsig.NewKeyCache(1), Resolve: func(_ context.Context, keyID string) (ed25519.PublicKey, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	deployment, err := st.DeploymentID(ctx)
+	cancel()
+	if err != nil {
+		closeStore()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("bare server: deployment id: %w", err)
+	}
+	health, err := json.Marshal(wire.Health{Status: "ok", Node: "bare", Protocol: wire.Protocol, Deployment: deployment,
+		Posture: wire.Posture{Store: s.Store}})
+	if err != nil {
+		closeStore()
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	v := &httpsig.Verifier{Keys: httpsig.NewKeyCache(1), Tag: wire.DeploymentTag(deployment), Resolve: func(_ context.Context, keyID string) (ed25519.PublicKey, error) {
 		if keyID != s.SignPub {
 			return nil, errors.New("unknown key")
 		}
 		return pub, nil
 	}}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(health)
+	})
 	mux.HandleFunc("GET /v1/me", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
 		if err != nil {

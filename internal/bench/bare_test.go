@@ -5,15 +5,19 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/wire"
 )
 
-// The bare server is a bound only if it does the work: it answers a
-// signed request, refuses the same request again (the nonce was recorded)
-// and refuses another key, for both stores.
+// The bare server is a bound only if it does the work: it announces its
+// protocol and deployment as membershipd does, answers a request signed
+// for that deployment, refuses the same request again (the nonce was
+// recorded), another key, and a signature without the deployment's tag or
+// with another's, for both stores.
 func TestBareServerVerifiesAndRecordsNonces(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts an embedded node")
@@ -34,17 +38,23 @@ func TestBareServerVerifiesAndRecordsNonces(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer srv.stop()
-			signed := func(who *identity.Identity) *http.Request {
+			h, err := Health(context.Background(), http.DefaultClient, srv.url)
+			if err != nil || h.Protocol != wire.Protocol || h.Deployment == "" || h.Posture.Store != store {
+				t.Fatalf("healthz: %+v, %v", h, err)
+			}
+			tag := wire.DeploymentTag(h.Deployment)
+			signedWith := func(who *identity.Identity, tag string) *http.Request {
 				req, err := http.NewRequestWithContext(context.Background(), "GET", srv.url+"/v1/me", nil)
 				if err != nil {
 					t.Fatal(err)
 				}
-				s := &httpsig.Signer{KeyID: who.SignPub().String(), Key: who.SigningKey()}
+				s := &httpsig.Signer{KeyID: who.SignPub().String(), Key: who.SigningKey(), Tag: tag}
 				if err := s.Sign(req, nil); err != nil {
 					t.Fatal(err)
 				}
 				return req
 			}
+			signed := func(who *identity.Identity) *http.Request { return signedWith(who, tag) }
 			send := func(req *http.Request) (int, []byte) {
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
@@ -64,6 +74,11 @@ func TestBareServerVerifiesAndRecordsNonces(t *testing.T) {
 			}
 			if code, _ := send(signed(other)); code != http.StatusUnauthorized {
 				t.Errorf("another key: %d, want 401", code)
+			}
+			for _, other := range []string{"", wire.DeploymentTag(strings.Repeat("0", len(h.Deployment)))} {
+				if code, _ := send(signedWith(id, other)); code != http.StatusUnauthorized {
+					t.Errorf("signed with tag %q: %d, want 401", other, code)
+				}
 			}
 			unsigned, _ := http.NewRequest("GET", srv.url+"/v1/me", nil)
 			if code, _ := send(unsigned); code != http.StatusUnauthorized {

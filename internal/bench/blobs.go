@@ -45,10 +45,11 @@ const (
 func (f *fixture) Blobs(ctx context.Context, size int64, d time.Duration) ([]BlobResult, error) {
 	data := make([]byte, size)
 	rand.Read(data)
-	room, err := f.room(ctx, "bench-blobs")
+	r, err := f.room(ctx, "bench-blobs")
 	if err != nil {
 		return nil, err
 	}
+	room := r.ID
 	dir, err := os.MkdirTemp("", "unibus-bench-blob-")
 	if err != nil {
 		return nil, err

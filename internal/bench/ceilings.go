@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -359,21 +360,26 @@ func kvNonceStore(dir string) (*kvstore.Store, func(), error) {
 	return st, stop, nil
 }
 
-// httpsigVerifyOp signs one request the way the SDK does and returns an op
-// that verifies it the way membershipd does (without the store lookups and
-// the nonce write, which the control-plane scenario measures).
+// ceilingTag is the deployment tag of the ceilings' requests: every
+// request carries one, so it is part of what is signed and checked.
+var ceilingTag = wire.DeploymentTag(strings.Repeat("0", 32))
+
+// httpsigVerifyOp signs one request the way the SDK does (with a
+// deployment tag) and returns an op that verifies it the way membershipd
+// does (without the store lookups and the nonce write, which the
+// control-plane scenario measures).
 func httpsigVerifyOp(id *identity.Identity, method, path string, body []byte) func() error {
 	req, err := http.NewRequestWithContext(context.Background(), method, "http://127.0.0.1:1"+path, bytes.NewReader(body))
 	if err != nil {
 		return func() error { return err }
 	}
-	s := &httpsig.Signer{KeyID: id.SignPub().String(), Key: id.SigningKey()}
+	s := &httpsig.Signer{KeyID: id.SignPub().String(), Key: id.SigningKey(), Tag: ceilingTag}
 	if err := s.Sign(req, body); err != nil {
 		return func() error { return err }
 	}
 	pub := id.SignPub()
 	// The key prepared once, as membershipd does (api.Server's KeyCache).
-	v := &httpsig.Verifier{Keys: httpsig.NewKeyCache(1), Resolve: func(_ context.Context, keyID string) (ed25519.PublicKey, error) {
+	v := &httpsig.Verifier{Keys: httpsig.NewKeyCache(1), Tag: ceilingTag, Resolve: func(_ context.Context, keyID string) (ed25519.PublicKey, error) {
 		p, err := identity.ParseSignPub(keyID)
 		if err != nil || p != pub {
 			return nil, fmt.Errorf("unknown key")

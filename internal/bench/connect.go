@@ -16,17 +16,16 @@ import (
 // first PING/PONG, close, from several concurrent workers.
 type ConnectResult struct {
 	// Server is what was logged in to: membershipd with --bus-auth enforce
-	// (nkey challenge, user lookup in the store, per-room ACL), or a plain
-	// nats-server with its own static nkey list (the engine's built-in
-	// nkey authentication), with membershipd's member ACL too, or with no
-	// authentication at all. Each runs in a process of its own.
+	// (nkey challenge, user lookup in the store, the member permissions),
+	// or a plain nats-server with its own static nkey list (the engine's
+	// built-in nkey authentication), with membershipd's member permissions
+	// too, or with no authentication at all. Each runs in a process of its
+	// own. A member's permissions are the same whatever its rooms.
 	Server  string  `json:"server"`
 	Store   string  `json:"store,omitempty"`
 	Workers int     `json:"workers"`
 	Conns   int     `json:"conns"`
 	PerSec  float64 `json:"conns_per_s"`
-	// Rooms is how many rooms the user is a member of: the size of its ACL.
-	Rooms int `json:"rooms,omitempty"`
 	// Ratio is logins/s over the plain nats-server with nkey auth.
 	Ratio       float64 `json:"ratio,omitempty"`
 	P50Ms       float64 `json:"p50_ms"`
@@ -83,8 +82,9 @@ func connectLoad(ctx context.Context, url string, pid int, id *identity.Identity
 	return r, nil
 }
 
-// Connect measures logins to the deployment as a member of one room: a
-// user the bench registers, which creates the room.
+// Connect measures logins to the deployment as a member of one room (its
+// permissions do not depend on its rooms): a user the bench registers,
+// which creates the room.
 func (f *fixture) Connect(ctx context.Context, workers int, d time.Duration) (ConnectResult, error) {
 	id, err := identity.Generate()
 	if err != nil {
@@ -125,22 +125,21 @@ func (f *fixture) Connect(ctx context.Context, workers int, d time.Duration) (Co
 		return ConnectResult{}, err
 	}
 	r := ConnectResult{Server: ServerUnibus, Store: f.store, Workers: workers, Conns: n, PerSec: float64(n) / el.Seconds(),
-		Rooms: 1, P50Ms: percentile(lat, 50), P99Ms: percentile(lat, 99)}
+		P50Ms: percentile(lat, 50), P99Ms: percentile(lat, 99)}
 	r.ClientCPUUS, r.ServerCPUUS, _ = u.since(n)
 	return r, nil
 }
 
 // RawConnect measures logins to a plain nats-server on a random loopback
 // port: without authentication, with nats-server's own nkey
-// authentication of one user, and with that user given membershipd's ACL
-// for a member of one room. Each server is self run with RawNATSFlag (a
-// process of its own), or runs in this process when self is empty.
+// authentication of one user, and with that user given membershipd's
+// member permissions. Each server is self run with RawNATSFlag (a process
+// of its own), or runs in this process when self is empty.
 func RawConnect(ctx context.Context, self string, workers int, d time.Duration) ([]ConnectResult, error) {
 	id, err := identity.Generate()
 	if err != nil {
 		return nil, err
 	}
-	room := randHex(16)
 	var out []ConnectResult
 	for _, row := range []struct {
 		name string
@@ -148,7 +147,7 @@ func RawConnect(ctx context.Context, self string, workers int, d time.Duration) 
 	}{
 		{ServerNATSNoAuth, RawNATSSpec{Auth: RawNoAuth}},
 		{ServerNATSNKey, RawNATSSpec{Auth: RawNKey, NKey: id.NKey()}},
-		{ServerNATSNKeyACL, RawNATSSpec{Auth: RawNKeyACL, NKey: id.NKey(), SignPubHex: id.SignPub().String(), Rooms: []string{room}}},
+		{ServerNATSNKeyACL, RawNATSSpec{Auth: RawNKeyACL, NKey: id.NKey(), SignPubHex: id.SignPub().String()}},
 	} {
 		srv, err := startRawNATS(ctx, self, row.spec)
 		if err != nil {
@@ -165,7 +164,7 @@ func RawConnect(ctx context.Context, self string, workers int, d time.Duration) 
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", row.name, err)
 		}
-		r.Server, r.Rooms, r.InProcess = row.name, len(row.spec.Rooms), srv.pid == 0
+		r.Server, r.InProcess = row.name, srv.pid == 0
 		out = append(out, r)
 	}
 	return out, nil

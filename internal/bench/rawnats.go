@@ -21,12 +21,11 @@ import (
 // RawNATSSpec describes a plain nats-server for the login baselines.
 type RawNATSSpec struct {
 	// Auth is RawNoAuth, RawNKey (nats-server's own nkey check of one
-	// user) or RawNKeyACL (the same, with the per-room ACL membershipd
-	// gives a member of Rooms).
-	Auth       string   `json:"auth"`
-	NKey       string   `json:"nkey,omitempty"`
-	SignPubHex string   `json:"sign_pub,omitempty"`
-	Rooms      []string `json:"rooms,omitempty"`
+	// user) or RawNKeyACL (the same, with the permissions membershipd
+	// gives every member).
+	Auth       string `json:"auth"`
+	NKey       string `json:"nkey,omitempty"`
+	SignPubHex string `json:"sign_pub,omitempty"`
 }
 
 // Kinds of raw login baseline.

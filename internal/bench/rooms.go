@@ -13,17 +13,19 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/subjects"
 )
 
 // RoomResult is one room-message measurement: one sender, one receiver
-// (separate connections, separate identities), one room stream.
+// (separate connections), one room in the shared stream.
 type RoomResult struct {
 	Store  string `json:"store"`
 	JSSync string `json:"js_sync"`
 	Size   int    `json:"size"`
-	// Path is "raw" (plaintext through nats.go's JetStream API) or "e2e"
-	// (the SDK: encrypt+sign, publish, verify+decrypt).
+	// Path is "raw" (plaintext published and consumed with nats.go's
+	// JetStream API on the room's subject of the shared stream, by the
+	// deployment's internal identity: the engine alone) or "e2e" (the
+	// SDK: encrypt+sign, publish through membershipd's relay, receive
+	// through a listener, verify+decrypt).
 	Path       string  `json:"path"`
 	Msgs       int     `json:"msgs"`
 	MsgsPerSec float64 `json:"msgs_per_s"`
@@ -243,48 +245,56 @@ func drive(ctx context.Context, s *sink, p path, size int, d time.Duration, pid 
 }
 
 // Rooms measures room messages of each size, raw and end to end, on one
-// deployment.
+// deployment. Without the deployment's internal identity (a target given
+// none) only the end-to-end path is measured.
 func (f *fixture) Rooms(ctx context.Context, sizes []int, d time.Duration, progress func(string)) ([]RoomResult, error) {
-	type pair struct{ raw, e2e string }
+	type pair struct{ raw, e2e client.Room }
 	rooms := make([]pair, len(sizes))
 	for i := range sizes {
 		var err error
-		if rooms[i].raw, err = f.room(ctx, fmt.Sprintf("bench-raw-%d", sizes[i])); err != nil {
-			return nil, err
+		if f.internal != nil {
+			if rooms[i].raw, err = f.room(ctx, fmt.Sprintf("bench-raw-%d", sizes[i])); err != nil {
+				return nil, err
+			}
 		}
 		if rooms[i].e2e, err = f.room(ctx, fmt.Sprintf("bench-e2e-%d", sizes[i])); err != nil {
 			return nil, err
 		}
 	}
-	// Raw connections log in after the rooms exist: the ACL is the one of
-	// the login.
-	pubNC, err := f.natsConnect(f.adm)
-	if err != nil {
-		return nil, err
-	}
-	defer pubNC.Close()
-	subNC, err := f.natsConnect(f.rx)
-	if err != nil {
-		return nil, err
-	}
-	defer subNC.Close()
-	pubJS, err := jetstream.New(pubNC)
-	if err != nil {
-		return nil, err
-	}
-	subJS, err := jetstream.New(subNC)
-	if err != nil {
-		return nil, err
+	// The raw path reads and writes the room streams as the engine's own
+	// client would: members have no JetStream, so it logs in as the
+	// internal identity, with a connection for each side.
+	var pubJS, subJS jetstream.JetStream
+	if f.internal != nil {
+		pubNC, err := f.busConnect()
+		if err != nil {
+			return nil, err
+		}
+		defer pubNC.Close()
+		subNC, err := f.busConnect()
+		if err != nil {
+			return nil, err
+		}
+		defer subNC.Close()
+		if pubJS, err = jetstream.New(pubNC); err != nil {
+			return nil, err
+		}
+		if subJS, err = jetstream.New(subNC); err != nil {
+			return nil, err
+		}
 	}
 	var out []RoomResult
 	for i, size := range sizes {
-		progress(fmt.Sprintf("room messages: store=%s js-sync=%s size=%d raw", f.store, f.jsSync, size))
-		raw, err := f.rawRoom(ctx, pubJS, subJS, rooms[i].raw, size, d)
-		if err != nil {
-			return out, fmt.Errorf("raw %d B: %w", size, err)
+		var raw RoomResult
+		if f.internal != nil {
+			progress(fmt.Sprintf("room messages: store=%s js-sync=%s size=%d raw", f.store, f.jsSync, size))
+			var err error
+			if raw, err = f.rawRoom(ctx, pubJS, subJS, rooms[i].raw, size, d); err != nil {
+				return out, fmt.Errorf("raw %d B: %w", size, err)
+			}
 		}
 		progress(fmt.Sprintf("room messages: store=%s js-sync=%s size=%d e2e", f.store, f.jsSync, size))
-		e, err := f.e2eRoom(ctx, rooms[i].e2e, size, d)
+		e, err := f.e2eRoom(ctx, rooms[i].e2e.ID, size, d)
 		if err != nil {
 			return out, fmt.Errorf("e2e %d B: %w", size, err)
 		}
@@ -294,16 +304,25 @@ func (f *fixture) Rooms(ctx context.Context, sizes []int, d time.Duration, progr
 		if raw.ReadMsgsPerSec > 0 {
 			e.ReadRatio = e.ReadMsgsPerSec / raw.ReadMsgsPerSec
 		}
-		out = append(out, raw, e)
+		if f.internal != nil {
+			out = append(out, raw)
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }
 
-func (f *fixture) rawRoom(ctx context.Context, pubJS, subJS jetstream.JetStream, room string, size int, d time.Duration) (RoomResult, error) {
+// rawRoom measures the engine alone on the stream and subject the relay
+// stores the room's messages on: pipelined JetStream publishes, and an
+// ordered consumer of the room's subjects (membershipd's periodic sweep
+// deletes a consumer that is not a listener; the ordered consumer then
+// makes a new one and goes on after its last message).
+func (f *fixture) rawRoom(ctx context.Context, pubJS, subJS jetstream.JetStream, room client.Room, size int, d time.Duration) (RoomResult, error) {
+	stream, filter, subj := roomStream(room, "msg")
 	s := newSink()
 	read := func(ctx context.Context, s *sink) (func() error, error) {
-		cons, err := subJS.OrderedConsumer(ctx, subjects.Stream(room), jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{subjects.Room(room)}, DeliverPolicy: jetstream.DeliverAllPolicy})
+		cons, err := subJS.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverAllPolicy})
 		if err != nil {
 			return nil, err
 		}
@@ -318,7 +337,6 @@ func (f *fixture) rawRoom(ctx context.Context, pubJS, subJS jetstream.JetStream,
 		return RoomResult{}, err
 	}
 	defer stop()
-	subj := subjects.RoomTopic(room, "msg")
 	p := path{
 		batch: func(ctx context.Context, msgs [][]byte) error {
 			futures := make([]jetstream.PubAckFuture, 0, len(msgs))
@@ -351,6 +369,8 @@ func (f *fixture) rawRoom(ctx context.Context, pubJS, subJS jetstream.JetStream,
 	return r, err
 }
 
+// e2eRoom measures the SDK end to end in room: the admin sends, the
+// receiver listens.
 func (f *fixture) e2eRoom(ctx context.Context, room string, size int, d time.Duration) (RoomResult, error) {
 	read := func(ctx context.Context, s *sink) (func() error, error) {
 		lctx, stop := context.WithCancel(ctx)

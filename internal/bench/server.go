@@ -27,10 +27,12 @@ const readyWait = 90 * time.Second
 type Server struct {
 	HTTPURL string
 	NATSURL string
-	// AdminIDFile is the bootstrapped admin identity.
-	AdminIDFile string
-	Store       string
-	JSSync      string
+	// AdminIDFile is the bootstrapped admin identity, InternalIDFile
+	// membershipd's internal identity (the raw baseline's login).
+	AdminIDFile    string
+	InternalIDFile string
+	Store          string
+	JSSync         string
 
 	dir  string
 	proc *harness.Process
@@ -61,7 +63,7 @@ func StartServer(ctx context.Context, bin, store, jsSync string, extra ...string
 		return nil, startError(ctx, store, err)
 	}
 	s := &Server{HTTPURL: p.HTTPURL, NATSURL: p.NATSURL, AdminIDFile: filepath.Join(data, "admin.id"),
-		Store: store, JSSync: jsSync, dir: dir, proc: p}
+		InternalIDFile: filepath.Join(data, "internal.id"), Store: store, JSSync: jsSync, dir: dir, proc: p}
 	if _, err := os.Stat(s.AdminIDFile); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("membershipd --store %s bootstrapped no admin identity (%s): %w", store, s.AdminIDFile, err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/harness"
 )
 
 // SoakOptions configures a soak: steady mixed load against one membershipd
@@ -129,7 +130,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := newFixture(ctx, []string{srv.HTTPURL}, []string{srv.NATSURL}, nil, adm, srv.PID())
+	f, err := newFixture(ctx, []string{srv.HTTPURL}, []string{srv.NATSURL}, nil, adm, nil, srv.PID())
 	if err != nil {
 		return nil, err
 	}
@@ -226,15 +227,16 @@ type soakLoad struct {
 
 func newSoakLoad(ctx context.Context, f *fixture) (*soakLoad, error) {
 	l := &soakLoad{f: f}
-	var err error
-	if l.room, err = f.room(ctx, "bench-soak"); err != nil {
+	r, err := f.room(ctx, "bench-soak")
+	if err != nil {
 		return nil, err
 	}
-	r, err := f.admC.CreateRoom(ctx, "bench-soak-churn")
+	l.room = r.ID
+	churn, err := f.admC.CreateRoom(ctx, "bench-soak-churn")
 	if err != nil {
 		return nil, fmt.Errorf("create room: %w", err)
 	}
-	l.churnRoom = r.ID
+	l.churnRoom = churn.ID
 	for _, p := range []**identity.Identity{&l.churn, &l.login} {
 		id, err := identity.Generate()
 		if err != nil {
@@ -383,14 +385,14 @@ func (l *soakLoad) drain(ctx context.Context, timeout time.Duration) error {
 			l.fail(fmt.Errorf("listen: %w", err))
 		}
 	}()
-	deadline := time.Now().Add(timeout)
-	for l.received.Load() < l.sent.Load() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%d of %d messages arrived", l.received.Load(), l.sent.Load())
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return harness.Wait(ctx, func() error {
+		if got, sent := l.received.Load(), l.sent.Load(); got < sent {
+			return fmt.Errorf("%d of %d messages arrived", got, sent)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
+		return nil
+	})
 }
 
 // serverMetrics reads the Go runtime's gauges from the server's /metrics

@@ -35,6 +35,10 @@ var (
 	// ErrNotKV is returned when the control account holds no unibus
 	// buckets: the node is not running with --store kv.
 	ErrNotKV = errors.New("no unibus KV buckets on this node: is it running with --store kv?")
+	// ErrMissingStream is returned, before anything is changed, when a
+	// stream a target requires is absent: a raise without it would leave
+	// it to be created later with the nodes' --kv-replicas.
+	ErrMissingStream = errors.New("a stream membershipd makes when it starts is missing")
 )
 
 // RaiseTarget is one JetStream account whose streams are raised.
@@ -43,6 +47,10 @@ type RaiseTarget struct {
 	Account string
 	// JS is a JetStream context logged in to that account.
 	JS jetstream.JetStream
+	// Required are streams the account must hold (the bus account's
+	// shared room stream): RaiseReplicas refuses with ErrMissingStream
+	// when one is absent, so that none is ever left out of a raise.
+	Required []string
 }
 
 // RaiseOptions configure RaiseReplicas.
@@ -104,14 +112,17 @@ func (r Replication) String() string {
 
 // RaiseReplicas raises every stream of every target to o.Replicas: in the
 // control account the KV buckets, the object store and anything else
-// membershipd keeps there; in the bus account the room streams. Before it
-// changes anything it refuses (ErrWouldLower) if a stream has more
-// replicas than asked for, (ErrTooFewPeers) if fewer JetStream servers
-// answer than o.Replicas, and (ErrNotKV) if the first target holds no
-// users bucket. It then updates each stream below the target, waits until
-// each reports every replica current, and returns one Replication per
-// stream (control first, then by name). A stream already at the target is
-// left as it is and reported. Running it again is harmless.
+// membershipd keeps there; in the bus account the shared room stream
+// (UNIBUS_MSGS, the messages of every room without a stream of its own)
+// and every room stream of its own. Before it changes anything it refuses
+// (ErrWouldLower) if a stream has more replicas than asked for,
+// (ErrTooFewPeers) if fewer JetStream servers answer than o.Replicas,
+// (ErrNotKV) if the first target holds no users bucket, and
+// (ErrMissingStream) if a target lacks a stream it requires. It then
+// updates each stream below the target, waits until each reports every
+// replica current, and returns one Replication per stream (targets in
+// order, each by name). A stream already at the target is left as it is
+// and reported. Running it again is harmless.
 func RaiseReplicas(ctx context.Context, targets []RaiseTarget, o RaiseOptions) ([]Replication, error) {
 	if o.Replicas < 1 || o.Replicas > 5 {
 		return nil, fmt.Errorf("replicas must be 1 to 5, not %d", o.Replicas)
@@ -135,6 +146,12 @@ func RaiseReplicas(ctx context.Context, targets []RaiseTarget, o RaiseOptions) (
 		}
 		if i == 0 && !slices.Contains(names, "KV_"+BucketUsers) {
 			return nil, ErrNotKV
+		}
+		for _, r := range t.Required {
+			if !slices.Contains(names, r) {
+				return nil, fmt.Errorf("%w: the %s account has no stream %s; start every node of the cluster and wait for /healthz, then run this again; nothing was changed",
+					ErrMissingStream, t.Account, r)
+			}
 		}
 		for _, name := range names {
 			all = append(all, stream{t: t, name: name})
