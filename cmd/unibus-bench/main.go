@@ -69,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		sizes                       []int
 		stores, jsSync, scenarios   []string
 		soak                        bench.SoakOptions
+		scale                       bench.ScaleOptions
+		runScaleScenario            bool
 	)
 	fs.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	fs.BoolVar(&quick, "quick", false, "smoke run: short measurements, a 4 MiB blob, js-sync always only (seconds, not minutes)")
@@ -90,6 +92,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&render, "render", "", "measure nothing: print the table of a report saved with --json")
 	fs.DurationVar(&soak.Duration, "soak", 0, "instead of the scenarios, run mixed load for this long against one membershipd (the first --stores) and print its memory curve")
 	fs.DurationVar(&soak.Interval, "soak-interval", 10*time.Second, "time between the soak's samples")
+	fs.BoolVar(&runScaleScenario, "scale", false, "instead of the scenarios, measure how costs grow with rooms, a user's rooms and rotations on one SQLite membershipd (--quick for a smoke run)")
+	fs.IntVar(&scale.Rooms, "scale-rooms", 100000, "rooms created on the node")
+	fs.IntVar(&scale.UserRooms, "scale-user-rooms", 10000, "rooms of the user whose login is timed (part of --scale-rooms)")
+	fs.IntVar(&scale.Changes, "scale-changes", 200, "membership changes timed on a live connection")
+	fs.IntVar(&scale.Rotations, "scale-rotations", 10000, "rotations of the room a fresh client then sends in")
+	fs.IntVar(&scale.Concurrency, "scale-clients", 16, "clients creating rooms at once")
+	fs.IntVar(&scale.Logins, "scale-logins", 50, "logins timed per user")
 	fs.StringVar(&serveRaw, bench.RawNATSFlag, "", "serve one raw login baseline (the bench starts itself with it)")
 	fs.MarkHidden(bench.RawNATSFlag)
 	fs.StringVar(&serveBare, bench.BareHTTPFlag, "", "serve one bare signed-request server (the bench starts itself with it)")
@@ -120,6 +129,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitFailed
 		}
 		return 0
+	}
+	if runScaleScenario {
+		return runScale(ctx, scale, quick, membershipd, jsonOut, len(servers) > 0 || len(natsURLs) > 0 || idFile != "" || internalFile != "", stdout, stderr)
 	}
 	if fs.Changed("soak") {
 		soak.Store, soak.JSSync, soak.Progress = stores[0], "always", stderr

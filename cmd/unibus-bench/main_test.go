@@ -104,3 +104,23 @@ func TestFailureExit(t *testing.T) {
 		t.Fatalf("the table does not show the error:\n%s", out.String())
 	}
 }
+
+// --scale --quick runs the scale scenario at smoke size and prints its
+// report as JSON; --scale refuses a target deployment.
+func TestScaleQuickJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts membershipd")
+	}
+	bin := filepath.Join(harness.Build(t), "membershipd")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--scale", "--quick", "--json", "--membershipd", bin, "--scale-clients", "4"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s", code, errb.String())
+	}
+	var rep bench.ScaleReport
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Rooms == 0 || rep.RoomsPerSecond <= 0 {
+		t.Fatalf("stdout is not a scale report: %v\n%s", err, out.String())
+	}
+	if code := run(context.Background(), []string{"--scale", "--server", "http://127.0.0.1:1"}, &out, &errb); code != exitUsage {
+		t.Fatalf("--scale with --server: exit %d", code)
+	}
+}
