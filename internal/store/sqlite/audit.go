@@ -15,7 +15,7 @@ import (
 // process and from an admin CLI on the same file are serialized.
 func (s *Store) AppendAudit(ctx context.Context, r audit.Record) (audit.Entry, error) {
 	var e audit.Entry
-	err := s.write(ctx, "append audit entry", func(tx *sql.Tx) error {
+	err := s.write(ctx, "append audit entry", func(ctx context.Context, tx *sql.Tx) error {
 		var prev *audit.Entry
 		var raw []byte
 		err := tx.QueryRowContext(ctx, "SELECT entry FROM audit ORDER BY seq DESC LIMIT 1").Scan(&raw)

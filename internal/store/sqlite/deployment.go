@@ -21,7 +21,7 @@ func (s *Store) DeploymentID(ctx context.Context) (string, error) {
 	err := s.r.QueryRowContext(ctx, `SELECT id FROM deployment WHERE singleton = 1`).Scan(&id)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		err := s.write(ctx, op, func(tx *sql.Tx) error {
+		err := s.write(ctx, op, func(ctx context.Context, tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO deployment (singleton, id, created_at) VALUES (1, ?, ?) ON CONFLICT DO NOTHING`,
 				store.NewDeploymentID(), toDB(time.Now())); err != nil {
 				return err

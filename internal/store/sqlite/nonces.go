@@ -2,14 +2,16 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/unibus/unibus/internal/store"
 )
 
 // useNonce records a pair, or re-records it if its earlier record has
-// expired. One statement on the write connection: SQLite runs it
-// atomically, so of two uses of a live pair exactly one changes a row.
+// expired. One statement, inside the write's savepoint: of two uses of a
+// live pair exactly one changes a row, whether they are in one batch or
+// in two.
 const useNonce = `INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2, ?3)
 	ON CONFLICT (key_id, nonce) DO UPDATE SET expires_at = excluded.expires_at
 	WHERE nonces.expires_at <= ?4`
@@ -20,17 +22,22 @@ const useNonce = `INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2,
 // expired records of every pair; a failed sweep is logged, not returned,
 // since the nonce itself was recorded.
 func (s *Store) UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error {
-	op := "use nonce of " + keyID
-	res, err := s.useNonceStmt.ExecContext(ctx, keyID, nonce, toDB(expires), toDB(now))
+	err := s.write(ctx, "use nonce of "+keyID, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.StmtContext(ctx, s.useNonceStmt).ExecContext(ctx, keyID, nonce, toDB(expires), toDB(now))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrReplay
+		}
+		return nil
+	})
 	if err != nil {
-		return wrap(op, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return wrap(op, err)
-	}
-	if n == 0 {
-		return wrap(op, store.ErrReplay)
+		return err
 	}
 	if s.uses.Add(1)%s.sweepEvery == 0 {
 		if _, err := s.Sweep(ctx, now); err != nil {
@@ -44,13 +51,17 @@ func (s *Store) UseNonce(ctx context.Context, keyID, nonce string, now, expires 
 // many it deleted. UseNonce calls it periodically; a daemon may also call
 // it on a timer.
 func (s *Store) Sweep(ctx context.Context, now time.Time) (int64, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, toDB(now))
+	var n int64
+	err := s.write(ctx, "sweep expired nonces", func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM nonces WHERE expires_at <= ?`, toDB(now))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
 	if err != nil {
-		return 0, wrap("sweep expired nonces", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, wrap("sweep expired nonces", err)
+		return 0, err
 	}
 	return n, nil
 }

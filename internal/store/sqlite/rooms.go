@@ -43,7 +43,7 @@ func scanMember(row interface{ Scan(...any) error }) (store.Member, error) {
 // owner's for epoch 1 is ErrIncompleteRotation.
 func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member, key store.SealedKey) error {
 	joined := store.Change{Kind: store.ChangeRoom, Room: r.ID, Joined: []string{owner.SignPub}}
-	return s.reported(joined, s.write(ctx, "create room "+r.ID, func(tx *sql.Tx) error {
+	return s.writeReported(ctx, "create room "+r.ID, joined, func(ctx context.Context, tx *sql.Tx) error {
 		if owner.Room != "" && owner.Room != r.ID {
 			return fmt.Errorf("owner membership is for room %s", owner.Room)
 		}
@@ -70,7 +70,7 @@ func (s *Store) CreateRoom(ctx context.Context, r store.Room, owner store.Member
 		}
 		key.Room = r.ID
 		return insertKeys(ctx, tx, []store.SealedKey{key}, false)
-	}))
+	})
 }
 
 // GetRoom returns the room, or ErrNotFound.

@@ -16,7 +16,7 @@ import (
 // or user is ErrNotFound.
 func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.SealedKey) error {
 	joined := store.Change{Kind: store.ChangeRoom, Room: m.Room, Joined: []string{m.SignPub}}
-	return s.reported(joined, s.write(ctx, fmt.Sprintf("add member %s to room %s", m.SignPub, m.Room), func(tx *sql.Tx) error {
+	return s.writeReported(ctx, fmt.Sprintf("add member %s to room %s", m.SignPub, m.Room), joined, func(ctx context.Context, tx *sql.Tx) error {
 		epoch, err := roomEpoch(ctx, tx, m.Room)
 		if err != nil {
 			return err
@@ -41,7 +41,7 @@ func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.Seal
 			return err
 		}
 		return insertKeys(ctx, tx, keys, true)
-	}))
+	})
 }
 
 // RemoveMember removes signPub from the room, and with rot non-nil moves
@@ -51,7 +51,7 @@ func (s *Store) AddMember(ctx context.Context, m store.Member, keys []store.Seal
 // ErrNotFound.
 func (s *Store) RemoveMember(ctx context.Context, room, signPub string, rot *store.Rotation) error {
 	left := store.Change{Kind: store.ChangeRoom, Room: room, Left: []string{signPub}}
-	return s.reported(left, s.write(ctx, fmt.Sprintf("remove member %s from room %s", signPub, room), func(tx *sql.Tx) error {
+	return s.writeReported(ctx, fmt.Sprintf("remove member %s from room %s", signPub, room), left, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := roomEpoch(ctx, tx, room); err != nil {
 			return err
 		}
@@ -78,19 +78,19 @@ func (s *Store) RemoveMember(ctx context.Context, room, signPub string, rot *sto
 		// The member is already deleted: the rotation must cover the
 		// remaining members only.
 		return rotate(ctx, tx, r)
-	}))
+	})
 }
 
 // Rotate moves the room to rot.Epoch with keys for every current member and
 // clears RotationPending.
 func (s *Store) Rotate(ctx context.Context, rot store.Rotation) error {
 	rotated := store.Change{Kind: store.ChangeRoom, Room: rot.Room}
-	return s.reported(rotated, s.write(ctx, fmt.Sprintf("rotate room %s to epoch %d", rot.Room, rot.Epoch), func(tx *sql.Tx) error {
+	return s.writeReported(ctx, fmt.Sprintf("rotate room %s to epoch %d", rot.Room, rot.Epoch), rotated, func(ctx context.Context, tx *sql.Tx) error {
 		if rot.Reason == "" {
 			rot.Reason = store.EpochRotate
 		}
 		return rotate(ctx, tx, rot)
-	}))
+	})
 }
 
 // rotate checks rot against the room inside tx, then records the epoch,

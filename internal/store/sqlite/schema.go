@@ -109,7 +109,7 @@ CREATE TABLE deployment (
 // migrate brings the schema to SchemaVersion in one transaction, and
 // refuses a database from a newer unibus.
 func (s *Store) migrate(ctx context.Context) error {
-	return s.write(ctx, "migrate schema", func(tx *sql.Tx) error {
+	return s.write(ctx, "migrate schema", func(ctx context.Context, tx *sql.Tx) error {
 		var v int
 		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
 			return fmt.Errorf("read user_version: %w", err)

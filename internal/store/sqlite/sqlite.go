@@ -5,12 +5,15 @@
 // Durability comes before acknowledgement (docs/DESIGN.md): the database runs in
 // WAL mode with synchronous=FULL, so a write has reached the disk when its
 // method returns. Every check-then-write rule of store.Store (a rotation
-// covers every member, a nonce is used once) runs inside one write
+// covers every member, a nonce is used once) runs inside a write
 // transaction; all writes go through a single connection that begins its
 // transactions with BEGIN IMMEDIATE, so they are serialized within the
 // process and, through SQLite's file lock, against any other process (an
-// admin CLI) that opens the same file. Reads use a separate pool of
-// read-only connections and see the last committed state.
+// admin CLI) that opens the same file. Writes that arrive while a commit
+// is in progress are committed together by the next transaction, each in
+// a savepoint of its own, so that they share one fsync (group commit,
+// commit.go). Reads use a separate pool of read-only connections and see
+// the last committed state.
 //
 // Open returns only an open store: there is no "not open yet" state here.
 // Watch reports this store's own writes before they return, and finds
@@ -65,8 +68,9 @@ type Store struct {
 	getUserStmt, roomIDsStmt, useNonceStmt *sql.Stmt
 	sealedKeyStmt, epochStmt               *sql.Stmt
 
-	cv    changeVersion // ChangeVersion's connection, on r
-	watch watchers      // Watch's callbacks and poller (watch.go)
+	commit committer     // runs every write, in batches (commit.go)
+	cv     changeVersion // ChangeVersion's connection, on r
+	watch  watchers      // Watch's callbacks and poller (watch.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -178,6 +182,7 @@ func (s *Store) open(ctx context.Context, path string) error {
 	if err := s.checkPragmas(ctx); err != nil {
 		return err
 	}
+	s.startCommitter()
 	if err := s.migrate(ctx); err != nil {
 		return err
 	}
@@ -232,10 +237,12 @@ func (s *Store) checkPragmas(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the watch poller and closes the database. Methods called
-// after Close fail.
+// Close stops the watch poller, fails the writes still queued, waits for
+// the batch being committed and closes the database. Methods called after
+// Close fail.
 func (s *Store) Close() error {
 	s.watch.stopWatch()
+	s.stopCommitter()
 	errs := []error{s.cv.close()}
 	for _, st := range []*sql.Stmt{s.getUserStmt, s.roomIDsStmt, s.useNonceStmt, s.sealedKeyStmt, s.epochStmt} {
 		if st != nil {
@@ -250,23 +257,6 @@ func (s *Store) Close() error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close sqlite store: %w", err)
-	}
-	return nil
-}
-
-// write runs fn in one IMMEDIATE transaction on the write connection and
-// commits it; any error rolls everything back.
-func (s *Store) write(ctx context.Context, op string, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return wrap(op, err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return wrap(op, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return wrap(op, err)
 	}
 	return nil
 }

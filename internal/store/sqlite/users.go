@@ -28,7 +28,8 @@ func scanUser(row interface{ Scan(...any) error }) (store.User, error) {
 // AddUser registers u. The sign-pub is checked before the handle: a user
 // already registered is ErrAlreadyRegistered whatever handle is asked for.
 func (s *Store) AddUser(ctx context.Context, u store.User) error {
-	return s.reported(store.Change{Kind: store.ChangeUser, User: u.SignPub, UserAdded: true}, s.write(ctx, "add user "+u.SignPub, func(tx *sql.Tx) error {
+	added := store.Change{Kind: store.ChangeUser, User: u.SignPub, UserAdded: true}
+	return s.writeReported(ctx, "add user "+u.SignPub, added, func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO users (`+userColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 			u.SignPub, u.Handle, string(u.Role), string(u.Status), u.KEMPub, u.KEMSig, toDB(u.CreatedAt), toDB(u.UpdatedAt))
 		if !isUnique(err) {
@@ -44,7 +45,7 @@ func (s *Store) AddUser(ctx context.Context, u store.User) error {
 			return err
 		}
 		return fmt.Errorf("handle %q: %w", u.Handle, store.ErrHandleTaken)
-	}))
+	})
 }
 
 // GetUser returns the user with this sign-pub, or ErrNotFound.
@@ -93,51 +94,53 @@ func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 }
 
 // RevokeUser flips the user's status to revoked and returns the record.
-// Revoking again keeps the time of the first revocation.
+// Revoking again keeps the time of the first revocation, and is not a
+// change Watch reports.
 func (s *Store) RevokeUser(ctx context.Context, signPub string, at time.Time) (store.User, error) {
 	var u store.User
-	var flipped int64
-	err := s.write(ctx, "revoke user "+signPub, func(tx *sql.Tx) error {
+	err := s.submit(ctx, "revoke user "+signPub, func(ctx context.Context, tx *sql.Tx) (*store.Change, error) {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET status = ?, updated_at = ? WHERE sign_pub = ? AND status <> ?`,
 			string(store.StatusRevoked), toDB(at), signPub, string(store.StatusRevoked))
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if flipped, err = res.RowsAffected(); err != nil {
-			return err
+		flipped, err := res.RowsAffected()
+		if err != nil {
+			return nil, err
 		}
 		u, err = scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE sign_pub = ?`, signPub))
 		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
+			return nil, store.ErrNotFound
 		}
-		return err
+		if err != nil || flipped == 0 {
+			return nil, err
+		}
+		return &store.Change{Kind: store.ChangeUser, User: signPub, StatusChanged: true}, nil
 	})
 	if err != nil {
 		return store.User{}, err
-	}
-	if flipped > 0 {
-		s.report(store.Change{Kind: store.ChangeUser, User: signPub, StatusChanged: true, Own: true})
 	}
 	return u, nil
 }
 
 // SetKEMKey stores the user's KEM public key and its binding signature.
 func (s *Store) SetKEMKey(ctx context.Context, signPub string, kemPub, sig []byte, at time.Time) error {
-	op := "set kem key of " + signPub
-	res, err := s.w.ExecContext(ctx, `UPDATE users SET kem_pub = ?, kem_sig = ?, updated_at = ? WHERE sign_pub = ?`,
-		kemPub, sig, toDB(at), signPub)
-	if err != nil {
-		return wrap(op, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return wrap(op, err)
-	}
-	if n == 0 {
-		return wrap(op, store.ErrNotFound)
-	}
-	s.report(store.Change{Kind: store.ChangeUser, User: signPub, KEMKeyChanged: true, Own: true})
-	return nil
+	changed := store.Change{Kind: store.ChangeUser, User: signPub, KEMKeyChanged: true}
+	return s.writeReported(ctx, "set kem key of "+signPub, changed, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET kem_pub = ?, kem_sig = ?, updated_at = ? WHERE sign_pub = ?`,
+			kemPub, sig, toDB(at), signPub)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
 }
 
 // CountActiveAdmins counts users with role admin and status active.

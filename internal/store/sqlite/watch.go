@@ -26,13 +26,14 @@ func WithWatchPoll(d time.Duration) Option {
 // watchers are the store's Watch callbacks and the poller that finds
 // commits by other processes.
 //
-// This store's own writes are reported by the write methods, after the
-// commit and before they return. Another process's commits are found by
-// polling PRAGMA data_version on the write connection: SQLite changes it
-// for commits by any other connection and never for the connection's own,
-// and every write of this store goes through that one connection (the
-// read pool is query-only), so a new value means another process
-// committed. The poller starts with the first Watch and stops on Close.
+// This store's own writes are reported by the committer (commit.go), in
+// commit order, after their commit and before their methods return.
+// Another process's commits are found by polling PRAGMA data_version on
+// the write connection: SQLite changes it for commits by any other
+// connection and never for the connection's own, and every write of this
+// store goes through that one connection (the read pool is query-only),
+// so a new value means another process committed. The poller starts with
+// the first Watch and stops on Close.
 type watchers struct {
 	mu     sync.Mutex // held while callbacks run: one report at a time
 	list   []*watcher
@@ -49,7 +50,9 @@ type watcher struct {
 
 // Watch implements store.Store: this store's own writes are reported
 // before their methods return (Own), other processes' commits as
-// store.ChangeAll within the poll interval.
+// store.ChangeAll within the poll interval. fn is called on the
+// committer's goroutine for this store's own writes, so a slow fn holds
+// up every write after it.
 func (s *Store) Watch(ctx context.Context, fn func(store.Change)) error {
 	w := &s.watch
 	w.mu.Lock()
@@ -70,16 +73,6 @@ func (s *Store) Watch(ctx context.Context, fn func(store.Change)) error {
 	}
 	w.list = append(w.list, &watcher{ctx: ctx, fn: fn})
 	return nil
-}
-
-// reported reports c as this store's own change if err is nil, and
-// returns err.
-func (s *Store) reported(c store.Change, err error) error {
-	if err == nil {
-		c.Own = true
-		s.report(c)
-	}
-	return err
 }
 
 // report calls every live watcher's fn with c, one report at a time, and
