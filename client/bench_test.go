@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -14,7 +15,8 @@ import (
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
+	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/subjects"
 )
 
@@ -23,23 +25,27 @@ const benchBatch = 2000
 
 // BenchmarkRoomMessages compares, in one run and on one membershipd (a
 // separate process, so that this process's CPU and allocations are the
-// clients' alone), room messages sent and received raw through JetStream
+// clients' alone), room messages stored and read raw through JetStream
 // with the same messages end to end through the SDK (encrypt+sign →
-// JetStream → verify+decrypt), for 256 B, 1 KiB and 16 KiB payloads. The
-// sender and the receiver are two users with their own connections. Both
-// paths use pipelined publishes with acknowledgement and an ordered
-// consumer on a room stream of the same configuration; each iteration
-// publishes benchBatch messages, then reads them all back. It reports
-// msgs/s of each, their ratio, the clients' heap allocations per message
-// of each path, and the ed25519 verify ceilings (crypto/ed25519 and the
-// SDK's batch verifier, one core) measured in the same run. The daemon
-// runs with fsync before acknowledgement (the default) and with a 2 m
-// flush interval. cmd/unibus-bench measures more (latency, all cores,
-// catch-up reads, the control plane); this benchmark is the quick check.
+// relay → shared stream → listener → verify+decrypt), for 256 B, 1 KiB
+// and 16 KiB payloads. The raw path is the engine alone: membershipd's
+// internal identity publishes plaintext straight onto a room's subject of
+// the shared stream and reads it back with an ordered consumer (members
+// cannot use JetStream; this is the ceiling the SDK's path is measured
+// against). Each path has a sender and a receiver with their own
+// connections, publishes pipelined with acknowledgement, and stores each
+// iteration's benchBatch messages on a fresh room's subjects before
+// reading them all back. It reports msgs/s of each, their ratio, the
+// clients' heap allocations per message of each path, and the ed25519
+// verify ceilings (crypto/ed25519 and the SDK's batch verifier, one core)
+// measured in the same run. The daemon runs with fsync before
+// acknowledgement (the default) and with a 2 m flush interval.
+// cmd/unibus-bench measures more (latency, all cores, catch-up reads, the
+// control plane); this benchmark is the quick check.
 func BenchmarkRoomMessages(b *testing.B) {
 	for _, sync := range []string{"always", "2m"} {
 		b.Run("js-sync="+sync, func(b *testing.B) {
-			bus := testbin.StartBus(b, b.TempDir(), "--js-sync", sync)
+			bus := harness.StartBus(b, b.TempDir(), "--js-sync", sync)
 			f := newBenchFixture(b, bus)
 			for _, size := range []int{256, 1024, 16384} {
 				b.Run(fmt.Sprint(size), func(b *testing.B) { f.run(b, size) })
@@ -49,17 +55,20 @@ func BenchmarkRoomMessages(b *testing.B) {
 }
 
 type benchFixture struct {
-	bus     *testbin.Bus
+	bus     *harness.Bus
 	adm, rx *identity.Identity
 	admC    *client.Client
 	rxC     *client.Client
+	// rawPub and rawSub are the internal identity's JetStream contexts in
+	// the bus account, on two connections.
+	rawPub, rawSub jetstream.JetStream
 }
 
-func newBenchFixture(b *testing.B, bus *testbin.Bus) *benchFixture {
+func newBenchFixture(b *testing.B, bus *harness.Bus) *benchFixture {
 	ctx := context.Background()
 	f := &benchFixture{bus: bus}
 	var err error
-	if f.adm, err = identity.Load(bus.Dir + "/local_files/admin.id"); err != nil {
+	if f.adm, err = identity.Load(filepath.Join(bus.Dir, "local_files", "admin.id")); err != nil {
 		b.Fatal(err)
 	}
 	f.rx, _ = identity.Generate()
@@ -74,6 +83,7 @@ func newBenchFixture(b *testing.B, bus *testbin.Bus) *benchFixture {
 		b.Fatal(err)
 	}
 	b.Cleanup(f.rxC.Close)
+	f.rawPub, f.rawSub = f.internalConnect(b), f.internalConnect(b)
 	return f
 }
 
@@ -94,14 +104,22 @@ func (f *benchFixture) room(b *testing.B, name string) string {
 	return r.ID
 }
 
-func (f *benchFixture) natsConnect(b *testing.B, id *identity.Identity) jetstream.JetStream {
-	nc, err := nats.Connect(f.bus.NATSURL, nats.Nkey(id.NKey(), id.SignNonce),
-		nats.CustomInboxPrefix(subjects.InboxPrefix(id.SignPub().String())))
+// internalConnect logs in as membershipd's internal identity in the bus
+// account, where the streams are.
+func (f *benchFixture) internalConnect(b *testing.B) jetstream.JetStream {
+	id, err := identity.Load(filepath.Join(f.bus.Dir, "local_files", "internal.id"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc, err := nats.Connect(f.bus.NATSURL, nats.Nkey(id.NKey(), id.SignNonce), natsnode.BusLogin())
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
 	return js
 }
 
@@ -115,13 +133,15 @@ func (f *benchFixture) run(b *testing.B, size int) {
 	var rawDur, e2eDur time.Duration
 	var rawAllocs, e2eAllocs uint64
 	for b.Loop() {
-		// Fresh rooms (same stream configuration) each round, outside the
-		// timed part, so each round reads exactly its own messages. The
-		// raw connections log in after, for the rooms' ACL.
+		// Fresh rooms each round, outside the timed part, so each round
+		// reads exactly its own messages. The raw room is only subjects
+		// of the shared stream: the engine needs no room record.
 		e2eRoom := f.room(b, "bench-e2e")
-		rawRoom := f.room(b, "bench-raw")
-		pub, sub := f.natsConnect(b, f.adm), f.natsConnect(b, f.rx)
-		d, a := measure(func() { rawRoundTrip(b, pub, sub, rawRoom, payload) })
+		rawRoom, err := e2e.NewRoomID()
+		if err != nil {
+			b.Fatal(err)
+		}
+		d, a := measure(func() { rawRoundTrip(b, f.rawPub, f.rawSub, rawRoom.String(), payload) })
 		rawDur, rawAllocs = rawDur+d, rawAllocs+a
 		d, a = measure(func() { e2eRoundTrip(b, f.admC, f.rxC, e2eRoom, batch) })
 		e2eDur, e2eAllocs = e2eDur+d, e2eAllocs+a
@@ -150,12 +170,13 @@ func measure(f func()) (time.Duration, uint64) {
 	return d, after.Mallocs - before.Mallocs
 }
 
-// rawRoundTrip publishes benchBatch plaintext messages (pipelined, with
-// acks) and reads them back with an ordered consumer.
+// rawRoundTrip publishes benchBatch plaintext messages on a room's subject
+// of the shared stream (pipelined, with acks) and reads them back with an
+// ordered consumer.
 func rawRoundTrip(b *testing.B, pub, sub jetstream.JetStream, room string, payload []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	subj := subjects.RoomTopic(room, "msg")
+	subj := subjects.Shared(room, "msg")
 	futures := make([]jetstream.PubAckFuture, 0, benchBatch)
 	for range benchBatch {
 		f, err := pub.PublishAsync(subj, payload)
@@ -171,7 +192,8 @@ func rawRoundTrip(b *testing.B, pub, sub jetstream.JetStream, room string, paylo
 			b.Fatal(err)
 		}
 	}
-	cons, err := sub.OrderedConsumer(ctx, subjects.Stream(room), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
+	cons, err := sub.OrderedConsumer(ctx, subjects.SharedStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjects.SharedRoom(room)}, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -132,7 +132,16 @@ type Client struct {
 	rooms  map[string]*roomState // by room id
 	nc     *nats.Conn            // the data-plane connection, made on first use
 	sender *sender               // numbers this client's messages; made with the first connection
+
+	// closed is closed by Close: no new data-plane connection is made
+	// after it, and every Listen returns.
+	closed    chan struct{}
+	closeOnce sync.Once
 }
+
+// ErrClosed is returned by calls that need the data plane after Close,
+// and by a Listen that was running when Close was called.
+var ErrClosed = errors.New("client closed")
 
 // Dial checks the identity against the control plane (GET /v1/me) and
 // publishes the identity's KEM key if the server does not have it yet. The
@@ -172,6 +181,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		signer:   &httpsig.Signer{KeyID: cfg.Identity.SignPub().String(), Key: cfg.Identity.SigningKey()},
 		rooms:    map[string]*roomState{},
 		pins:     pins,
+		closed:   make(chan struct{}),
 	}
 	// Every request signature is bound to the deployment the servers
 	// announce, so a request signed here is refused by any other.
@@ -248,8 +258,28 @@ func loopback(host string) bool {
 // Identity returns the client's identity.
 func (c *Client) Identity() *identity.Identity { return c.id }
 
-// Close closes the data-plane connection.
-func (c *Client) Close() { c.dropConn() }
+// Close closes the data-plane connection and the idle control-plane
+// connections, and ends every Listen (with ErrClosed). The client cannot
+// be used for the data plane afterwards.
+func (c *Client) Close() {
+	c.closeOnce.Do(func() {
+		if c.closed != nil {
+			close(c.closed)
+		}
+	})
+	c.dropConn()
+	c.http.CloseIdleConnections()
+}
+
+// isClosed reports whether Close has been called.
+func (c *Client) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
 
 // APIError is an error answered by the control plane.
 type APIError struct {

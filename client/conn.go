@@ -25,6 +25,9 @@ import (
 func (c *Client) conn() (*nats.Conn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
 	if c.nc != nil && !c.nc.IsClosed() {
 		return c.nc, nil
 	}
@@ -100,8 +103,15 @@ func (c *Client) invalidateRooms() {
 }
 
 // retryable reports whether a data-plane error may pass by itself (a
-// timeout, a reconnect, a stream leader being elected).
+// timeout, a reconnect, a stream leader being elected), including a 503
+// answer of the relay (wire.RelayUnavailable: the control plane or the
+// stream cannot answer now; retry with the same message id) or of the
+// stream it passes on.
 func retryable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.Code == 503 {
+		return true
+	}
 	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrDisconnected) ||

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,111 +14,129 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
+	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
 )
 
-// One SDK client with every node of a real three-node R3 cluster as seeds,
-// on both planes, sends a steady stream of messages to a room and receives
-// them, while the node that is at once its data-plane server, its first
-// control-plane seed and the room stream's leader is SIGKILLed. Every
-// message arrives exactly once and is stored once; a message published
-// again with its Nats-Msg-Id after the fail-over (what the SDK's retry
-// does) is recognized as a duplicate by the new leader; control-plane
-// calls — the room state every send needs, room info, adding a member —
-// are answered by a surviving node; the data-plane connection moves to one.
+// The fail-over tests run a real three-node R3 cluster. Every room's
+// messages are in the one shared stream, UNIBUS_MSGS (docs/DESIGN.md,
+// "Rooms are subjects"), so the node a test kills is that stream's leader.
+
+// One SDK client with every node of the cluster as seeds, on both planes,
+// sends a steady stream of messages to a room and receives them, while the
+// node that is at once its data-plane server, its first control-plane
+// seed and the shared stream's leader is SIGKILLed. Every message arrives
+// exactly once and is stored once; a message stored again with its
+// de-duplication id after the fail-over (what a relay does with the SDK's
+// retry) is recognized as a duplicate by the new leader; control-plane calls — the
+// room state every send needs, room info, adding a member — are answered
+// by a surviving node; the data-plane connection moves to one.
 func TestFailoverAcrossSeeds(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three-node cluster")
 	}
 	f := newFixture(t)
-	cfg := client.Config{Identity: f.root, Servers: f.c.SeedsHTTP(), NATS: f.c.SeedsNATS(), Logger: f.logger("client"),
+	room := f.room(t, "failover")
+	k := f.leaderOf(t, f.bus, subjects.SharedStream)
+	target, surv := f.c.Nodes[k].Name, (k+1)%3
+	tap := f.tapRoom(t, surv, room)
+	// Node k is the first control-plane seed.
+	var servers []string
+	for i := range f.c.Nodes {
+		servers = append(servers, f.c.Nodes[(k+i)%3].HTTPURL())
+	}
+	cfg := client.Config{Identity: f.root, Servers: servers, NATS: f.c.SeedsNATS(), Logger: f.logger("client"),
 		RoomCacheTTL: 300 * time.Millisecond} // sends keep asking the control plane
-	room := f.roomLedBy(t, "n1")
-	tap := f.tapRoom(t, room)
 
-	// The client, dialled until its data-plane connection lands on n1
-	// (nats.go shuffles the seeds); its first control-plane seed is n1.
-	rx := &receiver{got: map[int]int{}}
+	// The client, dialled until its data-plane connection lands on node k
+	// (nats.go shuffles the seeds).
+	rx := &tally{got: map[int]int{}}
 	var cl *client.Client
 	for attempt := 0; ; attempt++ {
 		cl = dialUntil(f.ctx, t, cfg)
 		rx.listen(f.ctx, cl, room)
-		if on := connectedTo(f.bus, f.root); on == "n1" {
+		if on := dataPlaneServer(t, cl); on == target {
 			break
 		} else if attempt == 30 {
-			t.Fatalf("the client never connected to n1 in 30 dials (last: %q)", on)
+			t.Fatalf("the client never connected to %s in 30 dials (last: %q)", target, on)
 		}
 		rx.stop(t)
 		cl.Close()
 	}
-
-	warmups := rx.ready(t, cl, room) // Listen delivers new messages only: wait until it does
+	// Listen delivers what is stored once its listener exists.
+	f.waitListener(t, surv, room)
 
 	const total = 300
 	s := &sender{cl: cl, room: room, ids: map[int]string{}, retryUnavailable: true}
-	sent := s.run(f.ctx, total, 40*time.Millisecond)
-	waitUntil(t, "the first 50 messages", 2*time.Minute, func() bool { return rx.count(func(i, _ int) bool { return i >= 1 && i <= 50 }) == 50 })
+	s.run(f.ctx, total, 40*time.Millisecond)
+	rx.waitFirst(t, s, 50)
 	killed := time.Now()
-	f.c.Kill(0)
-	t.Logf("SIGKILLed n1 (the client's data-plane node, first control-plane seed, room stream leader)")
+	f.c.Kill(k)
+	t.Logf("SIGKILLed %s (the client's data-plane node, first control-plane seed, leader of %s)", target, subjects.SharedStream)
 
 	// Control-plane calls move to a surviving node.
 	var info client.RoomInfo
-	waitUntil(t, "room info and member add through a survivor", 2*time.Minute, func() bool {
+	harness.EventuallyNoError(t, 2*time.Minute, func() error {
 		err := cl.AddMember(f.ctx, room, "bob", client.RoomMember)
 		if err != nil && !client.IsCode(err, wire.CodeUnavailable) && !client.IsCode(err, wire.CodeAlreadyMember) {
-			t.Fatalf("add member with n1 down: %v", err)
+			t.Fatalf("add member with %s down: %v", target, err)
 		}
 		if err != nil {
-			return false
+			return err
 		}
 		info, err = cl.RoomInfo(f.ctx, room)
-		return err == nil
-	})
+		return err
+	}, "room info and member add through a survivor")
 	t.Logf("control plane answered through a survivor %v after the kill", time.Since(killed).Round(time.Millisecond))
 	if len(info.Members) != 2 {
 		t.Errorf("room members after the add: %+v", info.Members)
 	}
-	if err := within(t, sent, 3*time.Minute); err != nil {
+	if err := s.wait(t, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	f.waitAll(t, rx, 1, room, total)
+	f.waitAll(t, rx, surv, room, total)
 	wired, retried := tap.stats()
 
-	// A retried publish is the same message with the same Nats-Msg-Id. One
-	// stored by n1 before the kill, published again now to the stream's
-	// new leader, is recognized as a duplicate and not stored again: the
-	// de-duplication state survived the fail-over.
+	// A retried publish is the same message, which the relay stores with
+	// the same de-duplication id (Nats-Msg-Id). One stored before the
+	// kill, published again now to the stream's new leader, is recognized
+	// as a duplicate and not stored again: the de-duplication state
+	// survived the fail-over.
 	again := tap.msg(s.id(50))
 	if again == nil {
 		t.Fatal("message 50 was not seen on the wire")
 	}
+	js, err := jetstream.New(f.bus[surv])
+	if err != nil {
+		t.Fatal(err)
+	}
 	var ack *jetstream.PubAck
 	retry(t, "publish message 50 again", func(ctx context.Context) (err error) {
-		ack, err = f.js.PublishMsg(ctx, &nats.Msg{Subject: again.Subject, Header: again.Header, Data: again.Data})
+		ack, err = js.PublishMsg(ctx, &nats.Msg{Subject: again.Subject, Header: again.Header, Data: again.Data})
 		return err
 	})
 	if !ack.Duplicate {
 		t.Errorf("message 50 published again after the fail-over: %+v; want a duplicate ack", ack)
 	}
-	time.Sleep(time.Second) // a late duplicate would show now
+	time.Sleep(time.Second) // nothing more should arrive: a late duplicate would show now
 	rx.stop(t)
 	rx.check(t, 1, total)
-	if on := connectedTo(f.bus[1:], f.root); on == "" || on == "n1" {
+	if on := dataPlaneServer(t, cl); on == target {
 		t.Errorf("the client's data-plane connection is on %q, want a survivor", on)
 	}
-	leader := f.checkStream(t, 1, room, uint64(total+warmups))
-	t.Logf("%d messages: %d publishes seen on the wire from n2, %d message ids published more than once (stored once); %d sends answered 503 and sent again; stream leader now %s",
-		total, wired, retried, s.unavailable(), leader)
+	leader := f.checkStream(t, surv, room, total)
+	t.Logf("%d messages: %d relayed copies seen on the wire, %d message ids relayed more than once (stored once); %d sends answered 503 and sent again; %s leader now %s",
+		total, wired, retried, s.unavailable(), subjects.SharedStream, leader)
 }
 
-// The leader of the room stream and of the members bucket is SIGKILLed
+// The leader of the shared stream and of the members bucket is SIGKILLed
 // while a sender stays connected to another node and a receiver keeps
 // refreshing the room state: the sender's publishes that the dead leader
-// never acknowledged are retried (same Nats-Msg-Id) until the new leader
+// never acknowledged are retried (same message id) until the new leader
 // takes them, and the receiver holds what arrives while the control plane
 // answers 503 instead of dropping it. Every message arrives exactly once.
 func TestFailoverLeaderLoss(t *testing.T) {
@@ -127,12 +144,9 @@ func TestFailoverLeaderLoss(t *testing.T) {
 		t.Skip("three-node cluster")
 	}
 	f := newFixture(t)
-	cjs, err := jetstream.New(f.c.InternalConn(t, 1, false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	target := streamLeader(f.ctx, cjs, "KV_UNIBUS_members")
-	room := f.roomLedBy(t, target)
+	room := f.room(t, "leader-loss")
+	k := f.oneLeader(t)
+	target, survivor := f.c.Nodes[k].Name, (k+1)%3
 	admin := dialUntil(f.ctx, t, client.Config{Identity: f.root, Servers: f.c.SeedsHTTP(), NATS: f.c.SeedsNATS()})
 	if err := admin.AddMember(f.ctx, room, "bob", client.RoomMember); err != nil {
 		t.Fatal(err)
@@ -140,18 +154,24 @@ func TestFailoverLeaderLoss(t *testing.T) {
 	admin.Close()
 	bobc := dialUntil(f.ctx, t, client.Config{Identity: f.bob, Servers: f.c.SeedsHTTP(), NATS: f.c.SeedsNATS(),
 		Logger: f.logger("receiver"), RoomCacheTTL: 200 * time.Millisecond})
-	rx := &receiver{got: map[int]int{}}
+	rx := &tally{got: map[int]int{}}
 	rx.listen(f.ctx, bobc, room)
+	f.waitListener(t, survivor, room)
 
 	// The sender holds the room's state for the whole test (no control
-	// plane needed to send) and is connected to a node that survives.
+	// plane needed to send) and is connected to a node that survives. A
+	// first message ("0") connects its data plane.
 	var s *sender
 	warmups := 0
 	for attempt := 0; ; attempt++ {
 		cl := dialUntil(f.ctx, t, client.Config{Identity: f.root, Servers: f.c.SeedsHTTP(), NATS: f.c.SeedsNATS(),
 			Logger: f.logger("sender"), RoomCacheTTL: time.Hour})
-		warmups += rx.ready(t, cl, room) // also connects the sender's data plane
-		if on := connectedTo(f.bus, f.root); on != "" && on != target {
+		retry(t, "the sender's first message", func(ctx context.Context) error {
+			_, err := cl.Send(ctx, room, "", []byte("0"))
+			return err
+		})
+		warmups++
+		if on := dataPlaneServer(t, cl); on != target {
 			s = &sender{cl: cl, room: room, ids: map[int]string{}}
 			break
 		} else if attempt == 30 {
@@ -160,102 +180,38 @@ func TestFailoverLeaderLoss(t *testing.T) {
 		cl.Close()
 	}
 	const total = 300
-	sent := s.run(f.ctx, total, 25*time.Millisecond)
-	waitUntil(t, "the first 50 messages", 2*time.Minute, func() bool { return rx.count(func(i, _ int) bool { return i >= 1 && i <= 50 }) == 50 })
-	survivor := 0
-	for i, n := range f.c.Nodes {
-		if n.Name == target {
-			f.c.Kill(i)
-			survivor = (i + 1) % 3
-		}
-	}
-	t.Logf("SIGKILLed %s (leader of the room stream and of KV_UNIBUS_members; not the sender's node)", target)
-	if err := within(t, sent, 3*time.Minute); err != nil {
+	s.run(f.ctx, total, 25*time.Millisecond)
+	rx.waitFirst(t, s, 50)
+	f.c.Kill(k)
+	t.Logf("SIGKILLed %s (leader of %s and of KV_UNIBUS_members; not the sender's node)", target, subjects.SharedStream)
+	if err := s.wait(t, 3*time.Minute); err != nil {
 		t.Fatalf("the sender gave up: %v", err)
 	}
 	f.waitAll(t, rx, survivor, room, total)
-	time.Sleep(time.Second) // a late duplicate would show now
+	time.Sleep(time.Second) // nothing more should arrive: a late duplicate would show now
 	rx.stop(t)
 	rx.check(t, 1, total)
 	f.checkStream(t, survivor, room, uint64(total+warmups))
 }
 
 // fixture is a started cluster with an admin (root) and a member (bob,
-// KEM key published), the internal identity's bus-account connection to
-// every node, and a JetStream context on n2's. The SDK clients' logs are
-// kept and shown if the test fails.
+// KEM key published), and the internal identity's bus-account connection
+// to every node. The SDK clients' logs are kept and shown if the test
+// fails.
 type fixture struct {
-	c         *testbin.Cluster
+	c         *harness.Cluster
 	ctx       context.Context
 	root, bob *identity.Identity
 	bus       []*nats.Conn
-	js        jetstream.JetStream
-	logs      lockedLog
-}
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (f *fixture) logger(who string) *slog.Logger {
-	return slog.New(slog.NewTextHandler(&f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("client", who)
-}
-
-// waitAll waits until messages 1..n have all been received; if they do
-// not come, it shows what is missing and where it is.
-func (f *fixture) waitAll(t *testing.T, rx *receiver, via int, room string, n int) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for rx.count(func(i, k int) bool { return i >= 1 && i <= n && k > 0 }) < n {
-		if time.Now().After(deadline) {
-			var missing []int
-			rx.mu.Lock()
-			for i := 1; i <= n; i++ {
-				if rx.got[i] == 0 {
-					missing = append(missing, i)
-				}
-			}
-			rx.mu.Unlock()
-			js, _ := jetstream.New(f.bus[via])
-			ctx, cancel := context.WithTimeout(f.ctx, 20*time.Second)
-			defer cancel()
-			if s, err := js.Stream(ctx, subjects.Stream(room)); err == nil {
-				t.Logf("stream: %+v", s.CachedInfo().State)
-				for ci := range s.ListConsumers(ctx).Info() {
-					leader := ""
-					if ci.Cluster != nil {
-						leader = ci.Cluster.Leader
-					}
-					t.Logf("consumer %s on %s: delivered %+v pending %d, created %v", ci.Name, leader, ci.Delivered, ci.NumPending, ci.Created.Format(time.TimeOnly))
-				}
-			}
-			t.Fatalf("messages not received within 3 minutes: %v", missing)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	logs      harness.LockedBuffer
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	f := &fixture{c: testbin.StartCluster(t, 3), root: newIdentity(t), bob: newIdentity(t)}
+	f := &fixture{c: harness.StartCluster(t, 3), root: newIdentity(t), bob: newIdentity(t)}
 	t.Cleanup(func() {
 		if t.Failed() {
-			f.logs.mu.Lock()
-			t.Logf("SDK logs:\n%s", f.logs.b.String())
-			f.logs.mu.Unlock()
+			t.Logf("SDK logs:\n%s", f.logs.String())
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
@@ -265,87 +221,214 @@ func newFixture(t *testing.T) *fixture {
 	f.c.AddUser(t, 0, "bob", "member", f.bob)
 	f.bus = make([]*nats.Conn, 3)
 	for i := range f.bus {
-		f.bus[i] = f.c.InternalConn(t, i, true)
-	}
-	var err error
-	if f.js, err = jetstream.New(f.bus[1]); err != nil {
-		t.Fatal(err)
+		f.bus[i] = f.c.InternalConn(t, i, natsnode.BusAccount)
 	}
 	dialUntil(ctx, t, client.Config{Identity: f.bob, Servers: f.c.SeedsHTTP(), NATS: f.c.SeedsNATS()}).Close()
 	return f
 }
 
-// roomLedBy creates rooms until one's stream is led by node (placement is
-// the engine's choice) and returns its id.
-func (f *fixture) roomLedBy(t *testing.T, node string) string {
+func (f *fixture) logger(who string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(&f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("client", who)
+}
+
+// room creates a room of root's, in the shared stream, and returns its id.
+func (f *fixture) room(t *testing.T, name string) string {
 	t.Helper()
 	admin := dialUntil(f.ctx, t, client.Config{Identity: f.root, Servers: f.c.SeedsHTTP(), NATS: f.c.SeedsNATS()})
 	defer admin.Close()
+	r, err := admin.CreateRoom(f.ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Shared {
+		t.Fatalf("room %s is not in the shared stream", name)
+	}
+	return r.ID
+}
+
+// leaderOf returns the index of the node that leads the stream, asking
+// through the given connections (one per node, in node order).
+func (f *fixture) leaderOf(t *testing.T, conns []*nats.Conn, stream string) int {
+	t.Helper()
+	var k int
+	harness.EventuallyNoError(t, time.Minute, func() error {
+		for _, nc := range conns {
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			if leader := streamLeader(f.ctx, js, stream); leader != "" {
+				for i, n := range f.c.Nodes {
+					if n.Name == leader {
+						k = i
+						return nil
+					}
+				}
+				return fmt.Errorf("leader %q is not a node of the cluster", leader)
+			}
+		}
+		return errors.New("no leader")
+	}, "the leader of %s", stream)
+	return k
+}
+
+// oneLeader makes one node lead both the shared stream and the members
+// bucket, and returns its index. Leaders cannot be moved through the
+// JetStream API (membershipd disables stepdowns), so it restarts the
+// bucket's leader until the bucket's new leader is the stream's: each
+// restart moves it to one of the two other nodes.
+func (f *fixture) oneLeader(t *testing.T) int {
+	t.Helper()
+	control := make([]*nats.Conn, 3)
+	for i := range control {
+		control[i] = f.c.InternalConn(t, i, "")
+	}
 	for attempt := 0; ; attempt++ {
-		r, err := admin.CreateRoom(f.ctx, "failover-"+strconv.Itoa(attempt))
-		if err != nil {
-			t.Fatal(err)
+		stream, bucket := f.leaderOf(t, f.bus, subjects.SharedStream), f.leaderOf(t, control, "KV_UNIBUS_members")
+		if stream == bucket {
+			return stream
 		}
-		leader := streamLeader(f.ctx, f.js, subjects.Stream(r.ID))
-		if leader == node {
-			return r.ID
+		if attempt == 8 {
+			t.Fatalf("%s never led both %s and KV_UNIBUS_members in 8 restarts", f.c.Nodes[stream].Name, subjects.SharedStream)
 		}
-		if attempt == 30 {
-			t.Fatalf("no room stream led by %s in 30 rooms (last: %q)", node, leader)
-		}
+		t.Logf("%s leads %s, %s the members bucket: restarting %s", f.c.Nodes[stream].Name, subjects.SharedStream, f.c.Nodes[bucket].Name, f.c.Nodes[bucket].Name)
+		f.c.Nodes[bucket].Bus.Stop(t)
+		f.c.Start(t, bucket)
+		f.c.WaitHealthy(t, 0, 1, 2)
 	}
 }
 
-// checkStream checks, through node i, that the room stream holds want
-// messages, each message id once, and returns its leader.
+// waitListener waits, through node i, until the room has a listener.
+func (f *fixture) waitListener(t *testing.T, i int, room string) {
+	t.Helper()
+	js, err := jetstream.New(f.bus[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.EventuallyNoError(t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
+		defer cancel()
+		ls, err := listeners(ctx, js, room)
+		if err == nil && len(ls) == 0 {
+			err = errors.New("none yet")
+		}
+		return err
+	}, "a listener on room %s", room)
+}
+
+// waitAll waits until messages 1..n have all been received; if they do
+// not come, it shows what is missing and where it is (through node via).
+func (f *fixture) waitAll(t *testing.T, rx *tally, via int, room string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(f.ctx, 3*time.Minute)
+	defer cancel()
+	err := harness.Wait(ctx, func() error {
+		if rx.count(func(i, k int) bool { return i >= 1 && i <= n && k > 0 }) < n {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err == nil {
+		return
+	}
+	var missing []int
+	rx.mu.Lock()
+	for i := 1; i <= n; i++ {
+		if rx.got[i] == 0 {
+			missing = append(missing, i)
+		}
+	}
+	rx.mu.Unlock()
+	js, _ := jetstream.New(f.bus[via])
+	dctx, dcancel := context.WithTimeout(f.ctx, 20*time.Second)
+	defer dcancel()
+	if s, err := js.Stream(dctx, subjects.SharedStream); err == nil {
+		if info, err := s.Info(dctx, jetstream.WithSubjectFilter(subjects.SharedRoom(room))); err == nil {
+			t.Logf("%s: %+v", subjects.SharedStream, info.State)
+		}
+	}
+	if ls, err := listeners(dctx, js, room); err == nil {
+		for _, ci := range ls {
+			on := ""
+			if ci.Cluster != nil {
+				on = ci.Cluster.Leader
+			}
+			t.Logf("listener %s on %s: delivered %+v pending %d, created %v", ci.Name, on, ci.Delivered, ci.NumPending, ci.Created.Format(time.TimeOnly))
+		}
+	}
+	t.Fatalf("messages not received within 3 minutes: %v", missing)
+}
+
+// checkStream checks, through node i, that the shared stream holds want
+// messages of the room, each message id once, and returns its leader.
 func (f *fixture) checkStream(t *testing.T, i int, room string, want uint64) string {
 	t.Helper()
 	js, err := jetstream.New(f.bus[i])
 	if err != nil {
 		t.Fatal(err)
 	}
+	filter := subjects.SharedRoom(room)
 	var s jetstream.Stream
+	var info *jetstream.StreamInfo
 	retry(t, "stream info", func(ctx context.Context) (err error) {
-		s, err = js.Stream(ctx, subjects.Stream(room))
+		if s, err = js.Stream(ctx, subjects.SharedStream); err != nil {
+			return err
+		}
+		info, err = s.Info(ctx, jetstream.WithSubjectFilter(filter))
 		return err
 	})
-	info := s.CachedInfo()
-	ids := map[string]bool{}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		var m *jetstream.RawStreamMsg
-		retry(t, fmt.Sprintf("stream message %d", seq), func(ctx context.Context) (err error) {
-			m, err = s.GetMsg(ctx, seq)
-			return err
-		})
-		id := m.Header.Get("Nats-Msg-Id")
-		if ids[id] {
-			t.Errorf("message id %s stored twice", id)
-		}
-		ids[id] = true
+	var stored uint64
+	for _, n := range info.State.Subjects {
+		stored += n
 	}
-	if info.State.Msgs != want {
-		t.Errorf("the room stream holds %d messages, want %d", info.State.Msgs, want)
+	ids := map[string]bool{}
+	for seq, end := uint64(1), false; !end; {
+		retry(t, fmt.Sprintf("the room's message from %d", seq), func(ctx context.Context) error {
+			m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				end = true
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			id := m.Header.Get(e2e.HdrMsgID)
+			if ids[id] {
+				t.Errorf("message id %s stored twice", id)
+			}
+			ids[id] = true
+			seq = m.Sequence + 1
+			return nil
+		})
+	}
+	if stored != want || uint64(len(ids)) != want {
+		t.Errorf("the shared stream holds %d messages of the room (%d read), want %d", stored, len(ids), want)
 	}
 	return info.Cluster.Leader
 }
 
-// tap sees every publish to a room on the wire, retries included.
+// tap sees every copy the relays store for a room, retries included.
 type tap struct {
 	mu       sync.Mutex
 	attempts map[string]int
 	last     map[string]*nats.Msg
 }
 
-func (f *fixture) tapRoom(t *testing.T, room string) *tap {
+// tapRoom subscribes, as the internal identity on node i, to the room's
+// stored subjects in the shared stream.
+func (f *fixture) tapRoom(t *testing.T, i int, room string) *tap {
 	tp := &tap{attempts: map[string]int{}, last: map[string]*nats.Msg{}}
-	sub, err := f.bus[1].Subscribe(subjects.Room(room), func(m *nats.Msg) {
+	sub, err := f.bus[i].Subscribe(subjects.SharedRoom(room), func(m *nats.Msg) {
 		tp.mu.Lock()
 		defer tp.mu.Unlock()
-		id := m.Header.Get("Nats-Msg-Id")
+		id := m.Header.Get(e2e.HdrMsgID)
 		tp.attempts[id]++
 		tp.last[id] = m
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.bus[i].Flush(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sub.Unsubscribe() })
@@ -358,7 +441,7 @@ func (tp *tap) msg(id string) *nats.Msg {
 	return tp.last[id]
 }
 
-// stats returns the publishes seen and how many ids were seen more than once.
+// stats returns the copies seen and how many ids were seen more than once.
 func (tp *tap) stats() (publishes, retried int) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
@@ -371,8 +454,8 @@ func (tp *tap) stats() (publishes, retried int) {
 	return publishes, retried
 }
 
-// receiver counts the messages a Listen delivers by their number.
-type receiver struct {
+// tally counts the messages a Listen delivers by their number.
+type tally struct {
 	mu      sync.Mutex
 	got     map[int]int
 	reports []error
@@ -380,7 +463,7 @@ type receiver struct {
 	done    chan error
 }
 
-func (r *receiver) listen(ctx context.Context, cl *client.Client, room string) {
+func (r *tally) listen(ctx context.Context, cl *client.Client, room string) {
 	ctx, r.cancel = context.WithCancel(ctx)
 	r.done = make(chan error, 1)
 	go func() {
@@ -400,36 +483,7 @@ func (r *receiver) listen(ctx context.Context, cl *client.Client, room string) {
 	}()
 }
 
-// ready sends "0" through cl every 200 ms until the receiver has one, and
-// returns how many it sent. A Listen delivers only messages stored after
-// its consumer exists: what is sent before may never arrive.
-func (r *receiver) ready(t *testing.T, cl *client.Client, room string) int {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	r.mu.Lock()
-	base := r.got[0]
-	r.mu.Unlock()
-	for sent := 1; ; sent++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		_, err := cl.Send(ctx, room, "", []byte("0"))
-		cancel()
-		if err != nil {
-			t.Fatalf("warm-up send: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-		r.mu.Lock()
-		got := r.got[0]
-		r.mu.Unlock()
-		if got > base {
-			return sent
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the receiver got no warm-up message within 2 minutes")
-		}
-	}
-}
-
-func (r *receiver) stop(t *testing.T) {
+func (r *tally) stop(t *testing.T) {
 	t.Helper()
 	r.cancel()
 	if err := <-r.done; err != nil {
@@ -437,7 +491,22 @@ func (r *receiver) stop(t *testing.T) {
 	}
 }
 
-func (r *receiver) count(pred func(i, n int) bool) int {
+// waitFirst waits until messages 1..n have been received, failing at
+// once if the sender stops.
+func (r *tally) waitFirst(t *testing.T, s *sender, n int) {
+	t.Helper()
+	harness.EventuallyNoError(t, 2*time.Minute, func() error {
+		if err := s.failed(); err != nil {
+			t.Fatalf("the sender stopped: %v", err)
+		}
+		if got := r.count(func(i, _ int) bool { return i >= 1 && i <= n }); got < n {
+			return fmt.Errorf("%d received", got)
+		}
+		return nil
+	}, "the first %d messages", n)
+}
+
+func (r *tally) count(pred func(i, n int) bool) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := 0
@@ -450,7 +519,7 @@ func (r *receiver) count(pred func(i, n int) bool) int {
 }
 
 // check: messages lo..hi each received exactly once, nothing reported.
-func (r *receiver) check(t *testing.T, lo, hi int) {
+func (r *tally) check(t *testing.T, lo, hi int) {
 	t.Helper()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -477,11 +546,15 @@ type sender struct {
 	mu               sync.Mutex
 	ids              map[int]string
 	unavail          int
+	done             chan struct{} // closed when run ends, with err set
+	err              error
 }
 
-func (s *sender) run(ctx context.Context, n int, every time.Duration) chan error {
-	done := make(chan error, 1)
+// run sends in the background; wait and failed tell how it ended.
+func (s *sender) run(ctx context.Context, n int, every time.Duration) {
+	s.done = make(chan struct{})
 	go func() {
+		defer close(s.done)
 		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for i := 1; i <= n; i++ {
@@ -494,19 +567,40 @@ func (s *sender) run(ctx context.Context, n int, every time.Duration) chan error
 					break
 				}
 				if !s.retryUnavailable || ctx.Err() != nil || !client.IsCode(err, wire.CodeUnavailable) {
-					done <- fmt.Errorf("send %d: %w", i, err)
+					s.err = fmt.Errorf("send %d: %w", i, err)
 					return
 				}
 				s.mu.Lock()
 				s.unavail++
 				s.mu.Unlock()
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(100 * time.Millisecond) // clientcheck's pause before sending again
 			}
 			<-tick.C
 		}
-		done <- nil
 	}()
-	return done
+}
+
+// failed returns the error the sender stopped on, if it has.
+func (s *sender) failed() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// wait waits for the sender to finish, and fails the test if it has not
+// within d.
+func (s *sender) wait(t *testing.T, d time.Duration) error {
+	t.Helper()
+	select {
+	case <-s.done:
+		return s.err
+	case <-time.After(d):
+		t.Fatalf("the sender is stuck: not done within %v", d)
+		return nil
+	}
 }
 
 func (s *sender) id(i int) string {
@@ -521,102 +615,61 @@ func (s *sender) unavailable() int {
 	return s.unavail
 }
 
-// retry runs a JetStream request with a 10 s deadline, again until it
-// succeeds (up to 2 minutes): a request sent while a leader is being
-// elected is never answered, and must not wait on the test's deadline.
+// retry runs a request with a 10 s deadline, again until it succeeds (up
+// to 2 minutes): a JetStream request sent while a leader is being elected
+// is never answered, and must not wait on the test's deadline.
 func retry(t *testing.T, what string, f func(ctx context.Context) error) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	harness.EventuallyNoError(t, 2*time.Minute, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := f(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		defer cancel()
+		return f(ctx)
+	}, "%s", what)
 }
 
-// within waits for the sender to finish.
-func within(t *testing.T, done chan error, d time.Duration) error {
-	t.Helper()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(d):
-		t.Fatalf("the sender is stuck: not done within %v", d)
-		return nil
-	}
-}
-
-func waitUntil(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func newIdentity(t *testing.T) *identity.Identity {
-	t.Helper()
-	id, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
-// dialUntil dials, retrying while the control plane is not ready.
+// dialUntil dials, retrying while the control plane is not ready; the
+// client is closed at the end of the test.
 func dialUntil(ctx context.Context, t *testing.T, cfg client.Config) *client.Client {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		cl, err := client.Dial(ctx, cfg)
-		if err == nil {
-			t.Cleanup(cl.Close)
-			return cl
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dial: %v", err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	var cl *client.Client
+	harness.EventuallyNoError(t, 2*time.Minute, func() (err error) {
+		cl, err = client.Dial(ctx, cfg)
+		return err
+	}, "dial")
+	t.Cleanup(cl.Close)
+	return cl
 }
 
-// streamLeader waits (up to 30 s) for the stream to have a leader.
+// streamLeader waits (up to 30 s) for the stream to have a leader, and
+// returns it ("" if it has none by then).
 func streamLeader(ctx context.Context, js jetstream.JetStream, stream string) string {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	leader := ""
+	harness.Wait(ctx, func() error {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		s, err := js.Stream(rctx, stream)
-		cancel()
-		if err == nil && s.CachedInfo().Cluster != nil && s.CachedInfo().Cluster.Leader != "" {
-			return s.CachedInfo().Cluster.Leader
+		if err != nil {
+			return err
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return ""
+		if c := s.CachedInfo().Cluster; c != nil && c.Leader != "" {
+			leader = c.Leader
+			return nil
+		}
+		return errors.New("no leader")
+	})
+	return leader
 }
 
-// connectedTo returns the node the identity's data-plane connection is
-// on, asking through the given nodes (waiting up to a minute for it to
-// exist), or "".
-func connectedTo(bus []*nats.Conn, id *identity.Identity) string {
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		for _, nc := range bus {
-			if where, err := testbin.Where(nc, id.NKey()); err == nil && len(where) == 1 {
-				return where[0]
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return ""
+// dataPlaneServer waits (up to a minute) until the client has a
+// data-plane connection, and returns the node it is on.
+func dataPlaneServer(t *testing.T, cl *client.Client) string {
+	t.Helper()
+	var on string
+	harness.Eventually(t, time.Minute, func() bool {
+		on = client.DataPlaneServer(cl)
+		return on != ""
+	}, "a data-plane connection")
+	return on
 }

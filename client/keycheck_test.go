@@ -17,22 +17,28 @@ import (
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/testbin"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/wire"
 )
 
 // swapBus is a real membershipd process with an admin, and helpers to
 // tamper with its state the way a compromised server would.
 type swapBus struct {
-	bus   *testbin.Bus
+	bus   *harness.Bus
 	admin *client.Client
 	db    string
+	tag   string // the deployment's tag, which every request signature carries
 }
 
 func startSwapBus(t *testing.T) *swapBus {
 	t.Helper()
 	dir := t.TempDir()
-	b := &swapBus{bus: testbin.StartBus(t, dir), db: filepath.Join(dir, "local_files", "unibus.db")}
+	b := &swapBus{bus: harness.StartBus(t, dir), db: filepath.Join(dir, "local_files", "unibus.db")}
+	code, h := harness.Health(b.bus.HTTPURL)
+	if code != http.StatusOK || h.Deployment == "" {
+		t.Fatalf("healthz: %d %+v", code, h)
+	}
+	b.tag = wire.DeploymentTag(h.Deployment)
 	adm, err := identity.Load(filepath.Join(dir, "local_files", "admin.id"))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +127,7 @@ func (b *swapBus) putKEMKey(t *testing.T, signer *identity.Identity, kem identit
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &httpsig.Signer{KeyID: signer.SignPub().String(), Key: signer.SigningKey()}
+	s := &httpsig.Signer{KeyID: signer.SignPub().String(), Key: signer.SigningKey(), Tag: b.tag}
 	if err := s.Sign(req, body); err != nil {
 		t.Fatal(err)
 	}

@@ -88,6 +88,9 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 		o.OnError = func(err error) { c.log.Warn("message not delivered", "room", room, "err", err) }
 	}
 	if err := retryTransient(ctx, firstWait, func() error { _, err := c.state(ctx, room, true); return err }); err != nil {
+		if ctx.Err() != nil {
+			return nil // ended before it began, as the caller asked
+		}
 		return err
 	}
 	nc, err := c.conn()
@@ -112,6 +115,9 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 	}
 	cur, err := l.first(ctx, req)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
 		return fmt.Errorf("listen to room %s: %w", room, err)
 	}
 	if o.caughtUp != nil {

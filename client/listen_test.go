@@ -2,9 +2,9 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,169 +12,275 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/daemon"
-	"github.com/unibus/unibus/internal/natsnode"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
 )
 
-// A Listen whose ordered consumer cannot re-create its server-side
-// consumer replaces it with a fresh one, and loses and repeats nothing.
-// The listener's consumer is deleted while the room stream allows no new
-// consumer (MaxConsumers 1, taken by a filler), so every re-creation is refused;
-// messages sent meanwhile are stored. Once consumers are allowed again the
-// listener receives exactly the messages it had not, in order.
-func TestListenReplacesAStuckConsumer(t *testing.T) {
+// A Listen whose listener fails asks membershipd for a new one that starts
+// after the last message it handed on, and loses and repeats nothing. The
+// faults are made with the internal identity, which owns the listeners'
+// consumers (docs/DESIGN.md, "Listeners"):
+//
+//   - the listener is deleted: its heartbeats stop, as when its node is
+//     lost, and Listen notices the silence;
+//   - the listener skips messages: it is reset to start two messages
+//     ahead, and Listen notices its consumer sequence starting over;
+//   - a heartbeat says the listener delivered more than arrived, as when
+//     deliveries were lost between the server and the client.
+//
+// In each case five messages arrive before the fault and five are sent
+// after it; the ten arrive exactly once, in order, and the room ends with
+// one listener, a new one.
+func TestListenResumesAfterAFault(t *testing.T) {
 	if testing.Short() {
-		t.Skip("waits out the ordered consumer's reset attempts")
+		t.Skip("waits out three missed heartbeats")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	d, adm := startNode(ctx, t, dir)
-	var logs lockedLog
-	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cl, err := client.Dial(ctx, client.Config{Identity: adm, Servers: []string{d.HTTPURL()}, NATS: []string{d.NATSURL()}, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	room, err := cl.CreateRoom(ctx, "replace")
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := startNode(t)
+	admin := n.dial(ctx, t, n.admin, nil)
+	var logs harness.LockedBuffer
+	_, reader := n.user(ctx, t, admin, "reader", &logs)
+	busNC, bus := n.bus(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("reader's log:\n%s", logs.String())
+		}
+	})
 
-	var mu sync.Mutex
-	var got []string
-	lctx, lcancel := context.WithCancel(ctx)
-	defer lcancel()
-	listening := make(chan error, 1)
-	go func() {
-		listening <- cl.Listen(lctx, room.ID, client.ListenOptions{}, func(m client.Message) {
-			mu.Lock()
-			got = append(got, string(m.Data))
-			mu.Unlock()
-		})
-	}()
-	received := func() []string {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]string(nil), got...)
-	}
-	send := func(from, to int) {
-		t.Helper()
-		for i := from; i <= to; i++ {
-			if _, err := cl.Send(ctx, room.ID, "", []byte(fmt.Sprintf("m%02d", i))); err != nil {
+	for _, fault := range []struct {
+		name string
+		// fromStart: the listener delivers the room's history first (a
+		// reset is allowed only on such a consumer); otherwise new
+		// messages only.
+		fromStart bool
+		// inject makes the fault on the listener l, which has delivered
+		// five messages.
+		inject func(t *testing.T, l *jetstream.ConsumerInfo)
+		// why is what Listen logs as its reason for a new listener.
+		why string
+	}{
+		{"listener deleted", false, func(t *testing.T, l *jetstream.ConsumerInfo) {
+			if err := bus.DeleteConsumer(ctx, subjects.SharedStream, l.Name); err != nil {
 				t.Fatal(err)
 			}
-		}
-	}
-	waitFor := func(n int, what string) {
-		t.Helper()
-		deadline := time.Now().Add(90 * time.Second)
-		for len(received()) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: received %v\n%s", what, received(), logs.String())
+		}, "no heartbeat for"},
+		{"listener skips ahead", true, func(t *testing.T, l *jetstream.ConsumerInfo) {
+			s, err := bus.Stream(ctx, subjects.SharedStream)
+			if err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			// The next two messages (6 and 7) are never delivered; the
+			// consumer sequence starts again from 1.
+			if _, err := bus.ResetConsumerToSequence(ctx, subjects.SharedStream, l.Name, s.CachedInfo().State.LastSeq+3); err != nil {
+				t.Fatal(err)
+			}
+		}, "deliveries skipped from 5 to 1"},
+		{"a heartbeat reports undelivered messages", true, func(t *testing.T, l *jetstream.ConsumerInfo) {
+			h := nats.Header{}
+			h.Set("Status", "100")
+			h.Set("Description", "Idle Heartbeat")
+			h.Set("Nats-Last-Consumer", "9")
+			h.Set("Nats-Last-Stream", strconv.FormatUint(l.Delivered.Stream+4, 10))
+			if err := busNC.PublishMsg(&nats.Msg{Subject: l.Config.DeliverSubject, Header: h}); err != nil {
+				t.Fatal(err)
+			}
+			// On its way to the reader before message 6 is even sent.
+			if err := busNC.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}, "deliveries 6..9 never arrived"},
+	} {
+		t.Run(fault.name, func(t *testing.T) {
+			room, err := admin.CreateRoom(ctx, "resume")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := admin.AddMember(ctx, room.ID, "reader", client.RoomMember); err != nil {
+				t.Fatal(err)
+			}
+			rx := startReceiver(ctx, reader, room.ID, client.ListenOptions{FromStart: fault.fromStart})
+			first := waitListener(ctx, t, bus, room.ID, "")
+			send := func(from, to int) {
+				t.Helper()
+				for i := from; i <= to; i++ {
+					if _, err := admin.Send(ctx, room.ID, "", []byte(fmt.Sprintf("m%02d", i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			send(1, 5)
+			rx.waitFor(t, 5)
+			// The listener's state now: five deliveries.
+			harness.EventuallyNoError(t, 30*time.Second, func() error {
+				c, err := bus.PushConsumer(ctx, subjects.SharedStream, first.Name)
+				if err != nil {
+					return err
+				}
+				if first, err = c.Info(ctx); err != nil {
+					return err
+				}
+				if first.Delivered.Consumer != 5 {
+					return fmt.Errorf("delivered %+v", first.Delivered)
+				}
+				return nil
+			}, "the listener's five deliveries")
+			logged := strings.Count(logs.String(), fault.why)
+			fault.inject(t, first)
+			send(6, 10)
+			rx.waitFor(t, 10)
+			waitListener(ctx, t, bus, room.ID, first.Name)
+			if strings.Count(logs.String(), fault.why) <= logged {
+				t.Errorf("Listen did not log %q as its reason for a new listener", fault.why)
+			}
+			time.Sleep(500 * time.Millisecond) // nothing more should arrive: a repeat would show now
+			rx.stop(t)
+			rx.check(t, 10)
+		})
 	}
-	// Listen delivers new messages only: send until the first arrives.
-	deadline := time.Now().Add(30 * time.Second)
-	for len(received()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the listener received nothing")
-		}
-		send(0, 0)
-		time.Sleep(200 * time.Millisecond)
-	}
-	warmups := len(received())
-	send(1, 5)
-	waitFor(warmups+5, "before the consumer is deleted")
+}
 
-	// The internal identity, in the bus account, manages the room stream.
-	internal, err := identity.Load(filepath.Join(dir, "internal.id"))
+// A Listen ends with ErrClosed when its client is closed, deletes its
+// listener, and leaves no goroutine behind: not its own, not the
+// pipeline's, not the data-plane connection's, and no idle control-plane
+// connection.
+func TestListenEndsOnClose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	n := startNode(t)
+	admin := n.dial(ctx, t, n.admin, nil)
+	_, bus := n.bus(t)
+	room, err := admin.CreateRoom(ctx, "close")
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(d.NATSURL(), nats.Nkey(internal.NKey(), internal.SignNonce), natsnode.BusLogin())
-	if err != nil {
+	id := newIdentity(t)
+	if _, err := admin.AddUser(ctx, "reader", id.SignPub().String(), client.RoleMember); err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	stream, err := js.Stream(ctx, subjects.Stream(room.ID))
-	if err != nil {
+	n.dial(ctx, t, id, nil).Close() // publishes the reader's KEM key
+	if err := admin.AddMember(ctx, room.ID, id.SignPub().String(), client.RoomMember); err != nil {
 		t.Fatal(err)
 	}
-	var listeners []string
-	for name := range stream.ListConsumers(ctx).Info() {
-		listeners = append(listeners, name.Name)
-	}
-	if len(listeners) != 1 {
-		t.Fatalf("consumers on the room stream: %v; want the listener's alone", listeners)
-	}
-	if _, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "filler", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+	if _, err := admin.Send(ctx, room.ID, "", []byte("before")); err != nil {
 		t.Fatal(err)
 	}
-	setMax := func(n int) {
-		t.Helper()
-		cfg := stream.CachedInfo().Config
-		cfg.MaxConsumers = n
-		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			t.Fatalf("set MaxConsumers %d: %v", n, err)
+	// Every goroutine that may outlive the reader's client exists now
+	// (the bus connection's reply subscription once it made a request).
+	if _, err := listeners(ctx, bus, room.ID); err != nil {
+		t.Fatal(err)
+	}
+	ignore := goleak.IgnoreCurrent()
+
+	reader := n.dial(ctx, t, id, nil)
+	rx := startReceiver(ctx, reader, room.ID, client.ListenOptions{FromStart: true})
+	rx.waitFor(t, 1)
+	waitListener(ctx, t, bus, room.ID, "")
+	reader.Close()
+	select {
+	case err := <-rx.done:
+		if !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("Listen after Close: %v, want ErrClosed", err)
 		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Listen did not return after Close")
 	}
-	// Allow one consumer, the filler: the listener's stays until deleted,
-	// and then cannot be created again.
-	setMax(1)
-	if err := stream.DeleteConsumer(ctx, listeners[0]); err != nil {
-		t.Fatal(err)
+	if _, err := reader.Send(ctx, room.ID, "", []byte("after")); !errors.Is(err, client.ErrClosed) {
+		t.Errorf("Send after Close: %v, want ErrClosed", err)
 	}
-	send(6, 10)
-	// The ordered consumer tries 3 times (1 s and 2 s apart) and gives up;
-	// Listen then replaces it, and the replacement is refused too.
-	deadline = time.Now().Add(60 * time.Second)
-	for !strings.Contains(logs.String(), "re-creating the room consumer") {
-		if time.Now().After(deadline) {
-			t.Fatalf("Listen did not replace its consumer\n%s", logs.String())
+	harness.EventuallyNoError(t, 30*time.Second, func() error {
+		ls, err := listeners(ctx, bus, room.ID)
+		if err == nil && len(ls) != 0 {
+			err = fmt.Errorf("%d listeners left", len(ls))
 		}
-		time.Sleep(100 * time.Millisecond)
+		return err
+	}, "the listener deleted")
+	goleak.VerifyNone(t, ignore)
+}
+
+// waitListener waits until the room has exactly one listener, other than
+// the one named not, and returns it.
+func waitListener(ctx context.Context, t *testing.T, bus jetstream.JetStream, room, not string) *jetstream.ConsumerInfo {
+	t.Helper()
+	var l *jetstream.ConsumerInfo
+	harness.EventuallyNoError(t, time.Minute, func() error {
+		ls, err := listeners(ctx, bus, room)
+		switch {
+		case err != nil:
+			return err
+		case len(ls) != 1:
+			return fmt.Errorf("%d listeners", len(ls))
+		case ls[0].Name == not:
+			return fmt.Errorf("still the listener %s", not)
+		}
+		l = ls[0]
+		return nil
+	}, "one listener on room %s", room)
+	return l
+}
+
+// receiver collects what a Listen delivers and reports.
+type receiver struct {
+	mu      sync.Mutex
+	got     []string
+	reports []error
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func startReceiver(ctx context.Context, cl *client.Client, room string, o client.ListenOptions) *receiver {
+	r := &receiver{done: make(chan error, 1)}
+	ctx, r.cancel = context.WithCancel(ctx)
+	o.OnError = func(err error) {
+		r.mu.Lock()
+		r.reports = append(r.reports, err)
+		r.mu.Unlock()
 	}
-	if n := len(received()); n != warmups+5 {
-		t.Fatalf("received %d messages while no consumer could exist", n)
-	}
-	setMax(-1)
-	waitFor(warmups+10, "after consumers are allowed again")
-	time.Sleep(500 * time.Millisecond) // a repeat would show now
-	all := received()
-	want := []string{}
-	for i := 1; i <= 10; i++ {
-		want = append(want, fmt.Sprintf("m%02d", i))
-	}
-	if fmt.Sprint(all[warmups:]) != fmt.Sprint(want) {
-		t.Errorf("received after the warm-up %v, want %v", all[warmups:], want)
-	}
-	lcancel()
-	if err := <-listening; err != nil {
+	go func() {
+		r.done <- cl.Listen(ctx, room, o, func(m client.Message) {
+			r.mu.Lock()
+			r.got = append(r.got, string(m.Data))
+			r.mu.Unlock()
+		})
+	}()
+	return r
+}
+
+func (r *receiver) received() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.got...)
+}
+
+func (r *receiver) waitFor(t *testing.T, n int) {
+	t.Helper()
+	harness.Eventually(t, time.Minute, func() bool { return len(r.received()) >= n }, "%d messages received", n)
+}
+
+func (r *receiver) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	if err := <-r.done; err != nil {
 		t.Errorf("Listen: %v", err)
 	}
 }
 
-// startNode starts a single-node membershipd (js-sync 1s) in dir, with a
-// bootstrap admin, and returns it and the admin's identity.
-func startNode(ctx context.Context, t *testing.T, dir string) (*daemon.Daemon, *identity.Identity) {
+// check: m01..m<n>, each once, in order, and nothing reported.
+func (r *receiver) check(t *testing.T, n int) {
 	t.Helper()
-	d, err := daemon.Start(ctx, daemon.Config{Bind: "127.0.0.1", DataDir: dir, Bootstrap: true, JSSync: "1s"})
-	if err != nil {
-		t.Fatal(err)
+	var want []string
+	for i := 1; i <= n; i++ {
+		want = append(want, fmt.Sprintf("m%02d", i))
 	}
-	t.Cleanup(func() { d.Close() })
-	adm, err := identity.Load(d.AdminIDFile)
-	if err != nil {
-		t.Fatal(err)
+	if got := r.received(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("received %v, want %v", got, want)
 	}
-	return d, adm
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, err := range r.reports {
+		t.Errorf("reported by Listen: %v", err)
+	}
 }

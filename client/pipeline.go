@@ -223,13 +223,14 @@ func (p *pipeline) roomState(force bool) (*roomState, error) {
 }
 
 // transient reports whether a control-plane error may pass by itself: no
-// answer at all (unreachable, timed out) or a 5xx answer.
+// answer at all (unreachable, timed out) or a 5xx answer. A closed client
+// never recovers.
 func transient(err error) bool {
 	var ae *APIError
 	if errors.As(err, &ae) {
 		return ae.Status >= 500
 	}
-	return true
+	return !errors.Is(err, ErrClosed) && !errors.Is(err, nats.ErrConnectionClosed)
 }
 
 // prepare parses a message and checks the sender's membership and the

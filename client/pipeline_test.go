@@ -10,33 +10,32 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/subjects"
+	"github.com/unibus/unibus/wire"
 )
 
 // TestListenPipelineOrderAndForgeries checks the parallel, batching receive
 // path end to end on a real membershipd: hundreds of messages, read back
 // both as a catch-up (large chunks, batch verification) and live, are
 // delivered exactly once each, in stream order, with their own bytes; and
-// forgeries mixed among them — another member's signature under the
-// admin's name, and a validly signed message that does not decrypt — are
-// reported and never delivered, whatever batch they land in.
+// forgeries mixed among them are reported and never delivered, whatever
+// batch they land in. The relay verifies no signature (receivers do), so
+// the forgeries come in the two ways a message that fails reaches a
+// receiver: a member sends, through the relay, an envelope she signed but
+// did not seal under the room key; and one she signed under the admin's
+// name, which the relay refuses (the sender header is not the publisher),
+// is written straight into the room's stored subject by the internal
+// identity, as anyone who can write the stream could.
 func TestListenPipelineOrderAndForgeries(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	d, adm := startNode(ctx, t, t.TempDir())
-	dial := func(id *identity.Identity) *client.Client {
-		c, err := client.Dial(ctx, client.Config{Identity: id, Servers: []string{d.HTTPURL()}, NATS: []string{d.NATSURL()}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
+	n0 := startNode(t)
+	adm := n0.admin
+	dial := func(id *identity.Identity) *client.Client { return n0.dial(ctx, t, id, nil) }
 	admC := dial(adm)
 	mallory, _ := identity.Generate()
 	reader, _ := identity.Generate()
@@ -47,45 +46,53 @@ func TestListenPipelineOrderAndForgeries(t *testing.T) {
 	}
 	_ = dial(mallory) // publishes mallory's KEM key
 	readerC := dial(reader)
-	r, err := admC.CreateRoom(ctx, "pipeline")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []*identity.Identity{mallory, reader} {
-		if err := admC.AddMember(ctx, r.ID, id.SignPub().String(), client.RoomMember); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// mallory, a member, publishes raw envelopes she makes herself.
-	nc, err := nats.Connect(d.NATSURL(), nats.Nkey(mallory.NKey(), mallory.SignNonce),
-		nats.CustomInboxPrefix(subjects.InboxPrefix(mallory.SignPub().String())))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	room, _ := e2e.ParseRoomID(r.ID)
-	subject := subjects.RoomTopic(r.ID, "msg")
-	wrongKey, _ := e2e.NewRoomKey(nil)
-	forge := func(seq uint64, claimAdmin bool) {
+	newRoom := func(name string) client.Room {
 		t.Helper()
-		nonce := make([]byte, e2e.NonceSize)
-		rand.Read(nonce)
-		stream := [8]byte{0xdd} // distinct message ids: JetStream would drop a repeated one
-		if claimAdmin {
-			stream[0] = 0xee
-		}
-		env, err := e2e.SealMessage(mallory, room, subject, 1, wrongKey, e2e.MsgID(stream, seq), seq, nonce, []byte("forged"))
+		r, err := admC.CreateRoom(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		h := env.Headers()
-		if claimAdmin {
-			h[e2e.HdrSender] = []string{adm.SignPub().String()}
+		if !r.Shared {
+			t.Fatalf("room %s is not in the shared stream", name)
 		}
-		if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: nats.Header(h), Data: env.Payload}); err != nil {
+		for _, id := range []*identity.Identity{mallory, reader} {
+			if err := admC.AddMember(ctx, r.ID, id.SignPub().String(), client.RoomMember); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return r
+	}
+	r := newRoom("pipeline")
+
+	malloryNC := n0.memberConn(t, mallory)
+	_, bus := n0.bus(t)
+	wrongKey, _ := e2e.NewRoomKey(nil)
+	forge := func(seq uint64, claimAdmin bool) {
+		t.Helper()
+		room := mustRoom(t, r.ID)
+		nonce := make([]byte, e2e.NonceSize)
+		rand.Read(nonce)
+		var stream [8]byte // a fresh message id, which no de-duplication can take for a repeat
+		rand.Read(stream[:])
+		env, err := e2e.SealMessage(mallory, room, subjects.RoomTopic(r.ID, "msg"), 1, wrongKey, e2e.MsgID(stream, seq), seq, nonce, []byte("forged"))
+		if err != nil {
 			t.Fatal(err)
+		}
+		h := nats.Header(env.Headers())
+		if !claimAdmin {
+			m := &nats.Msg{Subject: subjects.Ingress(mallory.SignPub().String(), r.ID, "msg"), Header: h, Data: env.Payload}
+			if ack := relay(t, malloryNC, m); ack.Error != nil || ack.Duplicate {
+				t.Fatalf("the relay did not store mallory's own envelope: %+v", ack)
+			}
+			return
+		}
+		h.Set(e2e.HdrSender, adm.SignPub().String())
+		m := &nats.Msg{Subject: subjects.Ingress(mallory.SignPub().String(), r.ID, "msg"), Header: h, Data: env.Payload}
+		if ack := relay(t, malloryNC, m); ack.Error == nil || ack.Error.ErrCode != wire.RelayBadEnvelope {
+			t.Fatalf("the relay took an envelope that names another sender than its publisher: %+v", ack)
+		}
+		if ack, err := bus.PublishMsg(ctx, &nats.Msg{Subject: subjects.Shared(r.ID, "msg"), Header: h, Data: env.Payload}); err != nil || ack.Duplicate {
+			t.Fatalf("store the forgery: %+v %v", ack, err)
 		}
 	}
 
@@ -179,22 +186,7 @@ func TestListenPipelineOrderAndForgeries(t *testing.T) {
 	check("catch-up", msgs, errs)
 
 	// Live: a second room, the reader listening while the messages arrive.
-	r2, err := admC.CreateRoom(ctx, "pipeline-live")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range []*identity.Identity{mallory, reader} {
-		if err := admC.AddMember(ctx, r2.ID, id.SignPub().String(), client.RoomMember); err != nil {
-			t.Fatal(err)
-		}
-	}
-	nc.Close()
-	if nc, err = nats.Connect(d.NATSURL(), nats.Nkey(mallory.NKey(), mallory.SignNonce),
-		nats.CustomInboxPrefix(subjects.InboxPrefix(mallory.SignPub().String()))); err != nil {
-		t.Fatal(err)
-	}
-	js, _ = jetstream.New(nc)
-	r, room, subject = r2, mustRoom(t, r2.ID), subjects.RoomTopic(r2.ID, "msg")
+	r = newRoom("pipeline-live")
 	msgs, errs = listen(func() {
 		send(0, 300)
 		forge(1, true)

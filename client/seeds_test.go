@@ -2,19 +2,22 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/wire"
 )
 
 // A control-plane seed that stops answering costs one timeout, not one per
 // request: the client stays on the server that answered.
 func TestControlPlaneStaysOnTheSeedThatAnswered(t *testing.T) {
-	var deadHits, liveHits atomic.Int32
+	var deadHits, liveHits, untagged atomic.Int32
 	dead := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		deadHits.Add(1)
 		<-r.Context().Done() // a host that accepts and never answers
@@ -23,6 +26,13 @@ func TestControlPlaneStaysOnTheSeedThatAnswered(t *testing.T) {
 	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		liveHits.Add(1)
 		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path == "/healthz" { // Dial binds its signatures to the deployment announced here
+			json.NewEncoder(w).Encode(wire.Health{Status: "ok", Protocol: wire.Protocol, Deployment: "seeds-test"})
+			return
+		}
+		if !strings.Contains(r.Header.Get("Signature-Input"), `tag="`+wire.DeploymentTag("seeds-test")+`"`) {
+			untagged.Add(1)
+		}
 		w.Write([]byte(`{}`))
 	}))
 	defer live.Close()
@@ -45,5 +55,8 @@ func TestControlPlaneStaysOnTheSeedThatAnswered(t *testing.T) {
 	}
 	if deadHits.Load() != 1 || liveHits.Load() < 6 {
 		t.Errorf("silent seed: %d requests, live seed: %d; want 1 and at least 6", deadHits.Load(), liveHits.Load())
+	}
+	if n := untagged.Load(); n != 0 {
+		t.Errorf("%d signed requests without the deployment's tag", n)
 	}
 }

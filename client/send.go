@@ -56,6 +56,17 @@ func (s *sender) next(room string, n int) uint64 {
 	return first
 }
 
+// release gives back the n numbers reserved from first, if no later
+// reservation in room followed them: receivers would report numbers never
+// sent as a gap.
+func (s *sender) release(room string, first uint64, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seqs[room] == first+uint64(n)-1 {
+		s.seqs[room] = first - 1
+	}
+}
+
 // jetStream returns the JetStream context of the data-plane connection.
 func (c *Client) jetStream() (jetstream.JetStream, error) {
 	nc, err := c.conn()
@@ -124,8 +135,14 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 		if reseal > 3 {
 			return nil, fmt.Errorf("publish to room %s: the room's epoch kept changing while sending", room)
 		}
-		stale, err := c.sendSealed(ctx, js, room, topic, first, ids, data, todo, force)
+		stale, published, err := c.sendSealed(ctx, js, room, topic, first, ids, data, todo, force)
 		if err != nil {
+			if reseal == 0 && !published {
+				// Nothing left this client (the room's state could not
+				// be read, say): its numbers are not a gap in its
+				// sequence when it sends again.
+				c.sender.release(room, first, len(data))
+			}
 			return nil, err
 		}
 		todo, force = stale, true
@@ -136,24 +153,24 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 // sendSealed seals the messages todo under the room's current epoch,
 // publishes them and waits for every acknowledgement, retrying what may
 // pass by itself. It returns the messages the relay refused as sealed for
-// a stale epoch.
-func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, topic string, first uint64, ids []string, data [][]byte, todo []int, force bool) (stale []int, err error) {
+// a stale epoch, and whether it published anything at all.
+func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, topic string, first uint64, ids []string, data [][]byte, todo []int, force bool) (stale []int, published bool, err error) {
 	st, err := c.state(ctx, room, force)
 	if err != nil {
-		return nil, err
+		return nil, published, err
 	}
 	if st.info.Room.RotationPending {
 		if err := c.Rotate(ctx, room); err != nil {
-			return nil, fmt.Errorf("room needs a key rotation before sending: %w", err)
+			return nil, published, fmt.Errorf("room needs a key rotation before sending: %w", err)
 		}
 		if st, err = c.state(ctx, room, true); err != nil {
-			return nil, err
+			return nil, published, err
 		}
 	}
 	epoch := st.info.Room.Epoch
 	key, ok := st.keys[epoch]
 	if !ok {
-		return nil, fmt.Errorf("you hold no accepted key for the room's current epoch %d", epoch)
+		return nil, published, fmt.Errorf("you hold no accepted key for the room's current epoch %d", epoch)
 	}
 	subject := subjects.RoomTopic(room, topic) // what the envelope binds
 	ingress := subjects.Ingress(c.id.SignPub().String(), room, topic)
@@ -187,14 +204,15 @@ func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, t
 		select {
 		case err := <-ch.done:
 			if err != nil {
-				return nil, err
+				return nil, published, err
 			}
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, published, ctx.Err()
 		}
 		for k := ch.lo; k < ch.hi; k++ {
 			index[msgs[k]] = todo[k]
 		}
+		published = true
 		futures, failed = publishAsync(js, msgs[ch.lo:ch.hi], futures, failed)
 	}
 	pending, started := msgs, time.Now()
@@ -214,24 +232,24 @@ func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, t
 				lastErr = err
 				failed = append(failed, f.Msg())
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return nil, published, ctx.Err()
 			}
 		}
 		if len(failed) == 0 {
 			break
 		}
 		if attempt >= 20 || time.Since(started) > publishRetryFor || (lastErr != nil && !retryable(lastErr)) {
-			return nil, fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), sendError(lastErr))
+			return nil, published, fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), sendError(lastErr))
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, published, ctx.Err()
 		case <-time.After(backoff(attempt)):
 		}
 		pending, failed = failed, nil
 	}
 	slices.Sort(stale)
-	return stale, nil
+	return stale, published, nil
 }
 
 // ErrNotMember is a publish the relay refused because the sender is not a

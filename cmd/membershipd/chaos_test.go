@@ -17,6 +17,7 @@ import (
 
 	"github.com/unibus/unibus/client"
 	"github.com/unibus/unibus/internal/harness"
+	"github.com/unibus/unibus/internal/natsnode"
 )
 
 // SIGKILL the node the client is connected to while
@@ -94,7 +95,7 @@ func TestClusterSurvivesNodeKill(t *testing.T) {
 // storedMessages returns a function that counts the messages stored in
 // the bus account's streams, asking through node i's internal identity.
 func storedMessages(t *testing.T, c *harness.Cluster, i int) func() (uint64, error) {
-	js, err := jetstream.New(c.InternalConn(t, i, true))
+	js, err := jetstream.New(c.InternalConn(t, i, natsnode.BusAccount))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -262,7 +262,7 @@ func failoverTrials(ctx context.Context, t *testing.T, c *harness.Cluster, root,
 	}
 	bus, members := make([]*nats.Conn, 3), make([]*nats.Conn, 3)
 	for i := range c.Nodes {
-		bus[i], members[i] = c.InternalConn(t, i, true), membersConn(t, c, i)
+		bus[i], members[i] = c.InternalConn(t, i, natsnode.BusAccount), membersConn(t, c, i)
 	}
 	info, err := admin.RoomInfo(ctx, room.ID)
 	if err != nil {

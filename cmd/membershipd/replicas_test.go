@@ -22,6 +22,7 @@ import (
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/harness"
+	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/internal/store/kvstore"
 	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
@@ -327,7 +328,7 @@ func streamsOnce(ctx context.Context, c *harness.Cluster, i int, t *testing.T) (
 		key := fmt.Sprintf("%s/%v", c.Nodes[i].Dir, bus)
 		v, ok := internalConns.Load(key)
 		if !ok {
-			js, err := jetstream.New(c.InternalConn(t, i, bus))
+			js, err := jetstream.New(c.InternalConn(t, i, accountOf(bus)))
 			if err != nil {
 				return nil, err
 			}
@@ -367,12 +368,21 @@ func streamsOnce(ctx context.Context, c *harness.Cluster, i int, t *testing.T) (
 
 // streamByName reads one stream's replication through node i's internal
 // identity; the stream's leader answers.
+// accountOf names the account of the internal identity's login: the bus
+// account (room streams) or the control account.
+func accountOf(bus bool) string {
+	if bus {
+		return natsnode.BusAccount
+	}
+	return ""
+}
+
 func streamByName(ctx context.Context, t *testing.T, c *harness.Cluster, i int, account, name string) (kvstore.Replication, error) {
 	bus := account == "bus"
 	key := fmt.Sprintf("%s/%v", c.Nodes[i].Dir, bus)
 	v, ok := internalConns.Load(key)
 	if !ok {
-		js, err := jetstream.New(c.InternalConn(t, i, bus))
+		js, err := jetstream.New(c.InternalConn(t, i, accountOf(bus)))
 		if err != nil {
 			return kvstore.Replication{}, err
 		}

@@ -18,7 +18,9 @@ import (
 
 	"github.com/unibus/unibus/httpsig"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/blobstore/objblobs"
 	"github.com/unibus/unibus/internal/daemon"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -62,6 +64,20 @@ func blobFiles(t *testing.T, b *bus) []string {
 		return nil
 	})
 	return out
+}
+
+// stagedBytes is how much of blob uploads the store holds: the files in
+// the blob directory (temporaries included), or the bytes of the object
+// store's stream (chunks of an upload not yet complete included).
+func stagedBytes(ctx context.Context, t *testing.T, b *bus) uint64 {
+	if js := daemon.ControlJetStream(b.d); js != nil {
+		s, err := js.Stream(ctx, "OBJ_"+objblobs.Bucket)
+		if err != nil {
+			return 0
+		}
+		return s.CachedInfo().State.Bytes
+	}
+	return uint64(len(blobFiles(t, b)))
 }
 
 func TestBlobAccessAndIntegrity(t *testing.T) { forEachStore(t, testBlobAccessAndIntegrity) }
@@ -151,15 +167,11 @@ func testBlobInterruptedUpload(t *testing.T, kind storeKind) {
 	head.WriteString("\r\n")
 	conn.Write(head.Bytes())
 	conn.Write(data[:len(data)/2])
-	time.Sleep(200 * time.Millisecond) // let the server start streaming to its temp file
+	harness.Eventually(t, 5*time.Second, func() bool { return stagedBytes(ctx, t, b) > 0 },
+		"the server streaming the upload to its store")
 	conn.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(blobFiles(t, b)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if left := blobFiles(t, b); len(left) != 0 {
-		t.Fatalf("interrupted upload left %v", left)
-	}
+	harness.Eventually(t, 5*time.Second, func() bool { return len(blobFiles(t, b)) == 0 },
+		"interrupted upload's files removed (left %v)", blobFiles(t, b))
 	if code, _ := getBlob(t, b, aliceID, room.ID, id); code != 404 {
 		t.Fatalf("interrupted blob is visible: %d", code)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/daemon"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
 )
@@ -54,19 +55,16 @@ func dialRaw(t *testing.T, b *bus, id *identity.Identity, opts ...nats.Option) (
 // denied waits for the server's permission violation naming subject.
 func (r *raw) denied(t *testing.T, op, subject string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
+	harness.Eventually(t, 3*time.Second, func() bool {
 		r.mu.Lock()
+		defer r.mu.Unlock()
 		for _, e := range r.errs {
 			if strings.Contains(e, "Permissions Violation for "+op) && strings.Contains(e, subject) {
-				r.mu.Unlock()
-				return
+				return true
 			}
 		}
-		r.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Errorf("no permissions violation for %s %q; errors seen: %v", op, subject, r.errs)
+		return false
+	}, "a permissions violation for %s %q", op, subject)
 }
 
 // sharedMsgs counts the messages of a room in the shared stream, read by
@@ -299,7 +297,7 @@ func testRemovedMember(t *testing.T, kind storeKind) {
 			mu.Unlock()
 		})
 	}()
-	eventually(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(bobGot) == 1 })
+	harness.Eventually(t, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(bobGot) == 1 }, "bob's message delivered")
 	br, err := dialRaw(t, b, bobID)
 	if err != nil {
 		t.Fatal(err)
@@ -472,18 +470,6 @@ func short(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// eventually waits up to d for cond.
-func eventually(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // listenN reads the first n messages of the room from the start.

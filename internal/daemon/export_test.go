@@ -28,3 +28,16 @@ func BusJetStream(d *Daemon) jetstream.JetStream { return d.js }
 func SweepListeners(ctx context.Context, d *Daemon) (int, error) {
 	return d.listeners.Sweep(ctx, d.roomStreams(ctx))
 }
+
+// ControlJetStream is the internal identity's JetStream context in the
+// control account (KV buckets, the blob object store), or nil on SQLite.
+func ControlJetStream(d *Daemon) jetstream.JetStream {
+	if d.cnc == nil {
+		return nil
+	}
+	js, err := jetstream.New(d.cnc)
+	if err != nil {
+		return nil
+	}
+	return js
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/daemon"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/store"
 	"github.com/unibus/unibus/internal/store/kvstore"
 	"github.com/unibus/unibus/internal/store/sqlite"
@@ -136,16 +137,13 @@ func testLoginsRacingRevocation(t *testing.T, kind storeKind) {
 			}
 		})
 	}
-	for before.Load() < 20 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	harness.Eventually(t, time.Minute, func() bool { return before.Load() >= 20 }, "20 logins before the revocation")
 	if _, err := b.admin.RevokeUser(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
 	revoked.Store(true)
-	for lateOK.Load()+lateDenied.Load() < 20 && !t.Failed() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	harness.Eventually(t, time.Minute, func() bool { return lateOK.Load()+lateDenied.Load() >= 20 || t.Failed() },
+		"20 verdicts on logins after the revocation")
 	close(stop)
 	wg.Wait()
 	if n := lateOK.Load(); n > 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/e2e"
+	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
 )
@@ -194,7 +195,7 @@ func TestRelayAnswersOnlyTheSendersInbox(t *testing.T) {
 	if err := alice.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return p.stored(t, subjects.SharedStream) == 4 })
+	harness.Eventually(t, 10*time.Second, func() bool { return p.stored(t, subjects.SharedStream) == 4 }, "4 messages stored")
 	for {
 		m, err := seen.NextMsg(300 * time.Millisecond)
 		if errors.Is(err, nats.ErrTimeout) {
@@ -215,18 +216,6 @@ func isRelayErr(err error, code uint16) bool {
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
-
-// waitFor waits up to 10 s for cond.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10 s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestRelayDedupIsPerSenderAndRoom: the stream de-duplicates on an id the
 // relay makes from the sender, the room and the envelope's id, so a member

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/unibus/unibus/identity"
-	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -205,8 +204,9 @@ func (c *Cluster) AddUser(t TB, i int, handle, role string, id *identity.Identit
 }
 
 // InternalConn logs in to node i as that node's internal identity: into
-// the control account, or with bus into the bus account (room streams).
-func (c *Cluster) InternalConn(t TB, i int, bus bool) *nats.Conn {
+// the control account when account is "", else into the account named
+// (natsnode.BusAccount: the room streams).
+func (c *Cluster) InternalConn(t TB, i int, account string) *nats.Conn {
 	t.Helper()
 	n := c.Nodes[i]
 	id, err := identity.Load(filepath.Join(n.Dir, "local_files", "internal.id"))
@@ -215,8 +215,8 @@ func (c *Cluster) InternalConn(t TB, i int, bus bool) *nats.Conn {
 	}
 	opts := []nats.Option{nats.Nkey(id.NKey(), id.SignNonce), nats.Name("test-internal"), nats.Timeout(10 * time.Second),
 		nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
-	if bus {
-		opts = append(opts, natsnode.BusLogin())
+	if account != "" {
+		opts = append(opts, nats.UserInfo(account, ""))
 	}
 	nc, err := nats.Connect(n.NATSURL(), opts...)
 	if err != nil {

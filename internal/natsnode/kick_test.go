@@ -1,11 +1,14 @@
 package natsnode
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/unibus/unibus/internal/harness"
 )
 
 func TestKick(t *testing.T) {
@@ -49,13 +52,8 @@ func TestKick(t *testing.T) {
 		t.Fatalf("Kick = %d, %v; want 1", n, err)
 	}
 	waitFor(t, disconnected, "disconnect after revocation")
-	deadline := time.Now().Add(3 * time.Second)
-	for tn.authz.callCount(alice) < 5 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if calls := tn.authz.callCount(alice); calls < 5 {
-		t.Errorf("no reconnect attempts were authorized (calls = %d)", calls)
-	}
+	harness.Eventually(t, 3*time.Second, func() bool { return tn.authz.callCount(alice) >= 5 },
+		"reconnect attempts authorized (calls = %d)", tn.authz.callCount(alice))
 	if m.nc.IsConnected() {
 		t.Error("revoked member reconnected")
 	}
@@ -65,17 +63,12 @@ func TestKick(t *testing.T) {
 	// Stop the client's reconnect attempts (one in flight, not yet refused,
 	// is briefly listed as a connection), then Kick finds nothing.
 	m.nc.Close()
-	deadline = time.Now().Add(3 * time.Second)
-	for {
-		n, err := tn.Kick(alice.pub)
-		if err == nil && n == 0 {
-			break
+	harness.EventuallyNoError(t, 3*time.Second, func() error {
+		if n, err := tn.Kick(alice.pub); err != nil || n != 0 {
+			return fmt.Errorf("Kick = %d, %v", n, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Kick of a user with no connections = %d, %v", n, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	}, "Kick of a user with no connections finds none")
 }
 
 // waitFor waits up to one second for a signal.
