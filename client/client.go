@@ -137,6 +137,19 @@ type Client struct {
 	// after it, and every Listen returns.
 	closed    chan struct{}
 	closeOnce sync.Once
+
+	// revoked is set once the control plane has answered that this
+	// identity is revoked: the data plane is closed and not dialled again.
+	revoked atomic.Bool
+	cut     chan struct{} // closed when revoked is set: every Listen ends; made once Dial succeeds
+	// life ends when Close is called: background work of the client's
+	// (the revocation check) watches it.
+	life    context.Context
+	endLife context.CancelFunc
+	// checking is set while a refused data-plane login is being checked
+	// against the control plane; checked is when the last check began.
+	checking atomic.Bool
+	checked  atomic.Int64
 }
 
 // ErrClosed is returned by calls that need the data plane after Close,
@@ -183,6 +196,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		pins:     pins,
 		closed:   make(chan struct{}),
 	}
+	c.life, c.endLife = context.WithCancel(context.Background())
 	// Every request signature is bound to the deployment the servers
 	// announce, so a request signed here is refused by any other.
 	if c.signer.Tag, err = c.deploymentTag(ctx); err != nil {
@@ -197,6 +211,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, fmt.Errorf("publish KEM key: %w", err)
 		}
 	}
+	// From here on, an answer that the identity is revoked closes the data
+	// plane for good (markRevoked).
+	c.cut = make(chan struct{})
 	return c, nil
 }
 
@@ -266,6 +283,9 @@ func (c *Client) Close() {
 		if c.closed != nil {
 			close(c.closed)
 		}
+		if c.endLife != nil {
+			c.endLife()
+		}
 	})
 	c.dropConn()
 	c.http.CloseIdleConnections()
@@ -296,6 +316,21 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code)
 }
 
+// Is makes errors.Is(err, ErrRevoked) true for the server's refusal of an
+// unknown or revoked signer.
+func (e *APIError) Is(target error) bool {
+	return target == ErrRevoked && e.Status == http.StatusUnauthorized && e.Code == wire.CodeUnknownKey
+}
+
+// ErrRevoked is the server's answer to an identity that is revoked or not
+// registered: nothing it asks will succeed until an admin adds it again.
+// Listen ends with it, and the data-plane connection stops reconnecting.
+var ErrRevoked = errors.New("this identity is revoked or not registered")
+
+// ErrRemoved ends a Listen whose identity is no longer a member of the
+// room (removed, or the room is gone).
+var ErrRemoved = errors.New("no longer a member of the room")
+
 // IsCode reports whether err is an APIError with this wire code.
 func IsCode(err error, code string) bool {
 	var ae *APIError
@@ -324,7 +359,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	return decodeResponse(resp, out)
+	err = decodeResponse(resp, out)
+	if errors.Is(err, ErrRevoked) {
+		c.markRevoked(err)
+	}
+	return err
 }
 
 // roundTrip sends a request built (and signed) by build for each server in

@@ -28,6 +28,9 @@ func (c *Client) conn() (*nats.Conn, error) {
 	if c.isClosed() {
 		return nil, ErrClosed
 	}
+	if c.revoked.Load() {
+		return nil, ErrRevoked
+	}
 	if c.nc != nil && !c.nc.IsClosed() {
 		return c.nc, nil
 	}
@@ -50,13 +53,17 @@ func (c *Client) conn() (*nats.Conn, error) {
 			if err != nil {
 				c.log.Info("data plane disconnected", "err", err)
 			}
+			c.loginRefused(err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			c.invalidateRooms()
 			c.log.Info("data plane reconnected", "url", nc.ConnectedUrlRedacted())
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			c.log.Warn("data plane error", "err", err)
+			if !c.revoked.Load() {
+				c.log.Warn("data plane error", "err", err)
+			}
+			c.loginRefused(err)
 		}),
 	}
 	if c.cfg.RootCAs != nil || hasTLSURL(c.cfg.NATS) {
@@ -78,6 +85,48 @@ func hasTLSURL(urls []string) bool {
 	}
 	return false
 }
+
+// loginRefused checks, when the data plane refused a login (err is an
+// authorization violation), whether the control plane says this identity
+// is revoked; if so the connection is closed for good instead of
+// reconnecting forever, and every Listen ends with ErrRevoked. A check
+// runs at most every few seconds, in the background: the handlers that
+// call it must not block.
+func (c *Client) loginRefused(err error) {
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "authorization violation") || c.revoked.Load() {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-c.checked.Load() < int64(revokedCheckEvery) || !c.checking.CompareAndSwap(false, true) {
+		return
+	}
+	c.checked.Store(now)
+	go func() {
+		defer c.checking.Store(false)
+		life := c.life
+		if life == nil {
+			life = context.Background()
+		}
+		ctx, cancel := context.WithTimeout(life, 10*time.Second)
+		defer cancel()
+		_ = c.do(ctx, "GET", "/v1/me", nil, nil) // a revocation marks the client
+	}()
+}
+
+// markRevoked is called when the control plane answered that this identity
+// is revoked or not registered: the data-plane connection is closed and
+// not made again, and every Listen ends with ErrRevoked.
+func (c *Client) markRevoked(err error) {
+	if c.cut == nil || !c.revoked.CompareAndSwap(false, true) {
+		return // a client still being dialled, or already marked
+	}
+	c.log.Error("this identity is revoked or not registered: the data plane is closed", "err", err)
+	close(c.cut)
+	c.dropConn()
+}
+
+// revokedCheckEvery bounds how often a refused login is checked.
+const revokedCheckEvery = 2 * time.Second
 
 // dropConn closes the data-plane connection (Close).
 func (c *Client) dropConn() {

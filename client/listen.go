@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -73,8 +74,9 @@ type ListenOptions struct {
 // (docs/DESIGN.md, "Listeners"). After a gap in its deliveries, a lost
 // heartbeat or a node lost, Listen asks for a new one that starts after
 // the last message it handed on, so nothing is lost or repeated. It ends
-// with an error when the caller can no longer read the room (removed,
-// revoked) and with ErrClosed when the client is closed.
+// with an error when the caller can no longer read the room — matching
+// ErrRemoved (no longer a member) or ErrRevoked — and with ErrClosed when
+// the client is closed.
 //
 // Signatures are verified on every core (GOMAXPROCS workers, in batches
 // when messages queue up); fn and OnError are still called from a single
@@ -118,7 +120,7 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("listen to room %s: %w", room, err)
+		return fmt.Errorf("listen to room %s: %w", room, cutOff(err))
 	}
 	if o.caughtUp != nil {
 		p.caughtUp(cur.info.Pending, o.caughtUp)
@@ -131,6 +133,9 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 		case <-c.closed:
 			l.stop(cur)
 			return fmt.Errorf("listen to room %s: %w", room, ErrClosed)
+		case <-c.cut:
+			l.stop(cur)
+			return fmt.Errorf("listen to room %s: %w", room, ErrRevoked)
 		case why := <-l.restart:
 			l.stop(cur)
 			// A request the replaced listener made while it was being
@@ -144,10 +149,22 @@ func (c *Client) Listen(ctx context.Context, room string, o ListenOptions, fn fu
 				if ctx.Err() != nil {
 					return nil
 				}
-				return fmt.Errorf("listen to room %s: %w", room, err)
+				return fmt.Errorf("listen to room %s: %w", room, cutOff(err))
 			}
 		}
 	}
+}
+
+// cutOff marks a refusal of a listener that means the caller can no longer
+// read the room: ErrRevoked (matched by the APIError itself), or
+// ErrRemoved for a room it is no longer a member of (the server answers
+// 404 for a room the caller is not a member of, or that is gone).
+func cutOff(err error) error {
+	var ae *APIError
+	if !errors.Is(err, ErrRevoked) && errors.As(err, &ae) && (ae.Status == http.StatusNotFound || ae.Status == http.StatusForbidden) {
+		return fmt.Errorf("%w: %w", ErrRemoved, err)
+	}
+	return err
 }
 
 // listening is one Listen: the listener it reads now, replaced when its
@@ -276,6 +293,12 @@ func (l *listening) handle(cur *current, m *nats.Msg) {
 	cur.heard.Store(time.Now().UnixNano())
 	if len(m.Data) == 0 && m.Header.Get("Status") != "" {
 		l.status(cur, m)
+		return
+	}
+	if len(m.Data) == 0 && m.Header.Get(wire.HdrListenerEnded) != "" {
+		// The server deleted the listener: ask for a new one now (it
+		// refuses if this member can no longer read the room).
+		l.requestRestart(errors.New("the server ended the listener"))
 		return
 	}
 	md, err := m.Metadata()

@@ -256,6 +256,11 @@ func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, t
 // member of the room (or the room does not exist).
 var ErrNotMember = errors.New("not a member of the room")
 
+// ErrDiskFull is a publish the server refused because its free disk space
+// is below its reserve: the message was not stored, and sending it again
+// once space is freed is safe.
+var ErrDiskFull = errors.New("the server's disk is full; the message was not stored")
+
 // isRelayCode reports whether err is the relay's refusal with this code.
 func isRelayCode(err error, code uint16) bool {
 	var apiErr *jetstream.APIError
@@ -264,8 +269,11 @@ func isRelayCode(err error, code uint16) bool {
 
 // sendError gives a relay refusal the SDK's sentinel where it has one.
 func sendError(err error) error {
-	if isRelayCode(err, wire.RelayNotMember) {
+	switch {
+	case isRelayCode(err, wire.RelayNotMember):
 		return fmt.Errorf("%w: %v", ErrNotMember, err)
+	case isRelayCode(err, wire.RelayDiskFull):
+		return fmt.Errorf("%w: %v", ErrDiskFull, err)
 	}
 	return err
 }

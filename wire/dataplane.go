@@ -51,7 +51,17 @@ const (
 	// RelayOldProtocol: the envelope is of an older protocol version that
 	// this server no longer accepts. Code 400.
 	RelayOldProtocol uint16 = 60008
+	// RelayDiskFull: the server's free disk space is below its reserve;
+	// the message was not stored (a retry after space is freed is safe).
+	// Code 507.
+	RelayDiskFull uint16 = 60009
 )
+
+// HdrListenerEnded is the header of the message membershipd sends, with no
+// body, on a listener's deliver subject after deleting it because its
+// member left the room or was revoked: a hint to ask for a new listener
+// now (which is refused) rather than after three missed heartbeats.
+const HdrListenerEnded = "Unibus-Listener-Ended"
 
 // ListenRequest is POST /v1/rooms/{room}/listeners: make a consumer of the
 // room's messages that delivers to the caller.

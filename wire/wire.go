@@ -43,6 +43,17 @@ const (
 	CodeWrongDeployment   = "wrong_deployment"
 	CodeTooMany           = "too_many"
 	CodeInternal          = "internal"
+	// CodeRateLimited (429): the user sent more signed requests than its
+	// rate allows; nothing was done. Retry after Retry-After seconds.
+	CodeRateLimited = "rate_limited"
+	// CodeOutcomeUnknown (503): a change the store did not confirm (a
+	// timeout, a lost quorum): it may or may not have been applied. Read
+	// the state back or retry; admin and membership changes are safe to
+	// retry (a retry never applies one twice).
+	CodeOutcomeUnknown = "outcome_unknown"
+	// CodeDiskFull (507): the server's free disk space is below its
+	// reserve; nothing was stored, and a retry after space is freed is safe.
+	CodeDiskFull = "disk_full"
 )
 
 // User is a user's public record.
@@ -178,12 +189,41 @@ type Health struct {
 	Version string  `json:"version"`
 	Posture Posture `json:"posture"`
 	Error   string  `json:"error,omitempty"`
+	// Reason is why the node is not ok, for machines: one of the
+	// Health* reasons ("" when ok).
+	Reason string `json:"reason,omitempty"`
+	// DiskFree is the least free space, in bytes, over the file systems
+	// that hold the node's state (-1 when it cannot be read).
+	DiskFree int64 `json:"disk_free"`
 	// Deployment is the deployment's id: every request signature carries
 	// DeploymentTag(Deployment) (empty while the store is not open).
 	Deployment string `json:"deployment,omitempty"`
 	// Protocol is the data-plane protocol the server speaks ("2").
 	Protocol string `json:"protocol,omitempty"`
 }
+
+// Reasons a node is not ok (Health.Reason). A node answers 503 to
+// /healthz with one of them; the first that applies is given.
+const (
+	// HealthNoQuorum: JetStream has no meta leader or quorum.
+	HealthNoQuorum = "no_quorum"
+	// HealthStoreUnreadable: the control-plane store cannot be read (or is
+	// not open yet).
+	HealthStoreUnreadable = "store_unreadable"
+	// HealthStoreUnwritable: the control-plane store cannot be written, so
+	// no signed request can succeed (each records its nonce).
+	HealthStoreUnwritable = "store_unwritable"
+	// HealthDiskLow: a file system that holds the node's state has less
+	// free space than the reserve: new data (messages, blobs) is refused.
+	HealthDiskLow = "disk_low"
+	// HealthJetStreamOff: JetStream is not enabled.
+	HealthJetStreamOff = "jetstream_disabled"
+	// HealthStarting: the node is still setting up the data plane.
+	HealthStarting = "starting"
+)
+
+// HealthReasons lists every Health* reason.
+var HealthReasons = []string{HealthNoQuorum, HealthStoreUnreadable, HealthStoreUnwritable, HealthDiskLow, HealthJetStreamOff, HealthStarting}
 
 // Protocol is the protocol this package describes.
 const Protocol = "2"
@@ -208,6 +248,9 @@ type Posture struct {
 	// Peers the meta group's size (the nodes this node knows of).
 	MetaLeader string `json:"meta_leader"`
 	Peers      int    `json:"peers"`
+	// DiskReserve is the free space, in bytes, below which the node
+	// refuses new data and reports HealthDiskLow (0: no reserve).
+	DiskReserve int64 `json:"disk_reserve"`
 }
 
 // Blob is a stored blob's metadata (PUT and GET .../blobs/{id}/info).

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/client"
@@ -132,9 +133,27 @@ func TestClusterFailsClosedWithoutQuorum(t *testing.T) {
 	}
 	admin.Close()
 	sig := signer(t, nodes[0].HTTPURL(), root)
+	// A member's live connection to n1, made while it had the quorum.
+	closed := make(chan struct{})
+	live, err := nats.Connect(nodes[0].NATSURL(), nats.Nkey(root.NKey(), root.SignNonce), nats.Timeout(15*time.Second),
+		nats.NoReconnect(), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.Close()
 
 	c.Kill(1)
 	c.Kill(2)
+	killed := time.Now()
+	// Fenced: n1 closes its members' connections once the quorum has been
+	// gone a few seconds, so what the majority decides (a revocation, a
+	// removal) cannot be outlived here.
+	select {
+	case <-closed:
+		t.Logf("n1 closed the member's connection %v after losing the quorum", time.Since(killed).Round(100*time.Millisecond))
+	case <-time.After(30 * time.Second):
+		t.Fatal("n1 without quorum kept a member's connection open for 30 s")
+	}
 	// Signed requests: 503, never served from what n1 still holds.
 	harness.EventuallyNoError(t, 60*time.Second, func() error {
 		req := signedRequest(t, nodes[0].HTTPURL(), "GET", "/v1/rooms", nil, sig)

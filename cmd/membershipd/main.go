@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/unibus/unibus/internal/api"
 	"github.com/unibus/unibus/internal/daemon"
 	"github.com/unibus/unibus/internal/envflag"
 )
@@ -51,6 +52,8 @@ func main() {
 func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	var cfg daemon.Config
 	var noBootstrap bool
+	var diskReserve int64
+	var userReads, userChanges float64
 	var logLevel, logFormat string
 	root := &cobra.Command{
 		Use:           "membershipd",
@@ -69,6 +72,23 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				return &exitError{2, err}
 			}
 			cfg.Logger, cfg.Version, cfg.Bootstrap = log, version, !noBootstrap
+			if diskReserve < 0 {
+				return &exitError{2, errors.New("--disk-reserve must be 0 (no reserve) or a number of bytes")}
+			}
+			cfg.DiskReserve = diskReserve
+			if diskReserve == 0 {
+				cfg.DiskReserve = -1 // no reserve
+			}
+			if userReads < 0 || userChanges < 0 {
+				return &exitError{2, errors.New("--user-read-rate and --user-change-rate must be 0 (no limit) or a rate per second")}
+			}
+			cfg.UserReads, cfg.UserChanges = userReads, userChanges
+			if userReads == 0 {
+				cfg.UserReads = -1 // no limit
+			}
+			if userChanges == 0 {
+				cfg.UserChanges = -1
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			d, err := daemon.Start(ctx, cfg)
@@ -119,6 +139,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	f.DurationVar(&cfg.DedupWindow, "dedup-window", daemonDefaultDedup, "JetStream de-duplication window of room streams (Nats-Msg-Id)")
 	f.StringVar(&cfg.BlobDir, "blob-dir", "", "encrypted blob directory (default <data-dir>/blobs)")
 	f.Int64Var(&cfg.BlobMaxSize, "blob-max-size", 1<<30, "largest blob (ciphertext bytes) an upload may carry; larger is refused with 413")
+	f.Int64Var(&diskReserve, "disk-reserve", daemon.DefaultDiskReserve, "free bytes kept on the state's file systems: below it new room messages and blobs are refused (507) and /healthz is 503 disk_low (0 = no reserve)")
+	f.Float64Var(&userReads, "user-read-rate", api.DefaultUserRates.Reads, "signed reads (GET) per second allowed to each non-admin user, in bursts of ten seconds' worth; more get 429 (0 = no limit)")
+	f.Float64Var(&userChanges, "user-change-rate", api.DefaultUserRates.Changes, "signed changes (POST, PUT, DELETE) per second allowed to each non-admin user, in bursts of ten seconds' worth; more get 429 (0 = no limit)")
 	f.BoolVar(&noBootstrap, "no-bootstrap", false, "do not create an admin identity on first run")
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")

@@ -26,11 +26,14 @@ import (
 var version = "dev"
 
 // Exit statuses: 0 ok, 1 the operation failed (denied, conflict, not
-// found…), 2 usage or local input error, 3 the server could not be reached.
+// found…), 2 usage or local input error, 3 the server could not be
+// reached, 4 cut off: the identity was revoked, or is no longer a member
+// of the room it listens to or sends to (retrying will not help).
 const (
 	exitFailed      = 1
 	exitUsage       = 2
 	exitUnreachable = 3
+	exitCutOff      = 4
 )
 
 type exitError struct {
@@ -59,6 +62,9 @@ func exitCode(err error) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
+	}
+	if errors.Is(err, client.ErrRevoked) || errors.Is(err, client.ErrRemoved) || errors.Is(err, client.ErrNotMember) {
+		return exitCutOff
 	}
 	if strings.Contains(err.Error(), "unreachable") {
 		return exitUnreachable

@@ -17,6 +17,7 @@ func (s *Server) audited(ctx context.Context, c *caller, rec audit.Record, apply
 	s.o.Metrics.AuditEntries.Add(float64(res.Appended))
 	if res.Appended == 0 && err != nil {
 		s.log.Error("audit log append failed; change refused", "action", rec.Action, "err", err)
+		return &notApplied{err} // the log comes first: nothing was changed
 	}
 	if res.FailRecordErr != nil {
 		s.log.Warn("audit log: recording a refused change failed", "action", rec.Action, "err", res.FailRecordErr)

@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"syscall"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/internal/blobstore"
 	"github.com/unibus/unibus/wire"
@@ -46,15 +49,26 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request, c *caller) erro
 	if r.ContentLength > s.o.BlobMaxSize {
 		return errorf(http.StatusRequestEntityTooLarge, wire.CodeTooLarge, "blob is larger than the %d-byte limit", s.o.BlobMaxSize)
 	}
-	info, err := s.o.Blobs.Put(r.Context(), room, id, r.Body, s.o.BlobMaxSize)
+	if s.o.DiskLow != nil && s.o.DiskLow(max(r.ContentLength, 0)) {
+		return errorf(http.StatusInsufficientStorage, wire.CodeDiskFull, "the server's free disk space is below its reserve: nothing was stored; retry once space is freed")
+	}
+	body := &readErr{r: r.Body}
+	info, err := s.o.Blobs.Put(r.Context(), room, id, body, s.o.BlobMaxSize)
 	switch {
 	case errors.Is(err, blobstore.ErrTooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, wire.CodeTooLarge, "blob is larger than the %d-byte limit", s.o.BlobMaxSize)
 	case errors.Is(err, blobstore.ErrDigestMismatch):
 		return errorf(http.StatusBadRequest, wire.CodeBadDigest, "the uploaded bytes do not hash to the blob id; nothing was stored")
-	case err != nil:
-		s.log.Warn("blob upload failed; nothing stored", "room", room, "blob", id[:16], "err", err)
+	case err != nil && body.err != nil:
+		// The client's body ended early or too slowly: its fault.
+		s.log.Info("blob upload interrupted; nothing stored", "room", room, "blob", id[:16], "err", body.err)
 		return badRequest("the upload did not complete; nothing was stored")
+	case err != nil && diskFull(err):
+		s.log.Error("blob upload failed: no space left; nothing stored", "room", room, "blob", id[:16], "err", err)
+		return errorf(http.StatusInsufficientStorage, wire.CodeDiskFull, "the server has no space left for this blob: nothing was stored; retry once space is freed")
+	case err != nil:
+		s.log.Error("blob upload failed in the blob store; nothing stored", "room", room, "blob", id[:16], "err", err)
+		return errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the blob store could not store the upload: nothing was stored; retrying is safe")
 	}
 	s.log.Info("blob stored", "room", room, "blob", id[:16], "size", info.Size, "by", c.key.Short())
 	writeJSON(w, http.StatusCreated, blobWire(info))
@@ -102,4 +116,35 @@ func (s *Server) statBlob(w http.ResponseWriter, r *http.Request, c *caller) err
 	}
 	writeJSON(w, http.StatusOK, blobWire(info))
 	return nil
+}
+
+// readErr remembers the first error reading the request body gave, so a
+// failed upload can be told apart: the client's fault (400) or the
+// server's (503, 507).
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (b *readErr) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// jsInsufficientResources is nats-server's JSInsufficientResourcesErr: the
+// stream cannot store more on this server (its disk or its limit).
+const jsInsufficientResources = 10023
+
+// diskFull reports whether a store error is the disk being full: ENOSPC
+// from a file, or JetStream's "insufficient resources" from the object
+// store.
+func diskFull(err error) bool {
+	if errors.Is(err, syscall.ENOSPC) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsInsufficientResources
 }

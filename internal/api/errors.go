@@ -35,6 +35,25 @@ func forbidden(format string, args ...any) error {
 	return errorf(http.StatusForbidden, wire.CodeForbidden, format, args...)
 }
 
+// changeErr is an error of a handler that changes state, returned after
+// the request was authenticated: if it is the store's unavailability, the
+// change may have been applied before the store failed to confirm it.
+type changeErr struct{ err error }
+
+func (e *changeErr) Error() string { return e.err.Error() }
+func (e *changeErr) Unwrap() error { return e.err }
+
+// notApplied is a change's error known to have left everything as it was
+// (its audit entry, which comes first, could not be written): a denial.
+type notApplied struct{ err error }
+
+func (e *notApplied) Error() string { return e.err.Error() }
+func (e *notApplied) Unwrap() error { return e.err }
+
+// outcomeUnknown is the answer to a change the store did not confirm.
+var outcomeUnknown = &apiError{http.StatusServiceUnavailable, wire.CodeOutcomeUnknown,
+	"the store did not confirm the change: it may or may not have been applied; read the state back, or retry (a retry never applies a change twice)"}
+
 // classify maps every error a handler can return to its status, code and
 // client-visible message, in one place. Unknown errors are 500 with a
 // generic message (the detail goes to the log only).
@@ -42,6 +61,11 @@ func classify(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae
+	}
+	var ce *changeErr
+	var na *notApplied
+	if errors.As(err, &ce) && !errors.As(err, &na) && errors.Is(err, store.ErrUnavailable) {
+		return outcomeUnknown
 	}
 	var mbe *http.MaxBytesError
 	switch {

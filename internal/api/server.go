@@ -84,6 +84,13 @@ type Options struct {
 	Blobs blobstore.Store
 	// BlobMaxSize bounds one blob's ciphertext; 0 means DefaultBlobMaxSize.
 	BlobMaxSize int64
+	// UserRates bounds each non-admin user's signed requests (zero values:
+	// no limit; see DefaultUserRates).
+	UserRates UserRates
+	// DiskLow, if set, reports whether storing need more bytes would take
+	// the server's free disk space below its reserve: such an upload is
+	// refused with 507 before its body is read.
+	DiskLow func(need int64) bool
 }
 
 // DefaultBlobMaxSize is the default per-blob size limit (1 GiB).
@@ -99,6 +106,8 @@ type Server struct {
 	// (unknown and revoked users are refused there), and a key is prepared
 	// only after that lookup found an active user.
 	keys *httpsig.KeyCache
+	// limits holds each user's request-rate buckets.
+	limits *userLimits
 	// tag is the deployment's signature tag, read from the store once.
 	tagMu sync.Mutex
 	tag   string
@@ -125,7 +134,8 @@ func New(o Options) (*Server, error) {
 	if o.BlobMaxSize <= 0 {
 		o.BlobMaxSize = DefaultBlobMaxSize
 	}
-	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(), keys: httpsig.NewKeyCache(preparedKeys)}
+	s := &Server{o: o, log: o.Logger, mux: http.NewServeMux(), keys: httpsig.NewKeyCache(preparedKeys),
+		limits: newUserLimits(o.UserRates, o.Now)}
 	s.routes()
 	return s, nil
 }
@@ -209,6 +219,9 @@ func (s *Server) register(pattern string, streaming bool, h handlerFunc) {
 			ae := classify(err)
 			if ae.status == http.StatusInternalServerError {
 				s.log.Error("request failed", "route", pattern, "err", err)
+			} else if ae.code == wire.CodeOutcomeUnknown {
+				s.o.Metrics.Denials.WithLabelValues(ae.code).Inc()
+				s.log.Warn("change not confirmed by the store: its outcome is unknown", "route", pattern, "remote", r.RemoteAddr, "err", err)
 			} else if ae.status == http.StatusServiceUnavailable {
 				s.o.Metrics.Denials.WithLabelValues(ae.code).Inc()
 				s.log.Warn("request denied: unavailable", "route", pattern, "remote", r.RemoteAddr, "err", err)
@@ -277,6 +290,15 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		return err
 	}
 	c.request = requestDigest(vr.BaseDigest)
+	// The rate is checked once the signature verified (so nobody can use
+	// up another user's allowance) and before the nonce is written (so a
+	// flood costs no store write).
+	change := r.Method != http.MethodGet && r.Method != http.MethodHead
+	if !c.isAdmin() && !s.limits.allow(vr.KeyID, change) {
+		w.Header().Set("Retry-After", "1")
+		s.o.Metrics.Denials.WithLabelValues(wire.CodeRateLimited).Inc()
+		return errRateLimited(change, s.o.UserRates)
+	}
 	now := s.o.Now()
 	if _, err := observe(s, "use_nonce", func() (struct{}, error) {
 		return struct{}{}, s.o.Store.UseNonce(r.Context(), vr.KeyID, vr.Nonce, now, now.Add(2*s.o.Window))
@@ -287,7 +309,13 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		}
 		return errors.Join(store.ErrUnavailable, err)
 	}
-	return h(w, r, c)
+	if err := h(w, r, c); err != nil {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return &changeErr{err}
+		}
+		return err
+	}
+	return nil
 }
 
 // deploymentTag is the tag every request signature must carry; the store

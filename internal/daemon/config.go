@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/unibus/unibus/internal/api"
 	"github.com/unibus/unibus/internal/natsnode"
 )
 
@@ -78,6 +79,15 @@ type Config struct {
 	DedupWindow    time.Duration
 	BlobDir        string // default <data-dir>/blobs
 	BlobMaxSize    int64  // per-blob ciphertext limit; default 1 GiB
+	// DiskReserve is the free space kept on the state's file systems:
+	// below it new room messages and blobs are refused (507) and /healthz
+	// is 503 (disk_low). Default DefaultDiskReserve; negative: no reserve.
+	DiskReserve int64
+	// UserReads and UserChanges bound each non-admin user's signed reads
+	// and changes per second (api.DefaultUserRates when 0; negative: no
+	// limit).
+	UserReads   float64
+	UserChanges float64
 	// Bootstrap creates and registers an admin identity in DataDir on first
 	// start when the store has no active admin and the bind is loopback.
 	Bootstrap bool
@@ -128,6 +138,15 @@ func (c *Config) Defaults() {
 	}
 	if c.BlobMaxSize == 0 {
 		c.BlobMaxSize = 1 << 30
+	}
+	if c.DiskReserve == 0 {
+		c.DiskReserve = DefaultDiskReserve
+	}
+	if c.UserReads == 0 {
+		c.UserReads = api.DefaultUserRates.Reads
+	}
+	if c.UserChanges == 0 {
+		c.UserChanges = api.DefaultUserRates.Changes
 	}
 	if c.InternalIDFile == "" {
 		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")

@@ -58,6 +58,7 @@ type Daemon struct {
 	// streamsReady is set once the shared room stream exists: until then
 	// no message can be stored and no listener made, so /healthz is 503.
 	streamsReady atomic.Bool
+	hs           healthState
 	authz        *storeAuthorizer
 	metrics      *metrics.Metrics
 	httpSrv      *http.Server
@@ -103,6 +104,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	d.checkDisk() // the relay and the blob uploads consult it from the start
 	if cfg.tlsOn() {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
@@ -151,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 			return nil, fmt.Errorf("bootstrap admin: %w", err)
 		}
 	}
+	d.wg.Go(d.watchHealth)
 	if err := d.startHTTP(); err != nil {
 		return nil, err
 	}
@@ -159,6 +162,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		// serve /healthz (503) meanwhile; the store opens in the
 		// background and denies everything until then.
 		d.wg.Go(d.awaitKV)
+		d.wg.Go(d.fenceMinority)
 	}
 	d.log.Info("membershipd ready", "node", d.nodeName(), "http", d.HTTPURL(), "nats", d.NATSURL(),
 		"route", d.node.RouteURL(), "bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store,
@@ -238,7 +242,8 @@ func (d *Daemon) startHTTP() error {
 	srv, err := api.New(api.Options{
 		Store: d.store, DataPlane: dataPlane{d}, Metrics: d.metrics, Logger: d.log.With("component", "api"),
 		Window: d.cfg.Window, Health: d.health, RoomMaxAge: d.cfg.RoomMaxAge, RoomMaxBytes: d.cfg.RoomMaxBytes,
-		Blobs: d.blobs, BlobMaxSize: d.cfg.BlobMaxSize,
+		Blobs: d.blobs, BlobMaxSize: d.cfg.BlobMaxSize, DiskLow: d.DiskLow,
+		UserRates: api.UserRates{Reads: max(d.cfg.UserReads, 0), Changes: max(d.cfg.UserChanges, 0)},
 	})
 	if err != nil {
 		return err
@@ -351,30 +356,6 @@ func (d *Daemon) Close() error {
 		d.closeErr = err
 	})
 	return d.closeErr
-}
-
-func (d *Daemon) health(ctx context.Context) wire.Health {
-	h := wire.Health{Status: "ok", Node: d.nodeName(), Version: d.cfg.Version, Posture: wire.Posture{
-		BusAuth: string(d.cfg.BusAuth), ACL: d.cfg.BusAuth == BusAuthEnforce, TLS: d.tls != nil, Store: string(d.cfg.Store),
-		KVReplicas: d.cfg.KVReplicas, JSSync: string(d.cfg.JSSync), Cluster: d.cfg.clustered(),
-		RouteTLS: d.cfg.clustered() && d.cfg.RouteTLSCert != "",
-	}}
-	leader, peers := d.node.MetaLeader()
-	h.Posture.MetaLeader, h.Posture.Peers = leader, peers
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	if leader == "" || !d.node.Quorum() {
-		h.Status, h.Error = "unavailable", "JetStream has no meta leader or quorum (a cluster needs a quorum of its nodes up)"
-	} else if _, err := d.store.GetUser(ctx, "health-check"); err != nil && !errors.Is(err, store.ErrNotFound) {
-		h.Status, h.Error = "unavailable", "store not readable"
-	} else if !d.node.Server().JetStreamEnabled() {
-		h.Status, h.Error = "unavailable", "JetStream not enabled"
-	} else if !d.streamsReady.Load() {
-		h.Status, h.Error = "unavailable", "the shared room stream is not created yet"
-	}
-	h.Protocol = wire.Protocol
-	h.Deployment = d.deploymentID(ctx)
-	return h
 }
 
 // DeploymentTag is the tag every request signature must carry

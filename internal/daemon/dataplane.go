@@ -36,7 +36,7 @@ func (d *Daemon) startDataPlane() error {
 	}
 	d.relay, err = dataplane.StartRelay(dataplane.RelayOptions{
 		Members: d.mnc, Bus: d.js, Directory: d.dir, MaxSkew: d.cfg.Window,
-		Logger: d.log.With("component", "relay"), OnResult: d.metrics.OnRelay,
+		Logger: d.log.With("component", "relay"), OnResult: d.metrics.OnRelay, DiskLow: d.DiskLow,
 	})
 	if err != nil {
 		return err

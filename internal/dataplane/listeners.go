@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/subjects"
@@ -234,10 +235,28 @@ func (l *Listeners) deleteWhere(ctx context.Context, stream, prefix string, matc
 			errs = append(errs, err)
 			continue
 		}
+		l.ended(c.CachedInfo().Config.DeliverSubject)
 		l.release(md[metaMember], n)
 		deleted++
 	}
 	return deleted, errors.Join(errs...)
+}
+
+// ended tells the listener's subscriber that the server deleted it (its
+// member left the room or was revoked): a message on its deliver subject
+// with the wire.HdrListenerEnded header and no body. It is a hint, sent
+// at most once: the SDK then asks for a new listener at once — refused,
+// so its Listen ends — instead of after three missed heartbeats. Nothing
+// depends on it arriving.
+func (l *Listeners) ended(deliver string) {
+	if deliver == "" {
+		return
+	}
+	m := nats.NewMsg(deliver)
+	m.Header.Set(wire.HdrListenerEnded, "deleted")
+	if err := l.o.Bus.Conn().PublishMsg(m); err != nil {
+		l.o.Logger.Debug("listener ended: the hint was not sent", "err", err)
+	}
 }
 
 // Sweep deletes every listener on the streams whose member is no longer
@@ -256,19 +275,22 @@ func (l *Listeners) Sweep(ctx context.Context, streams []string) (int, error) {
 			continue
 		}
 		list := s.ListConsumers(ctx)
-		var doomed []string
+		var doomed []*jetstream.ConsumerInfo
 		for info := range list.Info() {
 			if !l.keep(ctx, info) {
-				doomed = append(doomed, info.Name)
+				doomed = append(doomed, info)
 			}
 		}
 		if err := list.Err(); err != nil {
 			errs = append(errs, err)
 		}
-		for _, n := range doomed {
-			if err := s.DeleteConsumer(ctx, n); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		for _, info := range doomed {
+			if err := s.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 				errs = append(errs, err)
 				continue
+			}
+			if info.Config.Metadata[metaMember] != "" {
+				l.ended(info.Config.DeliverSubject)
 			}
 			deleted++
 		}

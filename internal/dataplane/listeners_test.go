@@ -33,15 +33,16 @@ func (p *plane) fill(t *testing.T, room string, n int) {
 // receiver reads a listener's deliveries as the SDK does: data messages
 // in order, flow-control requests answered on their reply subject.
 type receiver struct {
-	sub  *nats.Subscription
-	got  chan *nats.Msg
-	hbs  chan struct{}
-	errs chan error
+	sub   *nats.Subscription
+	got   chan *nats.Msg
+	hbs   chan struct{}
+	ended chan struct{} // the server's hint that it deleted the listener
+	errs  chan error
 }
 
 func (u *user) receive(t *testing.T, l wire.Listener) *receiver {
 	t.Helper()
-	r := &receiver{got: make(chan *nats.Msg, 100000), hbs: make(chan struct{}, 100)}
+	r := &receiver{got: make(chan *nats.Msg, 100000), hbs: make(chan struct{}, 100), ended: make(chan struct{}, 10)}
 	sub, err := u.nc.Subscribe(l.DeliverSubject, func(m *nats.Msg) {
 		if len(m.Data) == 0 && m.Header.Get("Status") == "100" {
 			if m.Reply != "" {
@@ -52,6 +53,10 @@ func (u *user) receive(t *testing.T, l wire.Listener) *receiver {
 				default:
 				}
 			}
+			return
+		}
+		if len(m.Data) == 0 && m.Header.Get(wire.HdrListenerEnded) != "" {
+			r.ended <- struct{}{}
 			return
 		}
 		r.got <- m
@@ -175,7 +180,13 @@ func TestRemovedMembersListenersAreDeleted(t *testing.T) {
 			t.Errorf("listener %s should remain: %v", name, err)
 		}
 	}
-	// A message sent now reaches nobody through the deleted listener.
+	// The subscriber is told its listener ended (a hint), and a message
+	// sent now reaches nobody through the deleted listener.
+	select {
+	case <-rc.ended:
+	case <-time.After(5 * time.Second):
+		t.Error("no hint that the listener ended")
+	}
 	p.fill(t, r.ID, 1)
 	select {
 	case m := <-rc.got:

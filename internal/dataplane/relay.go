@@ -67,6 +67,10 @@ type RelayOptions struct {
 	MaxSkew time.Duration
 	Now     func() time.Time
 	Logger  *slog.Logger
+	// DiskLow, if set, reports whether storing need more bytes would take
+	// the server's free disk space below its reserve: such a message is
+	// refused (507, wire.RelayDiskFull) instead of stored.
+	DiskLow func(need int64) bool
 	// OnResult, if set, is called once per message with "ok" or the
 	// refusal's reason; it must not block.
 	OnResult func(reason string)
@@ -243,6 +247,9 @@ func (r *Relay) check(m *nats.Msg, sender, room, topic string) (*nats.Msg, *refu
 	now := r.o.Now()
 	if skew := now.Sub(time.UnixMilli(int64(min(sent, 1<<62)))); skew > r.o.MaxSkew || skew < -r.o.MaxSkew {
 		return nil, refuse(400, wire.RelayClockSkew, "clock_skew", "relay: send time is %v from the server's clock (at most ±%v): check the sender's clock", skew.Round(time.Second), r.o.MaxSkew)
+	}
+	if r.o.DiskLow != nil && r.o.DiskLow(int64(len(m.Data)+len(m.Header)*64)) {
+		return nil, refuse(507, wire.RelayDiskFull, "disk_full", "relay: the server's free disk space is below its reserve; the message was not stored (retry once space is freed)")
 	}
 	stream, subject := subjects.SharedStream, subjects.Shared(room, topic)
 	if rm.Dedicated {

@@ -10,6 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/unibus/unibus/wire"
 )
 
 // Metrics is the set of membershipd's metrics.
@@ -33,6 +35,13 @@ type Metrics struct {
 	// Relay counts members' messages by the relay's verdict: ok, or why
 	// it refused one.
 	Relay *prometheus.CounterVec
+	// Healthy is 1 while /healthz would answer ok, else 0.
+	Healthy prometheus.Gauge
+	// Degraded is 1 for the reason the node is not ok (wire.HealthReasons),
+	// 0 for the others.
+	Degraded *prometheus.GaugeVec
+	// DiskFree is the least free space over the state's file systems.
+	DiskFree prometheus.Gauge
 }
 
 // New creates the metrics on a fresh registry, with the Go and process collectors.
@@ -66,7 +75,20 @@ func New() *Metrics {
 			Name: "unibus_relay_messages_total", Help: "Members' messages by the relay's verdict (ok, or the refusal's reason).",
 		}, []string{"result"}),
 	}
+	m.Healthy = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "unibus_healthy", Help: "1 while /healthz answers ok, else 0 (refreshed every few seconds).",
+	})
+	m.Degraded = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "unibus_degraded", Help: "1 for the reason the node is not ok (as /healthz's reason), 0 for the others.",
+	}, []string{"reason"})
+	for _, reason := range wire.HealthReasons {
+		m.Degraded.WithLabelValues(reason)
+	}
+	m.DiskFree = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "unibus_disk_free_bytes", Help: "Least free space over the file systems that hold the node's state (-1: unknown).",
+	})
 	r.MustRegister(m.Requests, m.Denials, m.Replays, m.Kicked, m.AuditEntries, m.StoreLatency, m.BusAuth, m.Relay,
+		m.Healthy, m.Degraded, m.DiskFree,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -83,6 +105,23 @@ func (m *Metrics) OnBusAuth(reason string, allowed bool) {
 		result = "allow"
 	}
 	m.BusAuth.WithLabelValues(result, reason).Inc()
+}
+
+// SetHealth records the node's health: reason is "" when ok, else one of
+// wire.HealthReasons.
+func (m *Metrics) SetHealth(reason string) {
+	if reason == "" {
+		m.Healthy.Set(1)
+	} else {
+		m.Healthy.Set(0)
+	}
+	for _, r := range wire.HealthReasons {
+		v := 0.0
+		if r == reason {
+			v = 1
+		}
+		m.Degraded.WithLabelValues(r).Set(v)
+	}
 }
 
 // OnRelay records one relayed message's verdict; it fits the relay's hook.

@@ -33,6 +33,7 @@ const (
 	ReasonBadSignature  = "bad_signature"  // denied: signature missing, malformed or not over the nonce
 	ReasonAuthorizerErr = "authorizer_err" // denied: the Authorizer failed, timed out or panicked
 	ReasonInactive      = "inactive"       // denied: unknown or revoked user
+	ReasonThrottled     = "throttled"      // denied: too many refused logins of this key just now
 )
 
 // authenticator is nats-server's CustomClientAuthentication. It places
@@ -43,6 +44,7 @@ type authenticator struct {
 	authz    Authorizer
 	onAuth   func(string, bool)
 	log      *slog.Logger
+	throttle *loginThrottle
 
 	accts accounts // set before the server starts
 }
@@ -100,12 +102,16 @@ func (a *authenticator) check(c server.ClientAuthentication) (string, bool) {
 		c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: InternalPermissions(), Account: a.accts.members})
 		return ReasonOpen, true
 	}
+	if a.throttle.throttled(opts.Nkey) {
+		return ReasonThrottled, false
+	}
 	g, err := a.grant(opts.Nkey)
 	if err != nil {
 		a.log.Warn("data-plane authorizer failed; login denied", "nkey", opts.Nkey, "err", err)
 		return ReasonAuthorizerErr, false
 	}
 	if !g.Active {
+		a.throttle.refused(opts.Nkey)
 		return ReasonInactive, false
 	}
 	c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: Permissions(g), Account: a.accts.members})

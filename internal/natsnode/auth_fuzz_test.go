@@ -106,7 +106,7 @@ func FuzzAuthCheck(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, enforce bool, kind uint8, nkey, sig, username string, nonce []byte) {
 		a := &authenticator{enforce: enforce, internal: internal.NKey(), authz: authz,
-			log: slog.New(slog.DiscardHandler), accts: accts}
+			log: slog.New(slog.DiscardHandler), accts: accts, throttle: newLoginThrottle(nil)}
 		c := &fzConn{opts: &server.ClientOpts{Nkey: nkey, Sig: sig, Username: username}, nonce: nonce, kind: server.CLIENT}
 		if kind%8 == 1 {
 			c.kind = server.ROUTER

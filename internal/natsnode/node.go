@@ -23,6 +23,9 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
+// MaxSubsPerConn bounds the subscriptions of one data-plane connection.
+const MaxSubsPerConn = 4096
+
 // readyTimeout bounds how long Start waits for the listener and JetStream
 // (a variable so that tests of failed starts need not wait for it).
 var readyTimeout = time.Minute
@@ -67,6 +70,12 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	// under steady logins for nothing (measured by the soak).
 	so.MaxClosedClients = 64
 	so.MaxPayload = o.MaxPayload
+	// A connection's subscriptions cost server memory (about 1 KiB each:
+	// 300,000 SUBs on one's own inbox took 300 MB): an SDK connection uses
+	// one per listener and a few more, so MaxSubsPerConn cuts a flood
+	// without touching real use. The server closes a connection that
+	// exceeds it.
+	so.MaxSubs = MaxSubsPerConn
 	if o.TLS != nil {
 		so.TLSConfig = o.TLS.Clone()
 		so.TLS = true
@@ -94,6 +103,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		authz:    o.Authorizer,
 		onAuth:   o.OnAuth,
 		log:      log.With("component", "natsnode"),
+		throttle: newLoginThrottle(nil),
 	}
 	so.CustomClientAuthentication = auth
 	srv, err := server.NewServer(so)
@@ -104,7 +114,16 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, fmt.Errorf("nats node: %w", err)
 	}
 	srv.SetLoggerV2(slogAdapter{log}, log.Enabled(ctx, slog.LevelDebug), false, false)
-	go srv.Start()
+	started := make(chan struct{})
+	go func() { defer close(started); srv.Start() }()
+	// stop shuts a server that failed to start down, and waits for its
+	// Start to have returned too: it may still be setting JetStream up in
+	// the store directory (which the caller may remove next).
+	stop := func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		<-started
+	}
 
 	wait := readyTimeout
 	ready := make(chan bool, 1)
@@ -112,13 +131,11 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 	select {
 	case ok := <-ready:
 		if !ok {
-			srv.Shutdown()
-			srv.WaitForShutdown()
+			stop()
 			return nil, fmt.Errorf("nats node did not become ready with JetStream within %v; see the nats-server log (port in use? store directory not writable?)", wait)
 		}
 	case <-ctx.Done():
-		srv.Shutdown()
-		srv.WaitForShutdown()
+		stop()
 		return nil, fmt.Errorf("nats node start: %w", ctx.Err())
 	}
 	return &Node{srv: srv, opts: o, log: log}, nil
@@ -150,8 +167,9 @@ const quorumActive = 3 * time.Second
 // has lost its followers goes on believing it leads for a few seconds (and
 // its streams go on answering reads from local state) until it notices; so
 // a leader counts itself plus the peers heard from in the last
-// quorumActive, and a follower needs a known leader. Callers in the auth
-// path deny when it is false (fail closed).
+// quorumActive, and a follower needs a leader it heard from in the last
+// quorumActive. Callers in the auth path deny when it is false (fail
+// closed).
 func (n *Node) Quorum() bool {
 	if n.opts.Cluster == nil {
 		return n.srv.JetStreamEnabled()
@@ -161,7 +179,15 @@ func (n *Node) Quorum() bool {
 		return false
 	}
 	if jsz.Meta.Leader != n.opts.ServerName {
-		return true
+		// A follower keeps the leader's name until its election timeout
+		// (several seconds) after the leader went silent: it needs to
+		// have heard from it within quorumActive.
+		for _, p := range jsz.Meta.Replicas {
+			if p != nil && p.Name == jsz.Meta.Leader {
+				return !p.Offline && p.Active < quorumActive
+			}
+		}
+		return false
 	}
 	alive := 1
 	for _, p := range jsz.Meta.Replicas {
@@ -241,14 +267,34 @@ func MembersLogin() nats.Option { return nats.UserInfo(MembersAccount, "") }
 // and returns how many it closed. nats.go clients reconnect and are
 // authenticated again: a revoked user is then denied.
 func (n *Node) Kick(nkey string) (int, error) {
+	kicked, err := n.disconnect(&server.ConnzOptions{User: nkey, Username: true}, "")
+	if kicked > 0 {
+		n.log.Info("kicked data-plane connections", "nkey", nkey, "count", kicked)
+	}
+	return kicked, err
+}
+
+// KickMembers closes every member's live connection on this node (all of
+// the members account but membershipd's own) and returns how many it
+// closed.
+func (n *Node) KickMembers() (int, error) {
+	return n.disconnect(&server.ConnzOptions{Account: MembersAccount, Username: true}, n.opts.InternalNKey)
+}
+
+// disconnect closes the open client connections o selects, but those of
+// the user spare.
+func (n *Node) disconnect(o *server.ConnzOptions, spare string) (int, error) {
 	var cids []uint64
 	for offset := 0; ; {
-		cz, err := n.srv.Connz(&server.ConnzOptions{User: nkey, Username: true, Offset: offset, Limit: 1024, State: server.ConnOpen})
+		o.Offset, o.Limit, o.State = offset, 1024, server.ConnOpen
+		cz, err := n.srv.Connz(o)
 		if err != nil {
 			return 0, fmt.Errorf("kick: list connections: %w", err)
 		}
 		for _, c := range cz.Conns {
-			cids = append(cids, c.Cid)
+			if spare == "" || c.AuthorizedUser != spare {
+				cids = append(cids, c.Cid)
+			}
 		}
 		offset += len(cz.Conns)
 		if len(cz.Conns) == 0 || offset >= cz.Total {
@@ -261,9 +307,6 @@ func (n *Node) Kick(nkey string) (int, error) {
 		if n.srv.DisconnectClientByID(cid) == nil {
 			kicked++
 		}
-	}
-	if kicked > 0 {
-		n.log.Info("kicked data-plane connections", "nkey", nkey, "count", kicked)
 	}
 	return kicked, nil
 }

@@ -35,6 +35,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -180,6 +181,12 @@ func (s *Store) open(ctx context.Context, path string) error {
 	s.w.SetConnMaxIdleTime(0)
 	s.w.SetConnMaxLifetime(0)
 	if err := s.checkPragmas(ctx); err != nil {
+		if corrupt(err) {
+			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return err
+	}
+	if err := s.quickCheck(ctx); err != nil {
 		return err
 	}
 	s.startCommitter()
@@ -211,6 +218,62 @@ func (s *Store) open(ctx context.Context, path string) error {
 		}
 	}
 	return nil
+}
+
+// ErrCorrupt is a database file that fails SQLite's integrity check at
+// open: the store refuses to open it rather than serve some rooms and
+// users as missing.
+var ErrCorrupt = errors.New("the database file is corrupt; restore it from a backup (docs/OPERATIONS.md, \"Backups and integrity\")")
+
+// quickCheck runs PRAGMA quick_check (the b-trees, their pages and their
+// records; not the indexes' contents, which integrity_check also reads)
+// and fails with ErrCorrupt when it finds a problem. It reads the whole
+// file once: about a second per gigabyte.
+func (s *Store) quickCheck(ctx context.Context) error {
+	rows, err := s.w.QueryContext(ctx, "PRAGMA quick_check(5)")
+	if err != nil {
+		if corrupt(err) {
+			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	defer rows.Close()
+	var problems []string
+	line0 := ""
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return fmt.Errorf("integrity check: %w", err)
+		}
+		if line0 == "" {
+			line0 = line
+		}
+		for _, l := range strings.Split(line, "\n") {
+			if l != "ok" && l != "" && !strings.HasPrefix(l, "*** ") {
+				problems = append(problems, l)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		if corrupt(err) {
+			return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	if len(problems) > 0 || line0 != "ok" {
+		return fmt.Errorf("%w: quick_check: %s", ErrCorrupt, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// corrupt reports whether err is SQLite finding the file corrupt or not a
+// database at all.
+func corrupt(err error) bool {
+	switch code(err) & 0xff {
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return true
+	}
+	return false
 }
 
 // checkPragmas verifies that the settings durability depends on are in

@@ -312,3 +312,68 @@ func TestClosedIsUnavailable(t *testing.T) {
 		t.Errorf("UseNonce after Close: %v, want ErrUnavailable (fail closed)", err)
 	}
 }
+
+// TestCorruptFileRefused: a database file whose pages were damaged (a bit
+// flip, a bad sector) or that is not a database at all is refused at open
+// with ErrCorrupt, rather than served with some users and rooms missing.
+func TestCorruptFileRefused(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		offset func(size int64) int64 // where the damage starts
+	}{
+		{"damaged b-tree pages", func(size int64) int64 { return size / 2 }},
+		{"damaged header", func(int64) int64 { return 0 }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "unibus.db")
+			ctx := t.Context()
+			s, err := Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			for i := range 300 {
+				u := store.User{SignPub: fmt.Sprintf("%064x", i+1), Handle: fmt.Sprintf("user-%d", i), Role: store.RoleMember,
+					Status: store.StatusActive, CreatedAt: now, UpdatedAt: now}
+				if err := s.AddUser(ctx, u); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fi, err := f.Stat()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fi.Size() < 16<<10 {
+				t.Fatalf("the database is %d bytes: the checkpoint did not reach the file", fi.Size())
+			}
+			junk := make([]byte, 8<<10)
+			for i := range junk {
+				junk[i] = byte(i*7 + 3)
+			}
+			if _, err := f.WriteAt(junk, c.offset(fi.Size())); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s, err = Open(ctx, path)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open accepted a corrupt database")
+			}
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "backup") {
+				t.Fatalf("Open: %v; want ErrCorrupt saying to restore a backup", err)
+			}
+			if testing.Verbose() {
+				t.Log(err)
+			}
+		})
+	}
+}

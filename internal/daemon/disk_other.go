@@ -1,0 +1,11 @@
+//go:build !unix
+
+package daemon
+
+import "errors"
+
+// freeBytes cannot be read on this platform: the disk reserve is not
+// enforced there.
+func freeBytes(string) (int64, error) {
+	return 0, errors.New("free space not available on this platform")
+}
