@@ -36,11 +36,7 @@ func TestBlobRoundTrip200MiB(t *testing.T) {
 	bob := append(env, "UNIBUS_IDENTITY="+filepath.Join(dir, "bob.id"))
 	run := func(env []string, args ...string) string {
 		t.Helper()
-		r := harness.Run(t, dir, env, "", "unibus", args...)
-		if r.Code != 0 {
-			t.Fatalf("unibus %v: exit %d\n%s\n%s", args, r.Code, r.Stdout, r.Stderr)
-		}
-		return r.Stdout
+		return unibusOK(t, dir, env, args...).Stdout
 	}
 	pub := strings.TrimSpace(run(env, "keygen", "-o", filepath.Join(dir, "bob.id")))
 	run(admin, "user", "add", "--handle", "bob", "--sign-pub", pub)

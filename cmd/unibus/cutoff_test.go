@@ -24,11 +24,7 @@ func TestCutOffListenerExits(t *testing.T) {
 	users := map[string][]string{}
 	run := func(env []string, args ...string) harness.Result {
 		t.Helper()
-		r := harness.Run(t, dir, env, "", "unibus", args...)
-		if r.Code != 0 {
-			t.Fatalf("unibus %v: exit %d\nstdout: %s\nstderr: %s", args, r.Code, r.Stdout, r.Stderr)
-		}
-		return r
+		return unibusOK(t, dir, env, args...)
 	}
 	run(admin, "room", "create", "ops")
 	for _, u := range []string{"bob", "carol"} {

@@ -28,11 +28,7 @@ func TestTwoProcessesExchangeAMessage(t *testing.T) {
 	bob := append(env, "UNIBUS_IDENTITY="+filepath.Join(dir, "bob.id"))
 	run := func(env []string, args ...string) harness.Result {
 		t.Helper()
-		r := harness.Run(t, dir, env, "", "unibus", args...)
-		if r.Code != 0 {
-			t.Fatalf("unibus %v: exit %d\nstdout: %s\nstderr: %s", args, r.Code, r.Stdout, r.Stderr)
-		}
-		return r
+		return unibusOK(t, dir, env, args...)
 	}
 
 	signPub := strings.TrimSpace(run(env, "keygen", "-o", filepath.Join(dir, "bob.id")).Stdout)
