@@ -3,10 +3,12 @@
 // what was acknowledged to clients and what is there afterwards.
 //
 // Every experiment needs root (loop devices, mounts, the FS_IOC_SHUTDOWN
-// ioctl). The suite runs with the package's tests:
+// ioctl, network namespaces) and runs only when asked for, on its own:
+// ./test (the README's test command, which CI runs) runs it after every
+// other package, one trial of each experiment.
 //
-//	go test ./internal/faults                     # the short version (CI): one trial each
-//	UNIBUS_FAULT_TRIALS=5 UNIBUS_FAULT_OUT=r.json go test -v -timeout 30m ./internal/faults
+//	UNIBUS_FAULTS=1 go test ./internal/faults
+//	UNIBUS_FAULTS=1 UNIBUS_FAULT_TRIALS=5 UNIBUS_FAULT_OUT=r.json go test -v -timeout 60m ./internal/faults
 //
 // Each experiment reports acknowledged / lost / duplicated operations and
 // the time to recover; docs/RELIABILITY.md has the results and the method.
