@@ -86,9 +86,19 @@ type Relay struct {
 }
 
 type inFlight struct {
-	ack   jetstream.PubAckFuture
-	reply string
+	ack      jetstream.PubAckFuture
+	reply    string
+	deadline time.Time // when the relay stops waiting for the stream's answer
 }
+
+// ackWait bounds how long the relay waits for the stream to acknowledge a
+// message it passed on. A publish to a stream leader that died after
+// receiving it is never answered (nats.go's asynchronous publishes have no
+// timeout of their own): without a bound, every later answer, which are
+// sent in order, would wait behind it forever. The sender is told 503
+// (retry with the same message id); the stream's de-duplication makes the
+// retry safe if the message was stored after all.
+var ackWait = 5 * time.Second
 
 // StartRelay subscribes to every ingress subject and starts answering.
 func StartRelay(o RelayOptions) (*Relay, error) {
@@ -180,7 +190,7 @@ func (r *Relay) handle(m *nats.Msg) {
 		return
 	}
 	r.result("ok")
-	r.pending <- inFlight{ack: f, reply: reply}
+	r.pending <- inFlight{ack: f, reply: reply, deadline: time.Now().Add(ackWait)}
 }
 
 // check validates one ingress message and returns the copy to store.
@@ -304,12 +314,18 @@ func uintHeader(h nats.Header, k string) (uint64, bool) {
 func (r *Relay) answer() {
 	defer r.wg.Done()
 	for p := range r.pending {
+		timer := time.NewTimer(time.Until(p.deadline))
 		select {
 		case ack := <-p.ack.Ok():
 			r.respond(p.reply, wire.PubAck{Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
 		case err := <-p.ack.Err():
 			r.respond(p.reply, wire.PubAck{Error: streamError(err)})
+		case <-timer.C:
+			r.o.Logger.Warn("relay: the room stream did not acknowledge a message in time; the sender is told to retry", "wait", ackWait)
+			r.respond(p.reply, wire.PubAck{Error: &wire.RelayError{Code: 503, ErrCode: wire.RelayUnavailable,
+				Description: "relay: the room stream did not acknowledge in time; retry with the same message id"}})
 		}
+		timer.Stop()
 	}
 }
 

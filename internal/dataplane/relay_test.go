@@ -257,3 +257,43 @@ func TestRelayDedupIsPerSenderAndRoom(t *testing.T) {
 		t.Fatalf("stored Nats-Msg-Id %q, want %q", got, want)
 	}
 }
+
+// A stream that never answers a message the relay passed on (its leader
+// died after receiving it: nats.go's asynchronous publishes have no
+// timeout of their own) must not stall the relay: the sender is told 503
+// after ackWait, and the next message is answered too.
+func TestRelayAnswersWhenTheStreamDoesNot(t *testing.T) {
+	old := ackWait
+	ackWait = 300 * time.Millisecond
+	t.Cleanup(func() { ackWait = old })
+	p := startPlane(t)
+	alice := p.newUser(t, true)
+	// A room with a stream of its own that does not exist: what listens on
+	// its subjects is a subscriber that never answers.
+	r := p.room(alice)
+	r.Dedicated = true
+	p.src.setRoom(r)
+	other := p.node.Bus(t) // another connection in the bus account
+	swallow, err := other.SubscribeSync(subjects.RoomTopic(r.ID, ">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer swallow.Unsubscribe()
+	other.Flush()
+	for seq := uint64(1); seq <= 2; seq++ {
+		h, payload := envelope(alice, 1, seq, time.Now())
+		start := time.Now()
+		_, err := alice.send(t, r.ID, "chat", h, payload)
+		if !isRelayErr(err, wire.RelayUnavailable) {
+			var ae *jetstream.APIError
+			errors.As(err, &ae)
+			t.Fatalf("message %d: %v (%+v), want the relay's 503 (retry)", seq, err, ae)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Fatalf("message %d answered after %v", seq, took)
+		}
+	}
+	if m, err := swallow.NextMsg(time.Second); err != nil || m.Header.Get(jetstream.ExpectedStreamHeader) != subjects.Stream(r.ID) {
+		t.Fatalf("the relay did not pass the message on to the stream's subject: %v", err)
+	}
+}
