@@ -76,6 +76,7 @@ type scaleNode struct {
 func (n *scaleNode) start(ctx context.Context) (time.Duration, error) {
 	args := []string{"--bind", "127.0.0.1", "--http-port", "0", "--nats-port", "0", "--data-dir", filepath.Join(n.dir, "local_files"),
 		"--bus-auth", "enforce", "--store", "sqlite", "--log-format", "json", "--log-level", "info"}
+	args = append(args, noRateLimits(n.bin)...)
 	begin := time.Now()
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -54,6 +55,7 @@ func StartServer(ctx context.Context, bin, store, jsSync string, extra ...string
 		"--data-dir", data, "--bus-auth", "enforce", "--store", store,
 		"--js-sync", jsSync, "--log-format", "json", "--log-level", "info",
 	}
+	args = append(args, noRateLimits(bin)...)
 	args = append(args, extra...)
 	rctx, cancel := context.WithTimeout(ctx, readyWait)
 	defer cancel()
@@ -169,4 +171,17 @@ func ModuleRoot(dir string) string {
 		}
 		d = parent
 	}
+}
+
+// noRateLimits are the flags that turn membershipd's per-user request
+// rates off, when bin has them: the bench measures what the server can do,
+// and its clients are ordinary users who would otherwise be held to a
+// small team's rates (an older membershipd, for a before/after
+// comparison, has no such flags and no limits).
+func noRateLimits(bin string) []string {
+	out, _ := exec.Command(bin, "--help").CombinedOutput()
+	if !strings.Contains(string(out), "--user-change-rate") {
+		return nil
+	}
+	return []string{"--user-read-rate", "0", "--user-change-rate", "0"}
 }
