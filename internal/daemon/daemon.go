@@ -164,6 +164,14 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		d.wg.Go(d.awaitKV)
 		d.wg.Go(d.fenceMinority)
 	}
+	if _, interval, _ := cfg.syncPolicy(); interval > 0 {
+		lost := "room messages"
+		if cfg.Store == StoreKV {
+			lost = "room messages, users, rooms, memberships and revocations"
+		}
+		d.log.Warn("--js-sync is not 'always': "+lost+" acknowledged in the last interval are lost if this machine loses power (measured in docs/RELIABILITY.md)",
+			"js_sync", string(cfg.JSSync), "interval", interval)
+	}
 	d.log.Info("membershipd ready", "node", d.nodeName(), "http", d.HTTPURL(), "nats", d.NATSURL(),
 		"route", d.node.RouteURL(), "bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store,
 		"cluster", cfg.ClusterName, "js_sync", cfg.JSSync)

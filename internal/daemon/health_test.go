@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -222,5 +223,28 @@ func unfill(t *testing.T, dir string) {
 	t.Helper()
 	if err := os.Remove(filepath.Join(filepath.Dir(dir), "filler")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSyncPolicyWarns: a --js-sync other than always is an explicit choice
+// with a measured cost: the node says so at start (and /healthz's posture
+// shows it); with always it says nothing.
+func TestSyncPolicyWarns(t *testing.T) {
+	for _, c := range []struct {
+		policy daemon.JSSync
+		warns  bool
+	}{{"2m", true}, {daemon.JSSyncAlways, false}} {
+		var logs harness.LockedBuffer
+		b := startBus(t, withConfig(func(cfg *daemon.Config) {
+			cfg.JSSync = c.policy
+			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		}))
+		warned := strings.Contains(logs.String(), "lost if this machine loses power")
+		if warned != c.warns {
+			t.Errorf("--js-sync %s: warned=%v, want %v:\n%s", c.policy, warned, c.warns, logs.String())
+		}
+		if _, h := harness.Health(b.d.HTTPURL()); h.Posture.JSSync != string(c.policy) {
+			t.Errorf("--js-sync %s: posture says %q", c.policy, h.Posture.JSSync)
+		}
 	}
 }
