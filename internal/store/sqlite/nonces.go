@@ -23,18 +23,7 @@ const useNonce = `INSERT INTO nonces (key_id, nonce, expires_at) VALUES (?1, ?2,
 // since the nonce itself was recorded.
 func (s *Store) UseNonce(ctx context.Context, keyID, nonce string, now, expires time.Time) error {
 	err := s.write(ctx, "use nonce of "+keyID, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.StmtContext(ctx, s.useNonceStmt).ExecContext(ctx, keyID, nonce, toDB(expires), toDB(now))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrReplay
-		}
-		return nil
+		return changedOne(tx.StmtContext(ctx, s.useNonceStmt).ExecContext(ctx, keyID, nonce, toDB(expires), toDB(now)))(store.ErrReplay)
 	})
 	if err != nil {
 		return err

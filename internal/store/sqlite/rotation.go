@@ -55,14 +55,8 @@ func (s *Store) RemoveMember(ctx context.Context, room, signPub string, rot *sto
 		if _, err := roomEpoch(ctx, tx, room); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM members WHERE room = ? AND sign_pub = ?`, room, signPub)
-		if err != nil {
+		if err := changedOne(tx.ExecContext(ctx, `DELETE FROM members WHERE room = ? AND sign_pub = ?`, room, signPub))(store.ErrNotMember); err != nil {
 			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			return store.ErrNotMember
 		}
 		if rot == nil {
 			_, err := tx.ExecContext(ctx, `UPDATE rooms SET rotation_pending = 1 WHERE id = ?`, room)

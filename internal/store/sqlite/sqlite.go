@@ -324,6 +324,27 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// changedOne takes a statement's result and returns what the statement
+// means: its error, or none when it changed a row, or the error given
+// when it changed none (a replay, a missing user, not a member):
+//
+//	return changedOne(tx.ExecContext(ctx, q, args...))(store.ErrNotFound)
+func changedOne(res sql.Result, err error) func(none error) error {
+	return func(none error) error {
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return none
+		}
+		return nil
+	}
+}
+
 // wrap prefixes err with the operation and marks the failures of the
 // database itself (locked, I/O, disk full, closed) as store.ErrUnavailable,
 // which callers treat as a denial.

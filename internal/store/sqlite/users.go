@@ -127,19 +127,8 @@ func (s *Store) RevokeUser(ctx context.Context, signPub string, at time.Time) (s
 func (s *Store) SetKEMKey(ctx context.Context, signPub string, kemPub, sig []byte, at time.Time) error {
 	changed := store.Change{Kind: store.ChangeUser, User: signPub, KEMKeyChanged: true}
 	return s.writeReported(ctx, "set kem key of "+signPub, changed, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET kem_pub = ?, kem_sig = ?, updated_at = ? WHERE sign_pub = ?`,
-			kemPub, sig, toDB(at), signPub)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrNotFound
-		}
-		return nil
+		return changedOne(tx.ExecContext(ctx, `UPDATE users SET kem_pub = ?, kem_sig = ?, updated_at = ? WHERE sign_pub = ?`,
+			kemPub, sig, toDB(at), signPub))(store.ErrNotFound)
 	})
 }
 
