@@ -319,7 +319,13 @@ func (e *APIError) Error() string {
 // Is makes errors.Is(err, ErrRevoked) true for the server's refusal of an
 // unknown or revoked signer.
 func (e *APIError) Is(target error) bool {
-	return target == ErrRevoked && e.Status == http.StatusUnauthorized && e.Code == wire.CodeUnknownKey
+	switch target {
+	case ErrRevoked:
+		return e.Status == http.StatusUnauthorized && e.Code == wire.CodeUnknownKey
+	case ErrQuotaExceeded:
+		return e.Code == wire.CodeQuotaExceeded
+	}
+	return false
 }
 
 // ErrRevoked is the server's answer to an identity that is revoked or not

@@ -261,6 +261,13 @@ var ErrNotMember = errors.New("not a member of the room")
 // once space is freed is safe.
 var ErrDiskFull = errors.New("the server's disk is full; the message was not stored")
 
+// ErrQuotaExceeded is a publish, an upload or a room creation the server
+// refused because it would take the user over a per-user quota (messages
+// kept, blob bytes, rooms created): nothing was stored. Messages count
+// until their room's age limit removes them; blobs and rooms for ever. An
+// operator can raise the quota.
+var ErrQuotaExceeded = errors.New("over this user's quota; nothing was stored")
+
 // isRelayCode reports whether err is the relay's refusal with this code.
 func isRelayCode(err error, code uint16) bool {
 	var apiErr *jetstream.APIError
@@ -274,6 +281,8 @@ func sendError(err error) error {
 		return fmt.Errorf("%w: %v", ErrNotMember, err)
 	case isRelayCode(err, wire.RelayDiskFull):
 		return fmt.Errorf("%w: %v", ErrDiskFull, err)
+	case isRelayCode(err, wire.RelayQuotaExceeded):
+		return fmt.Errorf("%w: %v", ErrQuotaExceeded, err)
 	}
 	return err
 }

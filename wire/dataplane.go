@@ -55,6 +55,11 @@ const (
 	// the message was not stored (a retry after space is freed is safe).
 	// Code 507.
 	RelayDiskFull uint16 = 60009
+	// RelayQuotaExceeded: the sender's room messages still kept have
+	// reached its per-user quota; the message was not stored. It succeeds
+	// again once older messages expire or the operator raises the quota.
+	// Code 507.
+	RelayQuotaExceeded uint16 = 60010
 )
 
 // HdrListenerEnded is the header of the message membershipd sends, with no

@@ -54,6 +54,10 @@ const (
 	// CodeDiskFull (507): the server's free disk space is below its
 	// reserve; nothing was stored, and a retry after space is freed is safe.
 	CodeDiskFull = "disk_full"
+	// CodeQuotaExceeded (403 for rooms, 507 for bytes): the request would
+	// take its user over a per-user quota (rooms created, blob bytes);
+	// nothing was done. The message names the quota.
+	CodeQuotaExceeded = "quota_exceeded"
 )
 
 // User is a user's public record.

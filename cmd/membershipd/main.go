@@ -54,6 +54,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	var noBootstrap bool
 	var diskReserve int64
 	var userReads, userChanges float64
+	var quotas *quotaFlags
 	var logLevel, logFormat string
 	root := &cobra.Command{
 		Use:           "membershipd",
@@ -88,6 +89,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			}
 			if userChanges == 0 {
 				cfg.UserChanges = -1
+			}
+			if err := quotas.apply(&cfg); err != nil {
+				return &exitError{2, err}
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -143,6 +147,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	f.Float64Var(&userReads, "user-read-rate", api.DefaultUserRates.Reads, "signed reads (GET) per second allowed to each non-admin user, in bursts of ten seconds' worth; more get 429 (0 = no limit)")
 	f.Float64Var(&userChanges, "user-change-rate", api.DefaultUserRates.Changes, "signed changes (POST, PUT, DELETE) per second allowed to each non-admin user, in bursts of ten seconds' worth; more get 429 (0 = no limit)")
 	f.BoolVar(&noBootstrap, "no-bootstrap", false, "do not create an admin identity on first run")
+	quotas = addQuotaFlags(f)
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
 	root.AddCommand(newUserCmd(stdout), newMigrateCmd(stdout), newKVCmd(stdout), newAuditCmd(stdout))

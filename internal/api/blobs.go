@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -52,9 +53,30 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request, c *caller) erro
 	if s.o.DiskLow != nil && s.o.DiskLow(max(r.ContentLength, 0)) {
 		return errorf(http.StatusInsufficientStorage, wire.CodeDiskFull, "the server's free disk space is below its reserve: nothing was stored; retry once space is freed")
 	}
+	// The uploader's quota bounds the upload like the size limit does; a
+	// blob the room holds already is not stored again, nor counted again.
+	limit, byQuota, existed := s.o.BlobMaxSize, false, false
+	if q := s.o.BlobQuota; q != nil {
+		_, serr := s.o.Blobs.Stat(r.Context(), room, id)
+		existed = serr == nil
+		left, err := q.Left(r.Context(), c.user.SignPub)
+		if err != nil {
+			return s.errLedger(c, err)
+		}
+		if !existed && left >= 0 {
+			if r.ContentLength > left || left == 0 {
+				return errQuota(q, "blob bytes", http.StatusInsufficientStorage)
+			}
+			if left < limit {
+				limit, byQuota = left, true
+			}
+		}
+	}
 	body := &readErr{r: r.Body}
-	info, err := s.o.Blobs.Put(r.Context(), room, id, body, s.o.BlobMaxSize)
+	info, err := s.o.Blobs.Put(r.Context(), room, id, body, limit)
 	switch {
+	case errors.Is(err, blobstore.ErrTooLarge) && byQuota:
+		return errQuota(s.o.BlobQuota, "blob bytes", http.StatusInsufficientStorage)
 	case errors.Is(err, blobstore.ErrTooLarge):
 		return errorf(http.StatusRequestEntityTooLarge, wire.CodeTooLarge, "blob is larger than the %d-byte limit", s.o.BlobMaxSize)
 	case errors.Is(err, blobstore.ErrDigestMismatch):
@@ -69,6 +91,12 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request, c *caller) erro
 	case err != nil:
 		s.log.Error("blob upload failed in the blob store; nothing stored", "room", room, "blob", id[:16], "err", err)
 		return errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the blob store could not store the upload: nothing was stored; retrying is safe")
+	}
+	if s.o.BlobQuota != nil && !existed {
+		if err := s.o.BlobQuota.AddNow(r.Context(), c.user.SignPub, info.Size, time.Time{}); err != nil {
+			// The blob is stored: say so; it is not counted.
+			s.log.Error("blob stored but not counted against its uploader's quota", "room", room, "blob", id[:16], "by", c.key.Short(), "err", err)
+		}
 	}
 	s.log.Info("blob stored", "room", room, "blob", id[:16], "size", info.Size, "by", c.key.Short())
 	writeJSON(w, http.StatusCreated, blobWire(info))

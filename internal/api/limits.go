@@ -1,12 +1,15 @@
 package api
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/unibus/unibus/internal/quota"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -89,4 +92,31 @@ func errRateLimited(change bool, r UserRates) error {
 	}
 	return errorf(http.StatusTooManyRequests, wire.CodeRateLimited,
 		"too many requests from this user: at most %g %s per second (with bursts of %d); slow down and retry", per, kind, max(int(10*per), 1))
+}
+
+// quotaAllows checks that n more fits the caller's quota of m (nil: no
+// quota): 403 quota_exceeded for a count, 507 for bytes; a ledger that
+// cannot be read is unavailable (fail closed).
+func (s *Server) quotaAllows(ctx context.Context, m *quota.Meter, c *caller, n int64, what string, status int) error {
+	if m == nil {
+		return nil
+	}
+	err := m.Allow(ctx, c.user.SignPub, n)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, quota.ErrExceeded):
+		return errQuota(m, what, status)
+	default:
+		return s.errLedger(c, err)
+	}
+}
+
+func errQuota(m *quota.Meter, what string, status int) error {
+	return errorf(status, wire.CodeQuotaExceeded, "this user's quota of %s is %d; nothing was done (an operator can raise it)", what, m.Limit())
+}
+
+func (s *Server) errLedger(c *caller, err error) error {
+	s.log.Warn("quota ledger unreadable; request refused", "user", c.key.Short(), "err", err)
+	return errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the usage ledger cannot be read now; nothing was done, retrying is safe")
 }

@@ -86,6 +86,9 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, c *caller) e
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
+	if err := s.quotaAllows(r.Context(), s.o.RoomQuota, c, 1, "rooms created", http.StatusForbidden); err != nil {
+		return err
+	}
 	if !shared {
 		if err := s.o.DataPlane.CreateRoomStream(r.Context(), id.String(), maxAge, maxBytes); err != nil {
 			return err
@@ -97,6 +100,13 @@ func (s *Server) createRoom(w http.ResponseWriter, r *http.Request, c *caller) e
 	rec := audit.Record{Action: audit.ActionRoomCreate, Room: room.ID, Subject: c.user.SignPub, Detail: "name=" + room.Name}
 	if err := s.audited(r.Context(), c, rec, func() error { return s.o.Store.CreateRoom(r.Context(), room, owner, keys[0]) }); err != nil {
 		return err
+	}
+	if s.o.RoomQuota != nil {
+		if err := s.o.RoomQuota.AddNow(r.Context(), c.user.SignPub, 1, time.Time{}); err != nil {
+			// The room exists: say so, and count it next time if the
+			// ledger can be written then (it cannot be un-created).
+			s.log.Error("room created but not counted against its creator's quota", "room", room.ID, "by", c.key.Short(), "err", err)
+		}
 	}
 	s.log.Info("room created", "room", room.ID, "by", c.key.Short(), "shared", shared)
 	writeJSON(w, http.StatusCreated, roomWire(room))

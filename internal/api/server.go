@@ -24,6 +24,7 @@ import (
 	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/blobstore"
 	"github.com/unibus/unibus/internal/metrics"
+	"github.com/unibus/unibus/internal/quota"
 	"github.com/unibus/unibus/internal/store"
 	"github.com/unibus/unibus/wire"
 )
@@ -91,6 +92,9 @@ type Options struct {
 	// the server's free disk space below its reserve: such an upload is
 	// refused with 507 before its body is read.
 	DiskLow func(need int64) bool
+	// RoomQuota and BlobQuota bound the rooms each user creates and the
+	// blob bytes each user uploads (nil: none).
+	RoomQuota, BlobQuota *quota.Meter
 }
 
 // DefaultBlobMaxSize is the default per-blob size limit (1 GiB).

@@ -174,14 +174,18 @@ func ModuleRoot(dir string) string {
 }
 
 // noRateLimits are the flags that turn membershipd's per-user request
-// rates off, when bin has them: the bench measures what the server can do,
-// and its clients are ordinary users who would otherwise be held to a
-// small team's rates (an older membershipd, for a before/after
-// comparison, has no such flags and no limits).
+// rates and quotas off, when bin has them: the bench measures what the
+// server can do, and its clients are ordinary users who would otherwise
+// be held to a small team's rates and quotas (an older membershipd, for a
+// before/after comparison, has no such flags and no limits).
 func noRateLimits(bin string) []string {
 	out, _ := exec.Command(bin, "--help").CombinedOutput()
-	if !strings.Contains(string(out), "--user-change-rate") {
-		return nil
+	var flags []string
+	if strings.Contains(string(out), "--user-change-rate") {
+		flags = append(flags, "--user-read-rate", "0", "--user-change-rate", "0")
 	}
-	return []string{"--user-read-rate", "0", "--user-change-rate", "0"}
+	if strings.Contains(string(out), "--user-rooms") {
+		flags = append(flags, "--user-rooms", "0", "--user-blob-bytes", "0", "--user-msg-bytes", "0", "--user-conns", "0")
+	}
+	return flags
 }

@@ -88,6 +88,17 @@ type Config struct {
 	// limit).
 	UserReads   float64
 	UserChanges float64
+	// Per-user quotas (internal/quota), for every user, admins included:
+	// rooms created, blob bytes uploaded and room message bytes sent and
+	// still kept. 0 takes the default (DefaultUserRooms; for bytes, a
+	// tenth of the file system that holds them, read at start); negative:
+	// no quota.
+	UserRooms     int64
+	UserBlobBytes int64
+	UserMsgBytes  int64
+	// UserConns bounds each user's data-plane connections on one node
+	// (DefaultUserConns when 0; negative: no limit).
+	UserConns int
 	// Bootstrap creates and registers an admin identity in DataDir on first
 	// start when the store has no active admin and the bind is loopback.
 	Bootstrap bool
@@ -147,6 +158,12 @@ func (c *Config) Defaults() {
 	}
 	if c.UserChanges == 0 {
 		c.UserChanges = api.DefaultUserRates.Changes
+	}
+	if c.UserRooms == 0 {
+		c.UserRooms = DefaultUserRooms
+	}
+	if c.UserConns == 0 {
+		c.UserConns = DefaultUserConns
 	}
 	if c.InternalIDFile == "" {
 		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")

@@ -51,6 +51,7 @@ type Daemon struct {
 
 	dir       *dataplane.Directory
 	relay     *dataplane.Relay
+	quotas    *quotas
 	listeners *dataplane.Listeners
 
 	deploymentMu sync.Mutex
@@ -132,6 +133,9 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	}
 	// The store exists from here on (a kv store may still be opening: it
 	// denies until it is open).
+	if err := d.startQuotas(); err != nil {
+		return nil, err
+	}
 	if err := d.startDataPlane(); err != nil {
 		return nil, err
 	}
@@ -219,7 +223,7 @@ func (d *Daemon) startNATS(ctx context.Context) error {
 		BusAuth: string(d.cfg.BusAuth), TLS: d.tls, SyncAlways: always, SyncInterval: interval,
 		InternalNKey: d.internal.NKey(), Authorizer: d.authz,
 		Logger: d.log.With("component", "nats"), AllowNonLoopbackWithoutTLS: d.cfg.InsecureNoTLS,
-		OnAuth: d.metrics.OnBusAuth,
+		OnAuth: d.metrics.OnBusAuth, MaxConnsPerUser: max(d.cfg.UserConns, 0),
 	}
 	if d.cfg.clustered() {
 		cl, err := d.clusterOptions()
@@ -252,6 +256,7 @@ func (d *Daemon) startHTTP() error {
 		Window: d.cfg.Window, Health: d.health, RoomMaxAge: d.cfg.RoomMaxAge, RoomMaxBytes: d.cfg.RoomMaxBytes,
 		Blobs: d.blobs, BlobMaxSize: d.cfg.BlobMaxSize, DiskLow: d.DiskLow,
 		UserRates: api.UserRates{Reads: max(d.cfg.UserReads, 0), Changes: max(d.cfg.UserChanges, 0)},
+		RoomQuota: d.quotas.rooms, BlobQuota: d.quotas.blobs,
 	})
 	if err != nil {
 		return err
@@ -342,6 +347,9 @@ func (d *Daemon) Close() error {
 		d.wg.Wait()
 		if d.relay != nil {
 			err = errors.Join(err, d.relay.Close())
+		}
+		if d.quotas != nil {
+			d.quotas.close() // the relay's last charges, while the store is open
 		}
 		if d.mnc != nil {
 			d.mnc.Close()

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/unibus/unibus/e2e"
+	"github.com/unibus/unibus/internal/quota"
 	"github.com/unibus/unibus/subjects"
 	"github.com/unibus/unibus/wire"
 )
@@ -71,6 +72,11 @@ type RelayOptions struct {
 	// the server's free disk space below its reserve: such a message is
 	// refused (507, wire.RelayDiskFull) instead of stored.
 	DiskLow func(need int64) bool
+	// Quota, if set, bounds the bytes of each sender's messages still
+	// kept: a message that would take its sender over it is refused (507,
+	// wire.RelayQuotaExceeded); a stored one is charged until its room's
+	// age limit removes it (for ever in a room without one).
+	Quota *quota.Meter
 	// OnResult, if set, is called once per message with "ok" or the
 	// refusal's reason; it must not block.
 	OnResult func(reason string)
@@ -89,6 +95,14 @@ type inFlight struct {
 	ack      jetstream.PubAckFuture
 	reply    string
 	deadline time.Time // when the relay stops waiting for the stream's answer
+	charge   charge
+}
+
+// charge is what a stored message counts against its sender's quota.
+type charge struct {
+	sender string
+	bytes  int64
+	until  time.Time // zero: for ever
 }
 
 // ackWait bounds how long the relay waits for the stream to acknowledge a
@@ -177,7 +191,7 @@ func (r *Relay) handle(m *nats.Msg) {
 	if !strings.HasPrefix(reply, subjects.InboxPrefix(sender)+".") {
 		reply = "" // never answer outside the sender's own inbox
 	}
-	out, rf := r.check(m, sender, room, topic)
+	out, ch, rf := r.check(m, sender, room, topic)
 	if rf != nil {
 		r.result(rf.reason)
 		r.respond(reply, wire.PubAck{Error: &wire.RelayError{Code: rf.code, ErrCode: rf.errCode, Description: rf.text}})
@@ -190,76 +204,89 @@ func (r *Relay) handle(m *nats.Msg) {
 		return
 	}
 	r.result("ok")
-	r.pending <- inFlight{ack: f, reply: reply, deadline: time.Now().Add(ackWait)}
+	r.pending <- inFlight{ack: f, reply: reply, deadline: time.Now().Add(ackWait), charge: ch}
 }
 
 // check validates one ingress message and returns the copy to store.
-func (r *Relay) check(m *nats.Msg, sender, room, topic string) (*nats.Msg, *refusal) {
+func (r *Relay) check(m *nats.Msg, sender, room, topic string) (*nats.Msg, charge, *refusal) {
 	if !validRoom(room) || !subjects.ValidTopic(topic) {
-		return nil, refuse(400, wire.RelayBadSubject, "bad_subject", "relay: subject must be unibus.in.<sender>.<room id>.<topic>")
+		return nil, charge{}, refuse(400, wire.RelayBadSubject, "bad_subject", "relay: subject must be unibus.in.<sender>.<room id>.<topic>")
 	}
 	h := m.Header
 	version, ok := single(h, e2e.HdrVersion)
 	switch {
 	case !ok:
-		return nil, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must appear once", e2e.HdrVersion)
+		return nil, charge{}, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must appear once", e2e.HdrVersion)
 	case version != e2e.Version:
 		if version == "1" {
-			return nil, refuse(400, wire.RelayOldProtocol, "old_protocol", "relay: envelope version 1 is no longer accepted: this server speaks protocol %s; upgrade the client", e2e.Version)
+			return nil, charge{}, refuse(400, wire.RelayOldProtocol, "old_protocol", "relay: envelope version 1 is no longer accepted: this server speaks protocol %s; upgrade the client", e2e.Version)
 		}
-		return nil, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: unknown envelope version %q", version)
+		return nil, charge{}, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: unknown envelope version %q", version)
 	}
 	if s, ok := single(h, e2e.HdrSender); !ok || s != sender {
-		return nil, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must name the publisher", e2e.HdrSender)
+		return nil, charge{}, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must name the publisher", e2e.HdrSender)
 	}
 	epoch, ok := uintHeader(h, e2e.HdrEpoch)
 	if !ok || epoch == 0 {
-		return nil, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must be an epoch", e2e.HdrEpoch)
+		return nil, charge{}, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must be an epoch", e2e.HdrEpoch)
 	}
 	sent, ok := uintHeader(h, e2e.HdrTime)
 	if !ok {
-		return nil, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must be the send time in Unix milliseconds", e2e.HdrTime)
+		return nil, charge{}, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must be the send time in Unix milliseconds", e2e.HdrTime)
 	}
 	for _, k := range []string{e2e.HdrSeq, e2e.HdrSig, e2e.HdrMsgID} {
 		if v, ok := single(h, k); !ok || v == "" || len(v) > 128 {
-			return nil, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must appear once", k)
+			return nil, charge{}, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: header %s must appear once", k)
 		}
 	}
 	if len(m.Data) < e2e.NonceSize+e2e.TagSize {
-		return nil, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: payload shorter than a nonce and a tag")
+		return nil, charge{}, refuse(400, wire.RelayBadEnvelope, "bad_envelope", "relay: payload shorter than a nonce and a tag")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	active, err := r.o.Directory.UserActive(ctx, sender)
 	if err != nil {
 		r.o.Logger.Warn("relay: cannot read the sender's status; message refused", "sender", sender, "err", err)
-		return nil, refuse(503, wire.RelayUnavailable, "unavailable", "relay: control plane unavailable; retry with the same message id")
+		return nil, charge{}, refuse(503, wire.RelayUnavailable, "unavailable", "relay: control plane unavailable; retry with the same message id")
 	}
 	if !active {
-		return nil, refuse(403, wire.RelayRevoked, "revoked", "relay: sender is revoked or unknown")
+		return nil, charge{}, refuse(403, wire.RelayRevoked, "revoked", "relay: sender is revoked or unknown")
 	}
 	rm, err := r.o.Directory.Room(ctx, room)
 	switch {
 	case errors.Is(err, ErrNoRoom):
-		return nil, refuse(403, wire.RelayNotMember, "not_member", "relay: not a member of room %s", room)
+		return nil, charge{}, refuse(403, wire.RelayNotMember, "not_member", "relay: not a member of room %s", room)
 	case err != nil:
 		r.o.Logger.Warn("relay: cannot read the room; message refused", "room", room, "err", err)
-		return nil, refuse(503, wire.RelayUnavailable, "unavailable", "relay: control plane unavailable; retry with the same message id")
+		return nil, charge{}, refuse(503, wire.RelayUnavailable, "unavailable", "relay: control plane unavailable; retry with the same message id")
 	case !rm.Members[sender]:
-		return nil, refuse(403, wire.RelayNotMember, "not_member", "relay: not a member of room %s", room)
+		return nil, charge{}, refuse(403, wire.RelayNotMember, "not_member", "relay: not a member of room %s", room)
 	case epoch != rm.Epoch:
-		return nil, refuse(409, wire.RelayStaleEpoch, "stale_epoch", "relay: room %s is at epoch %d, the message is sealed for epoch %d: fetch the room and seal again", room, rm.Epoch, epoch)
+		return nil, charge{}, refuse(409, wire.RelayStaleEpoch, "stale_epoch", "relay: room %s is at epoch %d, the message is sealed for epoch %d: fetch the room and seal again", room, rm.Epoch, epoch)
 	case rm.Pending:
 		// An admin removed a member without rotating: the current key is
 		// one the removed member holds, so nothing more is sealed with it.
-		return nil, refuse(409, wire.RelayStaleEpoch, "stale_epoch", "relay: room %s needs a key rotation (a member was removed by an admin): rotate, then seal again", room)
+		return nil, charge{}, refuse(409, wire.RelayStaleEpoch, "stale_epoch", "relay: room %s needs a key rotation (a member was removed by an admin): rotate, then seal again", room)
 	}
 	now := r.o.Now()
 	if skew := now.Sub(time.UnixMilli(int64(min(sent, 1<<62)))); skew > r.o.MaxSkew || skew < -r.o.MaxSkew {
-		return nil, refuse(400, wire.RelayClockSkew, "clock_skew", "relay: send time is %v from the server's clock (at most ±%v): check the sender's clock", skew.Round(time.Second), r.o.MaxSkew)
+		return nil, charge{}, refuse(400, wire.RelayClockSkew, "clock_skew", "relay: send time is %v from the server's clock (at most ±%v): check the sender's clock", skew.Round(time.Second), r.o.MaxSkew)
 	}
 	if r.o.DiskLow != nil && r.o.DiskLow(int64(len(m.Data)+len(m.Header)*64)) {
-		return nil, refuse(507, wire.RelayDiskFull, "disk_full", "relay: the server's free disk space is below its reserve; the message was not stored (retry once space is freed)")
+		return nil, charge{}, refuse(507, wire.RelayDiskFull, "disk_full", "relay: the server's free disk space is below its reserve; the message was not stored (retry once space is freed)")
+	}
+	ch := charge{sender: sender, bytes: int64(len(m.Data) + headerBytes(h))}
+	if rm.MaxAge > 0 {
+		ch.until = now.Add(rm.MaxAge)
+	}
+	if r.o.Quota != nil {
+		switch err := r.o.Quota.Allow(ctx, sender, ch.bytes); {
+		case errors.Is(err, quota.ErrExceeded):
+			return nil, charge{}, refuse(507, wire.RelayQuotaExceeded, "quota_exceeded", "relay: the sender's messages still kept have reached its quota of %d bytes; the message was not stored (older messages expire with the room's age limit; an operator can raise the quota)", r.o.Quota.Limit())
+		case err != nil:
+			r.o.Logger.Warn("relay: cannot read the sender's usage; message refused", "sender", sender, "err", err)
+			return nil, charge{}, refuse(503, wire.RelayUnavailable, "unavailable", "relay: control plane unavailable; retry with the same message id")
+		}
 	}
 	stream, subject := subjects.SharedStream, subjects.Shared(room, topic)
 	if rm.Dedicated {
@@ -280,7 +307,19 @@ func (r *Relay) check(m *nats.Msg, sender, room, topic string) (*nats.Msg, *refu
 	if !rm.Dedicated && rm.MaxAge >= time.Second {
 		out.Header[jetstream.MsgTTLHeader] = []string{strconv.FormatInt(int64(rm.MaxAge/time.Second), 10)}
 	}
-	return out, nil
+	return out, ch, nil
+}
+
+// headerBytes is the size of h as it is stored: "NATS/1.0\r\n", each
+// "key: value\r\n" and the final "\r\n".
+func headerBytes(h nats.Header) int {
+	n := 12
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
 }
 
 // DedupID is the stream's de-duplication id (Nats-Msg-Id) of a message:
@@ -317,6 +356,9 @@ func (r *Relay) answer() {
 		timer := time.NewTimer(time.Until(p.deadline))
 		select {
 		case ack := <-p.ack.Ok():
+			if r.o.Quota != nil && !ack.Duplicate {
+				r.o.Quota.Charge(p.charge.sender, p.charge.bytes, p.charge.until)
+			}
 			r.respond(p.reply, wire.PubAck{Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
 		case err := <-p.ack.Err():
 			r.respond(p.reply, wire.PubAck{Error: streamError(err)})

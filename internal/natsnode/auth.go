@@ -45,6 +45,7 @@ type authenticator struct {
 	onAuth   func(string, bool)
 	log      *slog.Logger
 	throttle *loginThrottle
+	conns    *connLimit
 
 	accts accounts // set before the server starts
 }
@@ -113,6 +114,9 @@ func (a *authenticator) check(c server.ClientAuthentication) (string, bool) {
 	if !g.Active {
 		a.throttle.refused(opts.Nkey)
 		return ReasonInactive, false
+	}
+	if !a.conns.admit(opts.Nkey, c.GetID()) {
+		return ReasonTooManyConns, false
 	}
 	c.RegisterUser(&server.User{Username: opts.Nkey, Permissions: Permissions(g), Account: a.accts.members})
 	return ReasonMember, true

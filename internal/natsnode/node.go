@@ -104,12 +104,14 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		onAuth:   o.OnAuth,
 		log:      log.With("component", "natsnode"),
 		throttle: newLoginThrottle(nil),
+		conns:    newConnLimit(o.MaxConnsPerUser),
 	}
 	so.CustomClientAuthentication = auth
 	srv, err := server.NewServer(so)
 	if err != nil {
 		return nil, fmt.Errorf("nats node: %w", err)
 	}
+	auth.conns.srv = srv
 	if auth.accts, err = lookupAccounts(srv); err != nil {
 		return nil, fmt.Errorf("nats node: %w", err)
 	}

@@ -54,6 +54,9 @@ type Options struct {
 	// reason (one of the Reason* constants) and the verdict, e.g. to count
 	// them in Prometheus. It must not block.
 	OnAuth func(reason string, allowed bool)
+	// MaxConnsPerUser bounds each member's live connections on this node
+	// (0: no limit); a login past it is denied (ReasonTooManyConns).
+	MaxConnsPerUser int
 
 	Logger     *slog.Logger // nats-server's log goes here; nil = slog.Default()
 	MaxPayload int32        // maximum message size; 0 = nats-server default (1 MiB)

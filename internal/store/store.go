@@ -296,3 +296,49 @@ type AuditLog interface {
 	// order, as stored (they are not verified: audit.Verify does that).
 	AuditEntries(ctx context.Context, after uint64, limit int) ([]audit.Entry, error)
 }
+
+// UsageKind names what a usage ledger counts.
+type UsageKind string
+
+// Usage kinds.
+const (
+	// UsageBlobBytes are the ciphertext bytes of the blobs a user uploaded
+	// (blobs are never deleted: they count for ever).
+	UsageBlobBytes UsageKind = "blob_bytes"
+	// UsageMsgBytes are the bytes of the room messages a user sent, each
+	// counted until its room's age limit removes it.
+	UsageMsgBytes UsageKind = "msg_bytes"
+	// UsageRooms counts the rooms a user created, one each, for ever
+	// (rooms are never deleted; leaving one does not give it back).
+	UsageRooms UsageKind = "rooms"
+)
+
+// Ledger counts what each user has stored, for the per-user quotas. It is
+// kept beside the control-plane state (a table in SQLite, the
+// UNIBUS_usage bucket in kv mode) and counts in days: bytes that lapse at
+// a time are held in the bucket of the day that time falls in (UTC, see
+// UsageDay) and stop counting when that day is over, so a message counts
+// at most a day longer than it is kept.
+type Ledger interface {
+	// AddUsage adds n bytes of kind to user's ledger, counted until until
+	// (the zero time: for ever). It also drops the user's days that have
+	// lapsed at now.
+	AddUsage(ctx context.Context, user string, kind UsageKind, n int64, until, now time.Time) error
+	// Usage returns the bytes of kind of user's that count at now.
+	Usage(ctx context.Context, user string, kind UsageKind, now time.Time) (int64, error)
+}
+
+// UsageDay is the ledger's day of bytes that lapse at until: the number of
+// the first UTC day that begins at or after it, counted from the Unix
+// epoch; 0 (the zero time) is "never".
+func UsageDay(until time.Time) int64 {
+	if until.IsZero() {
+		return 0
+	}
+	return (max(until.Unix(), 0) + 86399) / 86400
+}
+
+// UsageCounts reports whether the bytes of day count at now.
+func UsageCounts(day int64, now time.Time) bool {
+	return day == 0 || now.Unix() < day*86400
+}

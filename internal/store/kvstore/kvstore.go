@@ -15,6 +15,7 @@
 //	UNIBUS_room_keys        <room>.<member>.<epoch> sealed room key
 //	UNIBUS_rooms_by_member  <sign-pub>              rooms the user is in (index)
 //	UNIBUS_nonces           <key-id>.<sha256(nonce)> anti-replay record (memory)
+//	UNIBUS_usage            <sign-pub>.<kind>       the user's usage ledger (usage.go)
 //
 // # Consistency
 //
@@ -73,10 +74,11 @@ const (
 	BucketRoomKeys      = "UNIBUS_room_keys"
 	BucketRoomsByMember = "UNIBUS_rooms_by_member"
 	BucketNonces        = "UNIBUS_nonces"
+	BucketUsage         = "UNIBUS_usage"
 )
 
 // Buckets lists every bucket the store opens, in creation order.
-var Buckets = []string{BucketUsers, BucketRooms, BucketMembers, BucketRoomKeys, BucketRoomsByMember, BucketNonces}
+var Buckets = []string{BucketUsers, BucketRooms, BucketMembers, BucketRoomKeys, BucketRoomsByMember, BucketNonces, BucketUsage}
 
 // Defaults.
 const (
@@ -152,6 +154,7 @@ type Store struct {
 	// Set by the background open before it reports the store open.
 	js                                            jetstream.JetStream
 	users, rooms, members, keys, byMember, nonces jetstream.KeyValue
+	usage                                         jetstream.KeyValue
 	streams                                       map[string]jetstream.Stream
 	audit                                         jetstream.Stream
 }
@@ -222,6 +225,8 @@ func (s *Store) open(ctx context.Context, nc *nats.Conn) error {
 			s.byMember = kv
 		case BucketNonces:
 			s.nonces = kv
+		case BucketUsage:
+			s.usage = kv
 		}
 	}
 	if err := jsretry.Until(ctx, "audit stream", deadline, s.o.Logger, unavailable, func() error { return s.openAudit(ctx) }); err != nil {

@@ -104,6 +104,17 @@ CREATE TABLE deployment (
 	created_at INTEGER NOT NULL
 ) STRICT;
 `,
+	// 5: the usage ledger of the per-user quotas (store.Ledger): bytes per
+	// user, kind and day they lapse (0: never).
+	`
+CREATE TABLE usage (
+	sign_pub TEXT NOT NULL,
+	kind     TEXT NOT NULL,
+	day      INTEGER NOT NULL CHECK (day >= 0),
+	bytes    INTEGER NOT NULL CHECK (bytes >= 0),
+	PRIMARY KEY (sign_pub, kind, day)
+) STRICT, WITHOUT ROWID;
+`,
 }
 
 // migrate brings the schema to SchemaVersion in one transaction, and

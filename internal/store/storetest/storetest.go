@@ -58,7 +58,7 @@ type Backend struct {
 func Run(t *testing.T, b Backend) {
 	t.Helper()
 	groups := [][]test{userTests, roomTests, memberTests, rotationTests, removeTests, nonceTests, timeTests, auditTests, watchTests,
-		sharedTests, lookupTests, deploymentTests}
+		sharedTests, lookupTests, deploymentTests, usageTests}
 	for _, g := range groups {
 		for _, tc := range g {
 			t.Run(tc.name, func(t *testing.T) {
