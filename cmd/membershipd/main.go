@@ -93,6 +93,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			if err := quotas.apply(&cfg); err != nil {
 				return &exitError{2, err}
 			}
+			if cfg.ScrubInterval == 0 {
+				cfg.ScrubInterval = -1 // the flag's 0 is "off"; Config's is the default
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			d, err := daemon.Start(ctx, cfg)
@@ -150,7 +153,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	quotas = addQuotaFlags(f)
 	root.PersistentFlags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
+	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", daemon.DefaultScrubInterval, "cluster mode: how often every replica of every stream is compared (and divergent ones repaired from the majority by the meta leader); 0 = off")
 	root.AddCommand(newUserCmd(stdout), newMigrateCmd(stdout), newKVCmd(stdout), newAuditCmd(stdout))
+	root.AddCommand(newCheckCmd(stdout))
 	return root
 }
 

@@ -119,6 +119,11 @@ type Config struct {
 	RouteTLSCert      string
 	RouteTLSKey       string
 	RouteTLSCA        string
+
+	// ScrubInterval is how often, in cluster mode, every replica of every
+	// stream is compared with the others (scrub.go); 0: DefaultScrubInterval,
+	// negative: never.
+	ScrubInterval time.Duration
 }
 
 // clustered reports whether cluster mode is on.

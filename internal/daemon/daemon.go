@@ -167,6 +167,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 		// background and denies everything until then.
 		d.wg.Go(d.awaitKV)
 		d.wg.Go(d.fenceMinority)
+		d.wg.Go(d.scrubReplicas)
 	}
 	if _, interval, _ := cfg.syncPolicy(); interval > 0 {
 		lost := "room messages"
