@@ -3,15 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/unibus/unibus/client"
+	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/subjects"
@@ -57,15 +62,21 @@ func truncateLastBlock(t *testing.T, c *harness.Cluster, i int, account, stream 
 // replicas as divergent (exit 1), `check --repair` rebuilds them from the
 // majority (exit 0), a second check finds every replica in agreement, and
 // every acknowledged message and room is read back through each node.
-func TestCheckRepairsTruncatedReplica(t *testing.T) {
-	if testing.Short() {
-		t.Skip("three-node cluster")
-	}
-	c := harness.StartCluster(t, 3, "--scrub-interval=-1s") // only the command repairs here
+// seeded is a three-node R3 cluster with a room of acknowledged
+// messages and a few more rooms.
+type seeded struct {
+	c     *harness.Cluster
+	root  *identity.Identity
+	alpha string
+	want  []string
+	rooms []string
+}
+
+func seedCluster(ctx context.Context, t *testing.T, extra ...string) seeded {
+	t.Helper()
+	c := harness.StartCluster(t, 3, extra...)
 	root := newID(t, c.Nodes[0].Dir, "root")
 	c.AddUser(t, 0, "root", "admin", root)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
 	admin := dialRetry(ctx, t, c, root)
 	alpha, err := admin.CreateRoom(ctx, "alpha")
 	if err != nil {
@@ -87,6 +98,39 @@ func TestCheckRepairsTruncatedReplica(t *testing.T) {
 		}
 		rooms = append(rooms, r.ID)
 	}
+	return seeded{c: c, root: root, alpha: alpha.ID, want: want, rooms: rooms}
+}
+
+// readBack reads every acknowledged message and room through each node
+// alone.
+func (sd seeded) readBack(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for _, n := range sd.c.Nodes {
+		cl, err := client.Dial(ctx, client.Config{Identity: sd.root, Servers: []string{n.HTTPURL()}, NATS: []string{n.NATSURL()}})
+		if err != nil {
+			t.Fatalf("dial %s: %v", n.Name, err)
+		}
+		got := history(ctx, t, cl, sd.alpha, len(sd.want))
+		if !equalSorted(got, sd.want) {
+			t.Errorf("through %s: %d of %d acknowledged messages: %v", n.Name, len(got), len(sd.want), got)
+		}
+		for _, id := range sd.rooms {
+			if _, err := cl.RoomInfo(ctx, id); err != nil {
+				t.Errorf("through %s: room %s: %v", n.Name, id[:6], err)
+			}
+		}
+		cl.Close()
+	}
+}
+
+func TestCheckRepairsTruncatedReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-node cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	sd := seedCluster(ctx, t, "--scrub-interval=0") // only the command repairs here
+	c := sd.c
 
 	var res checkResult
 	harness.EventuallyNoError(t, time.Minute, func() error {
@@ -133,21 +177,67 @@ func TestCheckRepairsTruncatedReplica(t *testing.T) {
 		t.Fatalf("check after the repair: %+v", r)
 	}
 
-	// Every acknowledged message and room, read through each node alone.
-	for _, n := range c.Nodes {
-		cl, err := client.Dial(ctx, client.Config{Identity: root, Servers: []string{n.HTTPURL()}, NATS: []string{n.NATSURL()}})
-		if err != nil {
-			t.Fatalf("dial %s: %v", n.Name, err)
+	sd.readBack(ctx, t)
+}
+
+// The periodic scrub on its own: with --scrub-interval 3s, a replica
+// whose tail was cut while its node was down is found and rebuilt by the
+// meta leader without anyone running a command; the divergence shows in
+// unibus_scrub_divergent_replicas, the repair in
+// unibus_scrub_repairs_total, and every acknowledged message and room
+// reads back through each node.
+func TestScrubRepairsOnItsOwn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-node cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	sd := seedCluster(ctx, t, "--scrub-interval=3s")
+	c := sd.c
+	harness.EventuallyNoError(t, time.Minute, func() error {
+		if res, r := checkJSON(t, c); r.Code != 0 || len(res.Divergent()) != 0 {
+			return fmt.Errorf("check on a healthy cluster: %+v", r)
 		}
-		got := history(ctx, t, cl, alpha.ID, len(want))
-		if !equalSorted(got, want) {
-			t.Errorf("through %s: %d of %d acknowledged messages: %v", n.Name, len(got), len(want), got)
+		return nil
+	}, "every replica agrees before the damage")
+	c.Nodes[2].Bus.Stop(t)
+	truncateLastBlock(t, c, 2, natsnode.BusAccount, subjects.SharedStream, 1500)
+	c.Start(t, 2)
+	c.WaitHealthy(t, 0, 1, 2)
+	start := time.Now()
+	harness.EventuallyNoError(t, 3*time.Minute, func() error {
+		repaired := 0.0
+		for _, n := range c.Nodes {
+			repaired += metricValue(t, n.HTTPURL(), `unibus_scrub_repairs_total{result="ok"}`)
 		}
-		for _, id := range rooms {
-			if _, err := cl.RoomInfo(ctx, id); err != nil {
-				t.Errorf("through %s: room %s: %v", n.Name, id[:6], err)
+		if repaired < 1 {
+			return errors.New("no repair counted yet")
+		}
+		if res, r := checkJSON(t, c, "--wait", "2s"); r.Code != 0 || len(res.Divergent()) != 0 {
+			return fmt.Errorf("check after the scrub: exit %d", r.Code)
+		}
+		return nil
+	}, "the scrub repairs the truncated replica on its own")
+	t.Logf("the scrub repaired n3's %s %v after the node was back", subjects.SharedStream, time.Since(start).Round(100*time.Millisecond))
+	sd.readBack(ctx, t)
+}
+
+// metricValue reads one sample from a node's /metrics (0 when absent).
+func metricValue(t *testing.T, httpURL, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get(httpURL + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
 			}
 		}
-		cl.Close()
 	}
+	return 0
 }

@@ -12,11 +12,14 @@ import "time"
 // the leader dies the followers see no quorum until one of them is
 // elected, and closing every member's connection then would turn a node
 // loss into a reconnect storm.
+// A node that has lost its routes to so many peers that it could not be
+// part of any quorum (natsnode.Node.Isolated: routes notice a silent peer
+// in 3–4 s) is not watching an election: it is cut off, and fences at once.
 // Members reconnect to a node that has the quorum (their clients know
 // every node), or here once it is back.
 const (
 	fenceAfter = 8 * time.Second
-	fenceEvery = time.Second
+	fenceEvery = 500 * time.Millisecond
 )
 
 // fenceMinority runs in cluster mode until Close.
@@ -32,6 +35,11 @@ func (d *Daemon) fenceMinority() {
 		case <-t.C:
 		}
 		if d.node.Quorum() {
+			if !lostAt.IsZero() {
+				// What was read while cut off may be what the majority
+				// has since changed: read it all again.
+				d.forgetAccess()
+			}
 			if fenced {
 				d.log.Info("quorum visible again: serving member traffic")
 			}
@@ -40,8 +48,12 @@ func (d *Daemon) fenceMinority() {
 		}
 		if lostAt.IsZero() {
 			lostAt = time.Now()
+			// The watch that invalidates cached grants and memberships
+			// cannot hear the majority now: drop them, so that nothing
+			// cached before the cut is served after it heals.
+			d.forgetAccess()
 		}
-		if time.Since(lostAt) < fenceAfter {
+		if _, size := d.node.MetaLeader(); time.Since(lostAt) < fenceAfter && !d.node.Isolated(size) {
 			continue
 		}
 		// Every tick while fenced: a login that raced the first kick
@@ -56,4 +68,11 @@ func (d *Daemon) fenceMinority() {
 		}
 		fenced = true
 	}
+}
+
+// forgetAccess drops every cached login grant and the relay's cached
+// rooms and users: the next login and the next message read the store.
+func (d *Daemon) forgetAccess() {
+	d.authz.cache.clear()
+	d.dir.ForgetAll()
 }

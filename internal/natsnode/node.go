@@ -87,6 +87,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		so.Cluster.Username, so.Cluster.Password = c.User, c.Pass
 		so.Cluster.NoAdvertise = true // cold-start fix: gossip no addresses (docs/DESIGN.md)
 		so.Cluster.PoolSize = -1      // cold-start fix: one route per peer
+		so.Cluster.PingInterval, so.Cluster.MaxPingsOut = routePing, routePingsOut
 		if c.TLS != nil {
 			so.Cluster.TLSConfig = c.TLS.Clone()
 			so.Cluster.TLSTimeout = 2
@@ -179,6 +180,9 @@ func (n *Node) Quorum() bool {
 	if err != nil || jsz == nil || jsz.Meta == nil || jsz.Meta.Leader == "" || jsz.Meta.Size == 0 {
 		return false
 	}
+	if n.Isolated(jsz.Meta.Size) {
+		return false
+	}
 	if jsz.Meta.Leader != n.opts.ServerName {
 		// A follower trusts a known leader. One cut off from it keeps its
 		// name until its election timeout (4–9 s), then has none. (Also
@@ -194,6 +198,38 @@ func (n *Node) Quorum() bool {
 		}
 	}
 	return alive >= jsz.Meta.Size/2+1
+}
+
+// Route liveness: a route whose peer has not answered MaxPingsOut pings
+// sent every routePing is closed. nats-server's defaults (two minutes,
+// two pings) keep a route to a peer behind a pulled cable for minutes;
+// these notice it in 3–4 s. A busy peer still answers a ping within a
+// second: its read loop answers pings before it processes anything else.
+const (
+	routePing     = time.Second
+	routePingsOut = 3
+)
+
+// Isolated reports whether this node, in a cluster whose meta group has
+// size members, holds routes to too few peers to be part of a quorum:
+// then it is cut off (a partition, or every peer down), not watching an
+// election, and nothing it knows may be trusted for long. With routes to
+// enough peers it is not isolated, whatever the meta group says.
+func (n *Node) Isolated(size int) bool {
+	if n.opts.Cluster == nil || size <= 1 {
+		return false
+	}
+	rz, err := n.srv.Routez(&server.RoutezOptions{})
+	if err != nil || rz == nil {
+		return true
+	}
+	peers := map[string]bool{}
+	for _, r := range rz.Routes {
+		if r != nil && r.RemoteName != "" {
+			peers[r.RemoteName] = true
+		}
+	}
+	return len(peers)+1 < size/2+1
 }
 
 // RouteURL is the route listener's address, in cluster mode.
