@@ -13,8 +13,8 @@ import (
 // byte quotas also take "auto", a tenth of the file system that holds
 // them (the default).
 type quotaFlags struct {
-	rooms, conns int64
-	blob, msg    string
+	rooms, conns, changes int64
+	blob, msg             string
 }
 
 func addQuotaFlags(f *pflag.FlagSet) *quotaFlags {
@@ -23,6 +23,7 @@ func addQuotaFlags(f *pflag.FlagSet) *quotaFlags {
 	f.StringVar(&q.blob, "user-blob-bytes", "auto", "blob bytes each user may upload, for ever (blobs are never deleted): a number of bytes, auto (a tenth of the file system that holds the blobs) or 0 (no limit)")
 	f.StringVar(&q.msg, "user-msg-bytes", "auto", "bytes of room messages each user may have kept at once (a message counts until its room's max age removes it): a number of bytes, auto (a tenth of the file system of the JetStream store) or 0 (no limit)")
 	f.Int64Var(&q.conns, "user-conns", daemon.DefaultUserConns, "data-plane connections each user may hold on one node; more are refused at login (0 = no limit)")
+	f.Int64Var(&q.changes, "user-daily-changes", daemon.DefaultUserDailyChanges, "signed changes (POST, PUT, DELETE) each non-admin user may make in a UTC day: each may append to the audit log, which is never pruned; more get 429 quota_exceeded (0 = no limit)")
 	return q
 }
 
@@ -35,10 +36,10 @@ func (q *quotaFlags) apply(cfg *daemon.Config) error {
 		}
 		return v
 	}
-	if q.rooms < 0 || q.conns < 0 {
-		return fmt.Errorf("--user-rooms and --user-conns must be 0 (no limit) or a positive count")
+	if q.rooms < 0 || q.conns < 0 || q.changes < 0 {
+		return fmt.Errorf("--user-rooms, --user-conns and --user-daily-changes must be 0 (no limit) or a positive count")
 	}
-	cfg.UserRooms, cfg.UserConns = none(q.rooms), int(none(q.conns))
+	cfg.UserRooms, cfg.UserConns, cfg.UserDailyChanges = none(q.rooms), int(none(q.conns)), none(q.changes)
 	var err error
 	if cfg.UserBlobBytes, err = quotaBytesFlag("--user-blob-bytes", q.blob); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -119,4 +120,26 @@ func errQuota(m *quota.Meter, what string, status int) error {
 func (s *Server) errLedger(c *caller, err error) error {
 	s.log.Warn("quota ledger unreadable; request refused", "user", c.key.Short(), "err", err)
 	return errorf(http.StatusServiceUnavailable, wire.CodeUnavailable, "the usage ledger cannot be read now; nothing was done, retrying is safe")
+}
+
+// dailyChange counts one change against the user's daily budget, or
+// refuses it: 429 quota_exceeded with Retry-After at the next UTC day.
+// Checked, like the rate, before the nonce is written.
+func (s *Server) dailyChange(ctx context.Context, w http.ResponseWriter, c *caller, user string, now time.Time) error {
+	q := s.o.ChangeQuota
+	if q == nil {
+		return nil
+	}
+	switch err := q.Allow(ctx, user, 1); {
+	case errors.Is(err, quota.ErrExceeded):
+		next := now.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+		w.Header().Set("Retry-After", strconv.Itoa(int(next.Sub(now).Seconds())+1))
+		s.o.Metrics.Denials.WithLabelValues(wire.CodeQuotaExceeded).Inc()
+		return errorf(http.StatusTooManyRequests, wire.CodeQuotaExceeded,
+			"this user's budget of %d changes a day is spent; nothing was done: it renews at 00:00 UTC (an operator can raise it)", q.Limit())
+	case err != nil:
+		return s.errLedger(c, err)
+	}
+	q.Charge(user, 1, now)
+	return nil
 }

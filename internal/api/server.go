@@ -95,6 +95,10 @@ type Options struct {
 	// RoomQuota and BlobQuota bound the rooms each user creates and the
 	// blob bytes each user uploads (nil: none).
 	RoomQuota, BlobQuota *quota.Meter
+	// ChangeQuota bounds each non-admin user's signed changes per UTC day
+	// (nil: none): every change may append to the audit log, which is
+	// never pruned, so a rate alone does not bound what a user adds to it.
+	ChangeQuota *quota.Meter
 }
 
 // DefaultBlobMaxSize is the default per-blob size limit (1 GiB).
@@ -304,6 +308,11 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		return errRateLimited(change, s.o.UserRates)
 	}
 	now := s.o.Now()
+	if change && !c.isAdmin() {
+		if err := s.dailyChange(r.Context(), w, c, vr.KeyID, now); err != nil {
+			return err
+		}
+	}
 	if _, err := observe(s, "use_nonce", func() (struct{}, error) {
 		return struct{}{}, s.o.Store.UseNonce(r.Context(), vr.KeyID, vr.Nonce, now, now.Add(2*s.o.Window))
 	}); err != nil {

@@ -187,5 +187,8 @@ func noRateLimits(bin string) []string {
 	if strings.Contains(string(out), "--user-rooms") {
 		flags = append(flags, "--user-rooms", "0", "--user-blob-bytes", "0", "--user-msg-bytes", "0", "--user-conns", "0")
 	}
+	if strings.Contains(string(out), "--user-daily-changes") {
+		flags = append(flags, "--user-daily-changes", "0")
+	}
 	return flags
 }

@@ -96,6 +96,9 @@ type Config struct {
 	UserRooms     int64
 	UserBlobBytes int64
 	UserMsgBytes  int64
+	// UserDailyChanges bounds each non-admin user's signed changes per
+	// UTC day (DefaultUserDailyChanges when 0; negative: no limit).
+	UserDailyChanges int64
 	// UserConns bounds each user's data-plane connections on one node
 	// (DefaultUserConns when 0; negative: no limit).
 	UserConns int
@@ -169,6 +172,9 @@ func (c *Config) Defaults() {
 	}
 	if c.UserConns == 0 {
 		c.UserConns = DefaultUserConns
+	}
+	if c.UserDailyChanges == 0 {
+		c.UserDailyChanges = DefaultUserDailyChanges
 	}
 	if c.InternalIDFile == "" {
 		c.InternalIDFile = filepath.Join(c.DataDir, "internal.id")

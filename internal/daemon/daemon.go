@@ -257,7 +257,7 @@ func (d *Daemon) startHTTP() error {
 		Window: d.cfg.Window, Health: d.health, RoomMaxAge: d.cfg.RoomMaxAge, RoomMaxBytes: d.cfg.RoomMaxBytes,
 		Blobs: d.blobs, BlobMaxSize: d.cfg.BlobMaxSize, DiskLow: d.DiskLow,
 		UserRates: api.UserRates{Reads: max(d.cfg.UserReads, 0), Changes: max(d.cfg.UserChanges, 0)},
-		RoomQuota: d.quotas.rooms, BlobQuota: d.quotas.blobs,
+		RoomQuota: d.quotas.rooms, BlobQuota: d.quotas.blobs, ChangeQuota: d.quotas.changes,
 	})
 	if err != nil {
 		return err

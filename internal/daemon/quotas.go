@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/unibus/unibus/internal/quota"
@@ -17,6 +18,11 @@ const (
 	// hold on one node: a client holds one, a host running many agents
 	// under one identity a few dozen.
 	DefaultUserConns = 64
+	// DefaultUserDailyChanges is how many signed changes one non-admin
+	// user may make in a UTC day: every change may append to the audit
+	// log, which is never pruned. A member's client makes a handful per
+	// room it joins; this is one every nine seconds, all day.
+	DefaultUserDailyChanges = 10000
 	// quotaShare is the default byte quota of each kind: this fraction of
 	// the file system that holds it, so that no one user fills it.
 	quotaShare = 10
@@ -24,9 +30,9 @@ const (
 
 // quotas are the node's quota meters.
 type quotas struct {
-	rooms, blobs, msgs *quota.Meter
-	stop               context.CancelFunc
-	done               chan struct{}
+	rooms, blobs, msgs, changes *quota.Meter
+	stop                        context.CancelFunc
+	done                        chan struct{}
 }
 
 // startQuotas makes the meters over the store's usage ledger, resolving
@@ -51,19 +57,24 @@ func (d *Daemon) startQuotas() error {
 	}
 	o := quota.Options{Logger: d.log.With("component", "quota")}
 	q := &quotas{
-		rooms: quota.New(ledger, store.UsageRooms, max(d.cfg.UserRooms, 0), o),
-		blobs: quota.New(ledger, store.UsageBlobBytes, blobs, o),
-		msgs:  quota.New(ledger, store.UsageMsgBytes, msgs, o),
-		done:  make(chan struct{}),
+		rooms:   quota.New(ledger, store.UsageRooms, max(d.cfg.UserRooms, 0), o),
+		blobs:   quota.New(ledger, store.UsageBlobBytes, blobs, o),
+		msgs:    quota.New(ledger, store.UsageMsgBytes, msgs, o),
+		changes: quota.New(ledger, store.UsageChanges, max(d.cfg.UserDailyChanges, 0), o),
+		done:    make(chan struct{}),
 	}
 	var ctx context.Context
 	ctx, q.stop = context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, m := range []*quota.Meter{q.msgs, q.changes} {
+		wg.Go(func() { m.Run(ctx, quota.DefaultFlush) })
+	}
 	go func() {
 		defer close(q.done)
-		q.msgs.Run(ctx, quota.DefaultFlush)
+		wg.Wait()
 	}()
 	d.quotas = q
-	d.log.Info("per-user quotas", "rooms", q.rooms.Limit(), "blob_bytes", q.blobs.Limit(), "msg_bytes", q.msgs.Limit(), "connections_per_node", max(d.cfg.UserConns, 0))
+	d.log.Info("per-user quotas", "rooms", q.rooms.Limit(), "blob_bytes", q.blobs.Limit(), "msg_bytes", q.msgs.Limit(), "changes_a_day", q.changes.Limit(), "connections_per_node", max(d.cfg.UserConns, 0))
 	return nil
 }
 

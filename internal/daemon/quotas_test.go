@@ -168,3 +168,56 @@ func TestUserConnsLimit(t *testing.T) {
 		t.Fatalf("another user while mallory is at her limit: %v", err)
 	}
 }
+
+// TestUserDailyChanges: every change may append to the audit log, which is
+// never pruned, so a member's changes are bounded per UTC day, not only
+// per second: past the budget, 429 quota_exceeded with Retry-After, and
+// nothing is done; another member and the admin are not affected.
+func TestUserDailyChanges(t *testing.T) {
+	const budget = 5
+	b := startBus(t, withConfig(func(c *daemon.Config) {
+		c.UserReads, c.UserChanges, c.UserRooms = -1, -1, -1
+		c.UserDailyChanges = budget
+	}))
+	ctx := ctxT(t)
+	malloryID, mallory := b.user(t, "mallory") // dialing publishes the KEM key: one change
+	_, carol := b.user(t, "carol")
+	made := 0
+	for range budget + 5 {
+		_, err := mallory.CreateRoom(ctx, "flood")
+		if err == nil {
+			made++
+			continue
+		}
+		var ae *client.APIError
+		if !errors.As(err, &ae) || ae.Status != http.StatusTooManyRequests || ae.Code != wire.CodeQuotaExceeded {
+			t.Fatalf("a change past the daily budget: %v, want 429 %s", err, wire.CodeQuotaExceeded)
+		}
+	}
+	if made != budget-1 {
+		t.Errorf("%d rooms made under a budget of %d changes a day (one spent on the KEM key), want %d", made, budget, budget-1)
+	}
+	if ids, err := b.d.Store().RoomIDs(ctx, malloryID.SignPub().String()); err != nil || len(ids) != made {
+		t.Fatalf("mallory is in %d rooms (%v), want %d: a refused change was made", len(ids), err, made)
+	}
+	req := signed(t, b, "POST", "/v1/rooms", []byte(`{}`), malloryID.SignPub().String(), malloryID.SigningKey(), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if ra := resp.Header.Get("Retry-After"); resp.StatusCode != http.StatusTooManyRequests || ra == "" {
+		t.Fatalf("past the budget: %d, Retry-After %q; want 429 with the seconds until 00:00 UTC", resp.StatusCode, ra)
+	}
+	if _, err := mallory.ListRooms(ctx); err != nil {
+		t.Errorf("reads are not changes: %v", err)
+	}
+	if _, err := carol.CreateRoom(ctx, "fine"); err != nil {
+		t.Errorf("another member while mallory's budget is spent: %v", err)
+	}
+	for i := range budget + 3 {
+		if _, err := b.admin.CreateRoom(ctx, fmt.Sprintf("admin-%d", i)); err != nil {
+			t.Fatalf("the admin's change %d: %v (admins have no daily budget)", i+1, err)
+		}
+	}
+}

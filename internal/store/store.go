@@ -311,6 +311,10 @@ const (
 	// UsageRooms counts the rooms a user created, one each, for ever
 	// (rooms are never deleted; leaving one does not give it back).
 	UsageRooms UsageKind = "rooms"
+	// UsageChanges counts a user's signed changes (requests that may
+	// write the store and the audit log), each until the end of its UTC
+	// day: a daily budget.
+	UsageChanges UsageKind = "changes"
 )
 
 // Ledger counts what each user has stored, for the per-user quotas. It is
