@@ -343,8 +343,32 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &ae) && ae.Code == code
 }
 
+// readRetryFor bounds how long a read the server answered 503
+// unavailable is asked again: a cluster electing a new leader for a bucket
+// whose leader was lost answers reads 503 for a few seconds (fail-over
+// p99 16 s measured).
+const readRetryFor = 30 * time.Second
+
 // do sends one signed JSON request and decodes the JSON answer into out.
+// A read (GET) answered 503 unavailable is asked again, signed afresh,
+// with backoff, for up to readRetryFor: it changes nothing. A change is
+// never resent (it may have taken effect; its error says so).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		err := c.doOnce(ctx, method, path, in, out)
+		if method != http.MethodGet || !IsCode(err, wire.CodeUnavailable) || time.Since(start) > readRetryFor {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
+func (c *Client) doOnce(ctx context.Context, method, path string, in, out any) error {
 	var body []byte
 	if in != nil {
 		var err error

@@ -133,7 +133,9 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar((*string)(&cfg.Store), "store", "sqlite", "control-plane store: sqlite (one file) or kv (replicated JetStream KV buckets)")
 	f.StringVar(&cfg.DB, "db", "", "SQLite file (default <data-dir>/unibus.db)")
 	f.StringVar(&cfg.NATSStore, "nats-store", "", "JetStream directory (default <data-dir>/jetstream)")
-	f.StringVar(&cfg.NATSURL, "nats-url", "", "external NATS URL (not yet implemented)")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "run in front of an external NATS (nats-server >= 2.10, comma-separated seeds) through its auth callout instead of the embedded engine; needs --nats-creds and --store kv (docs/OPERATIONS.md, External NATS)")
+	f.StringVar(&cfg.NATSCreds, "nats-creds", "", "with --nats-url: membershipd's credentials file (0600; 'membershipd external-nats init')")
+	f.StringVar(&cfg.NATSCA, "nats-ca", "", "with --nats-url: CA certificate that signed the NATS servers' TLS certificates")
 	f.IntVar(&cfg.KVReplicas, "kv-replicas", 1, "replicas of room streams, KV buckets and the blob object store (3 in a cluster)")
 	f.DurationVar(&cfg.KVBootstrap, "kv-bootstrap", 120*time.Second, "how long --store kv retries opening its buckets while JetStream has no meta leader (cold cluster start)")
 	f.StringVar(&cfg.InternalIDFile, "internal-id-file", "", "membershipd's internal identity, created 0600 on first start (default <data-dir>/internal.id)")
@@ -155,7 +157,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
 	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", daemon.DefaultScrubInterval, "cluster mode: how often every replica of every stream is compared (and divergent ones repaired from the majority by the meta leader); 0 = off")
 	root.AddCommand(newUserCmd(stdout), newMigrateCmd(stdout), newKVCmd(stdout), newAuditCmd(stdout))
-	root.AddCommand(newCheckCmd(stdout))
+	root.AddCommand(newCheckCmd(stdout), newExternalNATSCmd(stdout))
 	return root
 }
 

@@ -149,10 +149,12 @@ func TestStartServerRefusals(t *testing.T) {
 	}
 	bin := filepath.Join(harness.Build(t), "membershipd")
 	ctx := context.Background()
-	// An external NATS is not implemented by this membershipd.
+	// An external NATS without its credentials is refused as a
+	// configuration error (the external engine is implemented), naming
+	// the flag to add.
 	_, err := StartServer(ctx, bin, "sqlite", "always", "--nats-url", "nats://127.0.0.1:1")
-	if !errors.Is(err, ErrNotImplemented) || !strings.Contains(err.Error(), "--nats-url") {
-		t.Fatalf("external NATS: %v", err)
+	if err == nil || errors.Is(err, ErrNotImplemented) || !strings.Contains(err.Error(), "--nats-creds") {
+		t.Fatalf("external NATS without credentials: %v", err)
 	}
 	_, err = StartServer(ctx, bin, "postgres", "always")
 	if err == nil || errors.Is(err, ErrNotImplemented) {

@@ -44,7 +44,7 @@ func (d *Daemon) accessChanged(signPub string, own bool) {
 	if own {
 		return
 	}
-	n, err := d.node.Kick(sp.NKey())
+	n, err := d.eng.Kick(sp.NKey())
 	if err != nil {
 		d.log.Warn("kick after an access change failed", "sign_pub", signPub, "err", err)
 		return

@@ -64,8 +64,14 @@ type Config struct {
 	Store         StoreKind // StoreSQLite (default) | StoreKV
 	DB            string    // SQLite file (default <data-dir>/unibus.db)
 	NATSStore     string    // JetStream dir (default <data-dir>/jetstream)
-	NATSURL       string    // external NATS (not yet implemented)
-	KVReplicas    int       // replicas of room streams, KV buckets and the object store; default 1
+	// NATSURL runs membershipd in front of an external NATS (comma-separated
+	// seeds) instead of the embedded engine (external.go); NATSCreds is the
+	// 0600 file of its credentials, NATSCA the CA that signed the servers'
+	// TLS certificates.
+	NATSURL    string
+	NATSCreds  string
+	NATSCA     string
+	KVReplicas int // replicas of room streams, KV buckets and the object store; default 1
 	// KVBootstrap is how long opening the KV buckets retries while JetStream
 	// has no meta leader (a cold cluster); default 120 s.
 	KVBootstrap    time.Duration
@@ -242,9 +248,7 @@ func (c *Config) Validate() error {
 	default:
 		add("--store must be sqlite or kv, not %q", c.Store)
 	}
-	if c.NATSURL != "" {
-		add("--nats-url (external NATS) is not implemented in this version; membershipd embeds its NATS server")
-	}
+	errs = append(errs, c.validateExternal()...)
 	if _, _, err := c.syncPolicy(); err != nil {
 		errs = append(errs, err)
 	}

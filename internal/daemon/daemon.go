@@ -26,6 +26,7 @@ import (
 	"github.com/unibus/unibus/internal/blobstore/fileblobs"
 	"github.com/unibus/unibus/internal/blobstore/objblobs"
 	"github.com/unibus/unibus/internal/dataplane"
+	"github.com/unibus/unibus/internal/extnats"
 	"github.com/unibus/unibus/internal/metrics"
 	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/internal/store"
@@ -43,6 +44,8 @@ type Daemon struct {
 	kv       *kvstore.Store  // kv mode: the store, opening in the background
 	objs     *objblobs.Store // kv mode: the blob store, likewise
 	node     *natsnode.Node
+	eng      engine        // the embedded node's, or the external NATS's (external.go)
+	extKeys  *extnats.Keys // --nats-url: membershipd's credentials
 	internal *identity.Identity
 	nc       *nats.Conn // internal identity, bus account (room streams, listeners)
 	cnc      *nats.Conn // internal identity, control account (kv mode)
@@ -120,7 +123,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 			return nil, err
 		}
 	}
-	if d.internal, err = loadOrCreateIdentity(cfg.InternalIDFile); err != nil {
+	if d.internal, err = d.internalIdentity(); err != nil {
 		return nil, fmt.Errorf("internal identity: %w", err)
 	}
 	if err := d.startNATS(ctx); err != nil {
@@ -178,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 			"js_sync", string(cfg.JSSync), "interval", interval)
 	}
 	d.log.Info("membershipd ready", "node", d.nodeName(), "http", d.HTTPURL(), "nats", d.NATSURL(),
-		"route", d.node.RouteURL(), "bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store,
+		"route", d.eng.RouteURL(), "bus_auth", cfg.BusAuth, "tls", cfg.tlsOn(), "store", cfg.Store,
 		"cluster", cfg.ClusterName, "js_sync", cfg.JSSync)
 	return d, nil
 }
@@ -214,6 +217,9 @@ func (d *Daemon) nodeName() string {
 }
 
 func (d *Daemon) startNATS(ctx context.Context) error {
+	if d.cfg.external() {
+		return d.startExternal(ctx)
+	}
 	always, interval, _ := d.cfg.syncPolicy()
 	port := d.cfg.NATSPort
 	if port == 0 {
@@ -242,6 +248,7 @@ func (d *Daemon) startNATS(ctx context.Context) error {
 		return fmt.Errorf("start NATS: %w", err)
 	}
 	started.Store(d.node)
+	d.eng = embedded{d.node}
 	if d.nc, err = d.node.ConnectBus(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-internal")); err != nil {
 		return fmt.Errorf("internal NATS connection: %w", err)
 	}
@@ -298,7 +305,7 @@ func (d *Daemon) HTTPURL() string {
 }
 
 // NATSURL is the data plane's client URL.
-func (d *Daemon) NATSURL() string { return d.node.ClientURL() }
+func (d *Daemon) NATSURL() string { return d.eng.ClientURL() }
 
 // Store exposes the store (for tests and admin tooling in-process).
 func (d *Daemon) Store() store.Store { return d.store }
@@ -361,8 +368,8 @@ func (d *Daemon) Close() error {
 		if d.cnc != nil {
 			d.cnc.Close()
 		}
-		if d.node != nil {
-			d.node.Shutdown()
+		if d.eng != nil {
+			d.eng.Shutdown()
 		}
 		if d.store != nil {
 			err = errors.Join(err, d.store.Close())

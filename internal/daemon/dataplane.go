@@ -31,7 +31,7 @@ const sweepEvery = 30 * time.Second
 // JetStream can make them (ensureStreams).
 func (d *Daemon) startDataPlane() error {
 	var err error
-	if d.mnc, err = d.node.ConnectMembers(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-relay")); err != nil {
+	if d.mnc, err = d.eng.ConnectMembers(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-relay")); err != nil {
 		return fmt.Errorf("internal members connection: %w", err)
 	}
 	d.relay, err = dataplane.StartRelay(dataplane.RelayOptions{
@@ -143,7 +143,7 @@ func (p dataPlane) Kick(nkey string) (int, error) {
 	if sp, err := identity.SignPubFromNKey(nkey); err == nil {
 		p.d.dir.ForgetUser(sp.String())
 	}
-	return p.d.node.Kick(nkey)
+	return p.d.eng.Kick(nkey)
 }
 
 func (p dataPlane) CreateRoomStream(ctx context.Context, room string, maxAge time.Duration, maxBytes int64) error {

@@ -143,19 +143,19 @@ func (d *Daemon) health(ctx context.Context) wire.Health {
 		KVReplicas: d.cfg.KVReplicas, JSSync: string(d.cfg.JSSync), Cluster: d.cfg.clustered(),
 		RouteTLS: d.cfg.clustered() && d.cfg.RouteTLSCert != "", DiskReserve: max(d.cfg.DiskReserve, 0),
 	}}
-	leader, peers := d.node.MetaLeader()
+	leader, peers := d.eng.MetaLeader()
 	h.Posture.MetaLeader, h.Posture.Peers = leader, peers
 	h.DiskFree = d.hs.diskFree.Load()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	fail := func(reason, msg string) { h.Status, h.Reason, h.Error = "unavailable", reason, msg }
-	if leader == "" || !d.node.Quorum() {
+	if leader == "" || !d.eng.Quorum() {
 		fail(wire.HealthNoQuorum, "JetStream has no meta leader or quorum (a cluster needs a quorum of its nodes up)")
 	} else if _, err := d.store.GetUser(ctx, "health-check"); err != nil && !errors.Is(err, store.ErrNotFound) {
 		fail(wire.HealthStoreUnreadable, "store not readable")
 	} else if err := d.probeStore(ctx); err != nil {
 		fail(wire.HealthStoreUnwritable, "the store cannot be written, so every signed request is refused (see the log)")
-	} else if !d.node.Server().JetStreamEnabled() {
+	} else if !d.eng.JetStreamEnabled() {
 		fail(wire.HealthJetStreamOff, "JetStream not enabled")
 	} else if !d.streamsReady.Load() {
 		fail(wire.HealthStarting, "the shared room stream is not created yet")

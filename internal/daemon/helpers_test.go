@@ -44,6 +44,9 @@ func startBus(t testing.TB, opts ...option) *bus {
 	for _, o := range opts {
 		o(b)
 	}
+	if b.cfg.Store == storeExternal {
+		useExternalNATS(t, b) // external_test.go
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	d, err := daemon.Start(ctx, b.cfg)

@@ -18,7 +18,7 @@ import (
 // everything), and serves logins from the store.
 func (d *Daemon) openKV() error {
 	var err error
-	if d.cnc, err = d.node.Connect(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-control")); err != nil {
+	if d.cnc, err = d.eng.Connect(d.internal.NKey(), d.internal.SignNonce, nats.Name("membershipd-control")); err != nil {
 		return fmt.Errorf("internal control connection: %w", err)
 	}
 	log := d.log.With("component", "kvstore")

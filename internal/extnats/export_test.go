@@ -1,0 +1,4 @@
+package extnats
+
+// AccountOf is accountOf, for the tests.
+var AccountOf = accountOf
