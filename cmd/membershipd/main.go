@@ -98,7 +98,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			d, err := daemon.Start(ctx, cfg)
+			d, err := startServer(ctx, cmd, &cfg)
 			if err != nil {
 				return err
 			}
@@ -157,6 +157,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&logFormat, "log-format", "auto", "log format: text, json, or auto (text on a terminal)")
 	f.DurationVar(&cfg.ScrubInterval, "scrub-interval", daemon.DefaultScrubInterval, "cluster mode: how often every replica of every stream is compared (and divergent ones repaired from the majority by the meta leader); 0 = off")
 	root.AddCommand(newUserCmd(stdout), newMigrateCmd(stdout), newKVCmd(stdout), newAuditCmd(stdout))
+	root.AddCommand(newOperatorCredsCmd(stdout))
 	root.AddCommand(newCheckCmd(stdout), newExternalNATSCmd(stdout))
 	return root
 }

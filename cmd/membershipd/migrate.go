@@ -62,6 +62,14 @@ any connection is made.`,
 			if n := len(rep.Conflicts); n > 0 {
 				return &exitError{1, fmt.Errorf("%d records differ between SQLite and the KV and were left unchanged", n)}
 			}
+			// On a cluster node, a standalone (temporary) server's store is
+			// not the cluster's: keep the file for the cluster's first start.
+			if seed := k.node.seedPath(); seed != "" && nc.ConnectedClusterName() == "" {
+				if err := keepClusterSeed(db, seed); err != nil {
+					return fmt.Errorf("keep %s for the cluster's first start: %w", db, err)
+				}
+				fmt.Fprintf(stdout, "cluster node: %s is not the cluster's store; kept a copy as %s, which the node imports when the cluster starts\n", k.natsURL, seed)
+			}
 			return nil
 		},
 	}

@@ -15,8 +15,9 @@
 # starts nothing: start every node together afterwards (README.md).
 #
 # Needs, from the steps before (README.md): out/<node>/tls/ from
-# generate-cluster-certs.sh and secrets/cluster.pass (0600, the route
-# secret shared by every node).
+# generate-cluster-certs.sh and secrets/cluster.pass (the route secret
+# shared by every node; a copy readable by others is set to 0600, with a
+# warning).
 set -euo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -100,7 +101,10 @@ pass_file="${secrets}/cluster.pass"
 if [ ! -s "${pass_file}" ]; then
   missing+=("${pass_file}  (create it: mkdir -p ${secrets} && (umask 077 && openssl rand -hex 32 >${pass_file}))")
 elif [ "$(file_mode "${pass_file}")" != 600 ] && [ "$(file_mode "${pass_file}")" != 400 ]; then
-  missing+=("${pass_file} is mode $(file_mode "${pass_file}"): the route secret must be 0600 (chmod 600 ${pass_file})")
+  # openssl rand ... > secrets/cluster.pass under the usual umask makes it
+  # 0644: fix it, and say so (whoever could read it may have a copy).
+  echo "deploy-cluster.sh: warning: ${pass_file} was mode $(file_mode "${pass_file}"), readable by other users of this machine; setting it to 0600 (if someone else may have read it, make a new secret)" >&2
+  chmod 600 "${pass_file}"
 fi
 if [ -n "${binary}" ] && [ ! -x "${binary}" ]; then
   missing+=("${binary}  (--binary: no such executable)")
@@ -170,7 +174,7 @@ chown root:root ${remote_dir} ${remote_dir}/membershipd ${remote_dir}/cluster.en
 chmod 0755 ${remote_dir} ${remote_dir}/membershipd
 chmod 0644 ${remote_dir}/cluster.env ${remote_dir}/${unit_name}
 chown -R root:unibus ${remote_dir}/tls
-chmod 0750 ${remote_dir}/tls
+chmod 0755 ${remote_dir}/tls
 chmod 0644 ${remote_dir}/tls/ca.crt ${remote_dir}/tls/route-ca.crt ${remote_dir}/tls/server.crt ${remote_dir}/tls/route.crt
 chmod 0640 ${remote_dir}/tls/server.key ${remote_dir}/tls/route.key
 install -d -o unibus -g unibus -m 0700 ${remote_dir}/local_files ${remote_dir}/secrets

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -67,6 +68,7 @@ func TestRehearsal(t *testing.T) {
 	requireTools(t, "openssl", "rsync")
 	t.Parallel()
 	bin := harness.Build(t)
+	requireTools(t, "curl", "nats")
 	ports := harness.FreePorts(t, rehearsalIPs, 3)
 	top := topology{httpPort: ports[0], natsPort: ports[1], clusterPort: ports[2], routeNetwork: "public", bind: "public"}
 	for i, ip := range rehearsalIPs {
@@ -100,6 +102,44 @@ func TestRehearsal(t *testing.T) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM([]byte(readFile(t, filepath.Join(local, "n1", "tls", "ca.crt"))))
+
+	// As root, n1 is installed as on a real host: install-node.sh sets its
+	// owners and modes (and creates the unibus user), and the unit's
+	// process runs as unibus.
+	app1 := filepath.Join(local, "n1")
+	asRoot := os.Geteuid() == 0
+	if asRoot {
+		requireTools(t, "unshare", "setpriv", "curl")
+		opened(t, app1, filepath.Clean(os.TempDir()))
+		if r := installNode(t, app1, filepath.Join(m.out, "n1", "install-node.sh")); r.Code != 0 {
+			t.Fatalf("install-node.sh for n1: %s", r)
+		}
+	} else {
+		t.Log("not root: n1 is not installed with install-node.sh and runs as this user")
+	}
+
+	// The first admin, as the runbook bootstraps it on n1 before the
+	// cluster starts: a temporary loopback server and migrate-to-kv, as
+	// root. It registers no admin of its own and leaves no identity file
+	// behind; migrate-to-kv keeps the seed for the cluster.
+	admin, member := filepath.Join(m.dir, "admin.id"), filepath.Join(m.dir, "alice.id")
+	adminPub, memberPub := keygen(t, m.dir, admin), keygen(t, m.dir, member)
+	boot, bootLog := runFirstAdminBootstrap(t, app1, adminPub)
+	if boot.Code != 0 || !strings.Contains(boot.Stdout, `added user "root"`) || !strings.Contains(boot.Stdout, "users: 1 copied") ||
+		!strings.Contains(boot.Stdout, "kept a copy as "+filepath.Join(app1, "local_files", "cluster-seed.db")) {
+		t.Fatalf("the runbook's first-admin bootstrap: %s\n--- temporary server:\n%s", boot, bootLog)
+	}
+	if !strings.Contains(bootLog, "no bootstrap admin") || strings.Contains(bootLog, "created and registered an admin identity") {
+		t.Errorf("the temporary server on a node made an admin of its own:\n%s", bootLog)
+	}
+	for _, name := range []string{"admin.id", "seed.db"} {
+		if f := findFiles(t, app1, name); len(f) > 0 {
+			t.Errorf("the bootstrap left %v behind", f)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(app1, "local_files", "internal.id")); !os.IsNotExist(err) {
+		t.Errorf("the bootstrap made a second internal identity in local_files/ (%v)", err)
+	}
 	started := time.Now()
 	procs := make([]*harness.Bus, len(top.nodes))
 	envs := make([]map[string]string, len(top.nodes))
@@ -113,7 +153,26 @@ func TestRehearsal(t *testing.T) {
 		if argv[0] != "/opt/unibus/membershipd" {
 			t.Fatalf("ExecStart runs %s", argv[0])
 		}
-		argv[0] = filepath.Join(bin, "membershipd")
+		// The staged binary, beside its cluster.env.
+		argv[0] = filepath.Join(app, "membershipd")
+		if i == 0 && asRoot {
+			// ExecStartPre as root ("+"), then ExecStart as User=unibus,
+			// on the store the bootstrap wrote as root.
+			pre := unitDirective(t, unit, "ExecStartPre")
+			if len(pre) != 1 || !strings.HasPrefix(pre[0], "+") {
+				t.Fatalf("ExecStartPre %q: want one command run as root", pre)
+			}
+			words := strings.Fields(onNode(strings.TrimPrefix(pre[0], "+"), app))
+			if out, err := exec.Command(words[0], words[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("ExecStartPre %v: %v\n%s", words, err, out)
+			}
+			argv = asUser("unibus", "unibus", argv...)
+			setpriv, err := exec.LookPath(argv[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			argv[0] = setpriv
+		}
 		// All three at once: the hardest case for the cold start (every
 		// node asks for every bucket at the same moment).
 		procs[i] = startUnit(t, app, argv, envs[i])
@@ -154,40 +213,130 @@ func TestRehearsal(t *testing.T) {
 
 	t.Logf("all three nodes healthy %v after they were started", time.Since(started).Round(time.Second))
 
-	// The first admin, then a member, added live on n1 over its internal
-	// identity; listed on n2 and n3; the member revoked on n3.
-	admin, member := filepath.Join(m.dir, "admin.id"), filepath.Join(m.dir, "alice.id")
-	adminPub, memberPub := keygen(t, m.dir, admin), keygen(t, m.dir, member)
-	kv := func(i int) []string {
-		return []string{"--store", "kv", "--nats-url", fmt.Sprintf("nats://%s:%d", top.nodes[i].public, top.natsPort),
-			"--ca", envs[i]["CA_CERT"], "--internal-id-file", envs[i]["INTERNAL_ID_FILE"], "--kv-replicas", envs[i]["KV_REPLICAS"]}
+	// The health poll of the runbook runs as the ssh login (a sudo user,
+	// not root), with the node's CA.
+	if asRoot {
+		url := fmt.Sprintf("https://%s:%d/healthz", top.nodes[0].public, top.httpPort)
+		poll := asUser("nobody", "nogroup", "curl", "-fsS", "--cacert", filepath.Join(app1, "tls", "ca.crt"), url)
+		out, err := exec.Command(poll[0], poll[1:]...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"status":"ok"`) {
+			t.Errorf("the health poll as an unprivileged user: %v\n%s", err, out)
+		}
 	}
+
+	// The admin commands exactly as the runbook writes them, run as root on
+	// a node from the login's home: they take the node's settings from
+	// the cluster.env beside the binary.
 	var cliOut strings.Builder
-	admin1 := func(i int, args ...string) harness.Result {
+	onNodeCLI := func(i int, args ...string) harness.Result {
 		t.Helper()
-		r := harness.Run(t, m.dir, nil, "", "membershipd", append(args, kv(i)...)...)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(local, top.nodes[i].name, "membershipd"), args...)
+		cmd.Dir, cmd.Env = t.TempDir(), harness.CleanEnv()
+		r := harness.Exec(t, cmd)
 		cliOut.WriteString(r.Stdout + r.Stderr)
 		if r.Code != 0 {
 			t.Fatalf("membershipd %v on %s: %+v", args, top.nodes[i].name, r)
 		}
 		return r
 	}
-	r := admin1(0, "user", "add", "--handle", "root", "--role", "admin", "--sign-pub", adminPub)
-	if !regexp.MustCompile(`KV_UNIBUS_users: leader=n\d followers_current=2/2 msgs=\d+ \(replicated, HA\)`).MatchString(r.Stdout) {
+	// The bootstrap's admin arrives once n1 has imported the seed; it is
+	// the one admin.
+	var users []map[string]any
+	harness.EventuallyNoError(t, 90*time.Second, func() error {
+		r := onNodeCLI(1, "user", "list", "--store", "kv", "--json")
+		users = nil
+		if err := json.Unmarshal([]byte(r.Stdout), &users); err != nil {
+			return err
+		}
+		if len(users) == 0 {
+			return fmt.Errorf("no users yet")
+		}
+		return nil
+	}, "the bootstrap's admin on n2")
+	if len(users) != 1 || users[0]["handle"] != "root" || users[0]["sign_pub"] != adminPub || users[0]["role"] != "admin" || users[0]["status"] != "active" {
+		t.Errorf("after the bootstrap the cluster's users are %v, want the operator's admin alone", users)
+	}
+	if !strings.Contains(procs[0].Output(), "moved aside") || !strings.Contains(procs[0].Output(), "cluster seed imported") {
+		t.Errorf("n1 did not set the standalone store aside and import the seed:\n%s", procs[0].Output())
+	}
+
+	r := onNodeCLI(0, "user", "add", "--store", "kv", "--handle", "alice", "--role", "member", "--sign-pub", memberPub)
+	if !strings.Contains(r.Stdout, `added user "alice" (`+memberPub+`) role=member`) ||
+		!regexp.MustCompile(`KV_UNIBUS_users: leader=n\d followers_current=2/2 msgs=\d+ \(replicated, HA\)`).MatchString(r.Stdout) {
 		t.Errorf("user add on an R3 cluster: %s", r.Stdout)
 	}
-	admin1(0, "user", "add", "--handle", "alice", "--role", "member", "--sign-pub", memberPub)
 	for _, i := range []int{1, 2} {
-		r := admin1(i, "user", "list", "--json")
-		if !strings.Contains(r.Stdout, `"handle":"root","sign_pub":"`+adminPub+`","role":"admin","status":"active"`) ||
-			!strings.Contains(r.Stdout, `"handle":"alice"`) {
-			t.Errorf("user list on %s does not show the users added on n1: %s", top.nodes[i].name, r.Stdout)
+		r := onNodeCLI(i, "user", "list", "--store", "kv")
+		if !regexp.MustCompile(`(?m)^root +admin +active +\S+ +`+adminPub+`$`).MatchString(r.Stdout) ||
+			!regexp.MustCompile(`(?m)^alice +member +active +false +`+memberPub+`$`).MatchString(r.Stdout) {
+			t.Errorf("user list on %s does not show the users: %s", top.nodes[i].name, r.Stdout)
 		}
 	}
-	admin1(2, "user", "revoke", memberPub)
-	if r := admin1(0, "user", "list", "--json"); !strings.Contains(r.Stdout, `"handle":"alice","sign_pub":"`+memberPub+`","role":"member","status":"revoked"`) {
+	onNodeCLI(2, "user", "revoke", "--store", "kv", memberPub)
+	// The explicit flags of the runbook's section 5 work too.
+	kv := []string{"--store", "kv", "--nats-url", fmt.Sprintf("nats://%s:%d", top.nodes[0].public, top.natsPort),
+		"--ca", envs[0]["CA_CERT"], "--internal-id-file", envs[0]["INTERNAL_ID_FILE"], "--kv-replicas", envs[0]["KV_REPLICAS"]}
+	if r := onNodeCLI(0, append([]string{"user", "list", "--json"}, kv...)...); !strings.Contains(r.Stdout, `"handle":"alice","sign_pub":"`+memberPub+`","role":"member","status":"revoked"`) {
 		t.Errorf("a revocation on n3 is not seen on n1: %s", r.Stdout)
 	}
+	// The operator credential: `membershipd operator-creds` as root on n1
+	// writes and selects a nats context; then the runbook's nats CLI
+	// commands, as written, read every node's server and JetStream
+	// reports — and nothing of the control plane.
+	natsHome := []string{"XDG_CONFIG_HOME=" + t.TempDir()} // root's ~/.config, kept out of the real one
+	creds := func() harness.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(app1, "membershipd"), "operator-creds")
+		cmd.Dir, cmd.Env = t.TempDir(), append(harness.CleanEnv(), natsHome...)
+		return harness.Exec(t, cmd)
+	}()
+	cliOut.WriteString(creds.Stdout + creds.Stderr)
+	if creds.Code != 0 || !strings.Contains(creds.Stdout, `wrote nats context "unibus"`) {
+		t.Fatalf("membershipd operator-creds on n1: %s", creds)
+	}
+	ctxFile := filepath.Join(strings.TrimPrefix(natsHome[0], "XDG_CONFIG_HOME="), "nats", "context", "unibus.json")
+	if m := mode(t, ctxFile); m != 0o600 {
+		t.Errorf("the nats context holding the operator token is mode %o", m)
+	}
+	var natsCtx struct{ Token, CA, URL string }
+	if err := json.Unmarshal([]byte(readFile(t, ctxFile)), &natsCtx); err != nil || !strings.HasPrefix(natsCtx.Token, "unibus-operator-v1.") ||
+		natsCtx.CA != envs[0]["CA_CERT"] {
+		t.Fatalf("the nats context: %v %+v", err, natsCtx)
+	}
+	natsCLI := func(args ...string) harness.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		server := fmt.Sprintf("nats://%s:%d", top.nodes[0].public, top.natsPort) // the runbook's nats://127.0.0.1:4250
+		cmd := exec.CommandContext(ctx, "nats", append([]string{"--server", server}, args...)...)
+		cmd.Dir, cmd.Env = t.TempDir(), append(harness.CleanEnv(), natsHome...)
+		r := harness.Exec(t, cmd)
+		cliOut.WriteString(r.Stdout + r.Stderr)
+		return r
+	}
+	if r := natsCLI("server", "list"); r.Code != 0 || !strings.Contains(r.Stdout, "n1") || !strings.Contains(r.Stdout, "n2") || !strings.Contains(r.Stdout, "n3") {
+		t.Errorf("nats server list with the operator credential: %s", r)
+	}
+	harness.EventuallyNoError(t, 30*time.Second, func() error {
+		r := natsCLI("server", "report", "jetstream")
+		for _, want := range []string{"n1", "n2", "n3"} {
+			if r.Code != 0 || !strings.Contains(r.Stdout, want) {
+				return fmt.Errorf("%s", r)
+			}
+		}
+		return nil
+	}, "nats server report jetstream with the operator credential")
+	for _, args := range [][]string{{"stream", "info", "KV_UNIBUS_users"}, {"kv", "get", "UNIBUS_users", "deployment"},
+		{"stream", "update", "KV_UNIBUS_users", "--replicas", "1", "-f"}, {"server", "request", "connections"}} {
+		// Refused: an error, or (server request) a permissions violation
+		// and no answer.
+		if r := natsCLI(args...); r.Code == 0 && (!strings.Contains(r.Stderr, "Permissions Violation") || strings.TrimSpace(r.Stdout) != "") {
+			t.Errorf("the operator credential allows nats %v: %s", args, r)
+		}
+	}
+
 	// The first admin works over the API on another node, with TLS.
 	who := harness.Run(t, m.dir, nil, "", "unibus", "--server", fmt.Sprintf("https://%s:%d", top.nodes[1].public, top.httpPort),
 		"--nats", fmt.Sprintf("tls://%s:%d", top.nodes[1].public, top.natsPort), "--ca", envs[1]["CA_CERT"], "--identity", admin, "whoami")
@@ -197,7 +346,7 @@ func TestRehearsal(t *testing.T) {
 
 	// No secret on any surface: the route secret, every node's internal
 	// identity seed, the admin's seed.
-	secrets := map[string]string{"route secret": m.secret}
+	secrets := map[string]string{"route secret": m.secret, "operator token": natsCtx.Token}
 	for name, path := range map[string]string{"admin seed": admin, "n1 internal seed": envs[0]["INTERNAL_ID_FILE"],
 		"n2 internal seed": envs[1]["INTERNAL_ID_FILE"], "n3 internal seed": envs[2]["INTERNAL_ID_FILE"]} {
 		seed := strings.TrimSpace(readFile(t, path))
@@ -207,7 +356,8 @@ func TestRehearsal(t *testing.T) {
 		secrets[name] = seed
 		secrets[name+" (body)"] = seed[2:22]
 	}
-	surfaces := map[string]string{"deploy-cluster.sh output": staged.Stdout + staged.Stderr, "admin CLI output": cliOut.String()}
+	surfaces := map[string]string{"deploy-cluster.sh output": staged.Stdout + staged.Stderr, "admin CLI output": cliOut.String(),
+		"bootstrap output": boot.Stdout + boot.Stderr, "temporary server log": bootLog}
 	for i, n := range top.nodes {
 		surfaces[n.name+" log"] = procs[i].Output()
 		for _, path := range []string{"/healthz", "/metrics"} {

@@ -82,14 +82,15 @@ accounts {
 	}
 }`
 
-// accounts are the server's registered accounts.
-type accounts struct{ bus, control, members *server.Account }
+// accounts are the server's registered accounts (sys: the system
+// account, for operator logins, operator.go).
+type accounts struct{ bus, control, members, sys *server.Account }
 
 // lookupAccounts returns the server's registered accounts.
 func lookupAccounts(srv *server.Server) (accounts, error) {
 	var a accounts
 	var err error
-	for name, p := range map[string]**server.Account{BusAccount: &a.bus, ControlAccount: &a.control, MembersAccount: &a.members} {
+	for name, p := range map[string]**server.Account{BusAccount: &a.bus, ControlAccount: &a.control, MembersAccount: &a.members, "$SYS": &a.sys} {
 		if *p, err = srv.LookupAccount(name); err != nil {
 			return accounts{}, fmt.Errorf("look up account %s: %w", name, err)
 		}

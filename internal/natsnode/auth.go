@@ -73,6 +73,9 @@ func (a *authenticator) check(c server.ClientAuthentication) (string, bool) {
 	if opts == nil {
 		return ReasonBadNKey, false
 	}
+	if opts.Token != "" {
+		return a.checkOperator(c, opts.Token)
+	}
 	if !a.enforce && opts.Nkey == "" {
 		c.RegisterUser(&server.User{Permissions: InternalPermissions(), Account: a.accts.members})
 		return ReasonOpen, true
