@@ -99,6 +99,10 @@ type Options struct {
 	// (nil: none): every change may append to the audit log, which is
 	// never pruned, so a rate alone does not bound what a user adds to it.
 	ChangeQuota *quota.Meter
+	// OnChange, if set, is told each authenticated change's outcome (nil,
+	// or the handler's error): /healthz watches for changes the store
+	// keeps failing.
+	OnChange func(err error)
 }
 
 // DefaultBlobMaxSize is the default per-blob size limit (1 GiB).
@@ -322,8 +326,12 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		}
 		return errors.Join(store.ErrUnavailable, err)
 	}
-	if err := h(w, r, c); err != nil {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	err = h(w, r, c)
+	if change && s.o.OnChange != nil {
+		s.o.OnChange(err)
+	}
+	if err != nil {
+		if change {
 			return &changeErr{err}
 		}
 		return err

@@ -164,6 +164,7 @@ func Start(ctx context.Context, cfg Config) (d *Daemon, err error) {
 	if err := d.startHTTP(); err != nil {
 		return nil, err
 	}
+	d.wg.Go(d.probeDisks) // after the control plane, which it stops on a failing disk
 	if cfg.clustered() {
 		// A cold cluster has no meta leader until a quorum of nodes is up:
 		// serve /healthz (503) meanwhile; the store opens in the
@@ -264,7 +265,7 @@ func (d *Daemon) startHTTP() error {
 		Window: d.cfg.Window, Health: d.health, RoomMaxAge: d.cfg.RoomMaxAge, RoomMaxBytes: d.cfg.RoomMaxBytes,
 		Blobs: d.blobs, BlobMaxSize: d.cfg.BlobMaxSize, DiskLow: d.DiskLow,
 		UserRates: api.UserRates{Reads: max(d.cfg.UserReads, 0), Changes: max(d.cfg.UserChanges, 0)},
-		RoomQuota: d.quotas.rooms, BlobQuota: d.quotas.blobs, ChangeQuota: d.quotas.changes,
+		RoomQuota: d.quotas.rooms, BlobQuota: d.quotas.blobs, ChangeQuota: d.quotas.changes, OnChange: d.hs.changes.record,
 	})
 	if err != nil {
 		return err

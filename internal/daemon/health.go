@@ -27,14 +27,56 @@ const (
 	diskEvery = time.Second
 	// probeEvery is how often the store's writability is tried (one
 	// expiring nonce write), and how old the answer /healthz gives can be.
-	probeEvery = 5 * time.Second
+	probeEvery = 2 * time.Second
 	// probeKeyID is the key id of the probe's nonces: not a sign-pub, so
 	// no request can ever collide with it.
 	probeKeyID = "health-probe"
 )
 
+// changeOutcomes remembers whether the store has been failing changes:
+// the write probe cannot see every stream, and in nats-server a stream
+// whose write failed once (a full disk) keeps failing its writes until it
+// is reloaded, while the probe's own writes go on.
+type changeOutcomes struct {
+	mu       sync.Mutex
+	failures []time.Time // unavailable answers since the last change that succeeded
+}
+
+// changesFailing is how many changes in a row must have failed on the
+// store, the last within changesFailingFor, for /healthz to say so.
+const (
+	changesFailing    = 3
+	changesFailingFor = 30 * time.Second
+)
+
+// record is api.Options.OnChange: a change that succeeded clears the
+// record, one the store could not do adds to it, a refusal is neither.
+func (c *changeOutcomes) record(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case err == nil:
+		c.failures = c.failures[:0]
+	case errors.Is(err, store.ErrUnavailable):
+		c.failures = append(c.failures, time.Now())
+		if len(c.failures) > changesFailing {
+			c.failures = c.failures[1:]
+		}
+	}
+}
+
+// failing reports whether the last changesFailing changes failed on the
+// store, the last of them within changesFailingFor.
+func (c *changeOutcomes) failing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.failures) >= changesFailing && time.Since(c.failures[len(c.failures)-1]) < changesFailingFor
+}
+
 // healthState is what the health watcher last measured.
 type healthState struct {
+	changes changeOutcomes
+
 	diskFree atomic.Int64 // least free bytes over the state's file systems; -1 unknown
 	diskLow  atomic.Bool
 
@@ -106,6 +148,13 @@ func (d *Daemon) probeStore(ctx context.Context) error {
 	if errors.Is(err, store.ErrReplay) {
 		err = nil // written before by a try that timed out: the store writes
 	}
+	// In kv mode the nonces bucket is in memory, so its write says nothing
+	// of the disk: also write a record to the buckets on disk the changes
+	// need (kvstore.Probe). Seen in an outside run: /healthz 200 with every
+	// change timing out after a full disk.
+	if err == nil && d.kv != nil {
+		err = d.kv.Probe(ctx, now)
+	}
 	if err != nil && d.hs.probeErr == nil {
 		d.log.Error("the store cannot be written: every signed request is refused (fail closed)", "err", err)
 	} else if err == nil && d.hs.probeErr != nil {
@@ -155,6 +204,8 @@ func (d *Daemon) health(ctx context.Context) wire.Health {
 		fail(wire.HealthStoreUnreadable, "store not readable")
 	} else if err := d.probeStore(ctx); err != nil {
 		fail(wire.HealthStoreUnwritable, "the store cannot be written, so every signed request is refused (see the log)")
+	} else if d.hs.changes.failing() {
+		fail(wire.HealthStoreUnwritable, "the store has failed the last changes asked of it although it takes the probe's writes: a stream that failed a write (after a full disk) keeps failing until membershipd is restarted")
 	} else if !d.eng.JetStreamEnabled() {
 		fail(wire.HealthJetStreamOff, "JetStream not enabled")
 	} else if !d.streamsReady.Load() {
