@@ -100,9 +100,9 @@ type Options struct {
 	// never pruned, so a rate alone does not bound what a user adds to it.
 	ChangeQuota *quota.Meter
 	// OnChange, if set, is told each authenticated change's outcome (nil,
-	// or the handler's error): /healthz watches for changes the store
-	// keeps failing.
-	OnChange func(err error)
+	// or the handler's error) and how long the handler took: /healthz
+	// watches for changes the store keeps failing.
+	OnChange func(err error, took time.Duration)
 }
 
 // DefaultBlobMaxSize is the default per-blob size limit (1 GiB).
@@ -326,9 +326,10 @@ func (s *Server) serveSigned(w http.ResponseWriter, r *http.Request, streaming b
 		}
 		return errors.Join(store.ErrUnavailable, err)
 	}
+	began := time.Now()
 	err = h(w, r, c)
 	if change && s.o.OnChange != nil {
-		s.o.OnChange(err)
+		s.o.OnChange(err, time.Since(began))
 	}
 	if err != nil {
 		if change {

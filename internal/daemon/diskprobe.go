@@ -28,8 +28,12 @@ const diskProbeFile = ".unibus-disk-probe"
 // its supervisor restarts it; on a disk that still fails, the start
 // fails. A full disk (ENOSPC) is not such a failure: the reserve and
 // /healthz deal with it.
+//
+// The blob directory is not probed (its listing is the blobs): a disk
+// failing under it fails the uploads, answered 503.
 func (d *Daemon) probeDisks() {
 	dirs := slices.Compact(slices.Sorted(slices.Values(d.stateDirs())))
+	dirs = slices.DeleteFunc(dirs, func(dir string) bool { return dir == d.cfg.BlobDir })
 	t := time.NewTicker(diskProbeEvery)
 	defer t.Stop()
 	for {

@@ -49,15 +49,21 @@ const (
 	changesFailingFor = 30 * time.Second
 )
 
+// changeStuck is how long a change that its client gave up on must have
+// waited on the store to count as failed: the store did not answer.
+const changeStuck = 2 * time.Second
+
 // record is api.Options.OnChange: a change that succeeded clears the
-// record, one the store could not do adds to it, a refusal is neither.
-func (c *changeOutcomes) record(err error) {
+// record; one the store could not do, or that waited on it until its
+// client gave up, adds to it; a refusal is neither.
+func (c *changeOutcomes) record(err error, took time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	gaveUp := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 	switch {
 	case err == nil:
 		c.failures = c.failures[:0]
-	case errors.Is(err, store.ErrUnavailable):
+	case errors.Is(err, store.ErrUnavailable) || gaveUp && took >= changeStuck:
 		c.failures = append(c.failures, time.Now())
 		if len(c.failures) > changesFailing {
 			c.failures = c.failures[1:]
@@ -73,9 +79,21 @@ func (c *changeOutcomes) failing() bool {
 	return len(c.failures) >= changesFailing && time.Since(c.failures[len(c.failures)-1]) < changesFailingFor
 }
 
+// tightDisk and tightFor: after the free space was below the reserve (or
+// tightDisk, whichever is more) within tightFor, the kv health probe also
+// writes the users and rooms buckets, whose writes may have failed on the
+// full disk and keep failing (kvstore.Probe). Not always: a write there
+// every few seconds from every node would keep those streams busy, and
+// the scrub judges a replica only between writes.
+const (
+	tightDisk = 64 << 20
+	tightFor  = 10 * time.Minute
+)
+
 // healthState is what the health watcher last measured.
 type healthState struct {
 	changes changeOutcomes
+	tightAt atomic.Int64 // UnixNano of the last reading below the reserve (or tightDisk); 0 never
 
 	diskFree atomic.Int64 // least free bytes over the state's file systems; -1 unknown
 	diskLow  atomic.Bool
@@ -108,6 +126,9 @@ func (d *Daemon) checkDisk() {
 		}
 	}
 	d.hs.diskFree.Store(least)
+	if least >= 0 && least < max(d.cfg.DiskReserve, tightDisk) {
+		d.hs.tightAt.Store(time.Now().UnixNano())
+	}
 	low := d.cfg.DiskReserve > 0 && least >= 0 && least < d.cfg.DiskReserve
 	if low != d.hs.diskLow.Swap(low) {
 		if low {
@@ -149,11 +170,13 @@ func (d *Daemon) probeStore(ctx context.Context) error {
 		err = nil // written before by a try that timed out: the store writes
 	}
 	// In kv mode the nonces bucket is in memory, so its write says nothing
-	// of the disk: also write a record to the buckets on disk the changes
-	// need (kvstore.Probe). Seen in an outside run: /healthz 200 with every
+	// of the disk: also write a record to the usage bucket, on disk, and,
+	// after the disk was nearly full, to the buckets the changes need
+	// (kvstore.Probe). Seen in an outside run: /healthz 200 with every
 	// change timing out after a full disk.
 	if err == nil && d.kv != nil {
-		err = d.kv.Probe(ctx, now)
+		at := d.hs.tightAt.Load()
+		err = d.kv.Probe(ctx, now, at != 0 && time.Since(time.Unix(0, at)) < tightFor)
 	}
 	if err != nil && d.hs.probeErr == nil {
 		d.log.Error("the store cannot be written: every signed request is refused (fail closed)", "err", err)
