@@ -17,6 +17,11 @@
 //	UNIBUS_FAULTS=1 go test ./internal/faults
 //	UNIBUS_FAULTS=1 UNIBUS_FAULT_TRIALS=5 UNIBUS_FAULT_OUT=r.json go test -v -timeout 60m ./internal/faults
 //
+// The loads create a room every few operations as the admin, and room
+// creations count against a per-user quota (100): the experiments run
+// membershipd with --user-rooms 0 so that the load, not the quota, sets
+// what is written.
+//
 // Each experiment reports acknowledged / lost / duplicated operations and
 // the time to recover; docs/RELIABILITY.md has the results and the method.
 // A loss under a policy that promises durability fails the test; under one

@@ -87,7 +87,7 @@ func writeErrors(t *testing.T, bin, st string, trial int) (Result, bool) {
 	}
 	disk := mountLoop(t, filepath.Join(work, "disk.img"), mnt, 512<<20)
 	data := filepath.Join(disk.mnt, "data")
-	args := []string{"--http-port", "0", "--nats-port", "0", "--log-format", "json", "--data-dir", data, "--store", st, "--js-sync", "always"}
+	args := []string{"--http-port", "0", "--nats-port", "0", "--log-format", "json", "--data-dir", data, "--store", st, "--js-sync", "always", "--user-rooms", "0"}
 
 	bus := launch(t, bin, work, args)
 	admFile := filepath.Join(work, "admin.id")

@@ -52,7 +52,7 @@ func powerCut(t *testing.T, bin, policy string, trial int) Result {
 	}
 	disk := mountLoop(t, filepath.Join(work, "disk.img"), mnt, 512<<20)
 	data := filepath.Join(disk.mnt, "data")
-	args := []string{"--http-port", "0", "--nats-port", "0", "--log-format", "json", "--data-dir", data, "--js-sync", policy}
+	args := []string{"--http-port", "0", "--nats-port", "0", "--log-format", "json", "--data-dir", data, "--js-sync", policy, "--user-rooms", "0"}
 
 	bus := launch(t, bin, work, args)
 	// The admin identity lives on the disk that loses power: keep a copy.
@@ -113,7 +113,7 @@ func TestPowerCutCluster(t *testing.T) {
 func powerCutCluster(t *testing.T, policy string, trial int) Result {
 	t.Helper()
 	r := Result{Experiment: "power cut, three nodes", Policy: policy, Trial: trial}
-	c := harness.NewCluster(t, 3, "--js-sync", policy)
+	c := harness.NewCluster(t, 3, "--js-sync", policy, "--user-rooms", "0")
 	work := t.TempDir()
 	var disks []*loopDisk
 	for i, n := range c.Nodes {
