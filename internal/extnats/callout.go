@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/unibus/internal/natsnode"
 )
@@ -273,17 +272,11 @@ func jwtPermissions(p *server.Permissions) jwt.Permissions {
 	return out
 }
 
-// userKey decodes a user nkey in its canonical text form (the form Kick
-// looks connections up by) and returns its ed25519 public key.
+// userKey is natsnode.UserKey as an ed25519 key: the embedded
+// authenticator's rule, so that a key has one spelling on both engines.
 func userKey(nkey string) (ed25519.PublicKey, bool) {
-	raw, err := nkeys.Decode(nkeys.PrefixByteUser, []byte(nkey))
-	if err != nil || len(raw) != ed25519.PublicKeySize {
-		return nil, false
-	}
-	if canon, err := nkeys.Encode(nkeys.PrefixByteUser, raw); err != nil || string(canon) != nkey {
-		return nil, false
-	}
-	return ed25519.PublicKey(raw), true
+	raw, ok := natsnode.UserKey(nkey)
+	return ed25519.PublicKey(raw), ok
 }
 
 // verifyNonce checks sig (raw URL base64 as nats.go sends it, or standard

@@ -143,6 +143,15 @@ func (a *authenticator) grant(nkey string) (g Grant, err error) {
 // canonical form, so a variant spelling of the same key (the base32
 // decoder skips line breaks) must not log in.
 func userKey(nkey string) (voi.PublicKey, bool) {
+	raw, ok := UserKey(nkey)
+	return voi.PublicKey(raw), ok
+}
+
+// UserKey decodes a user nkey in its one canonical text form and returns
+// its 32-byte ed25519 public key; any other spelling is refused (see
+// userKey). Every login path checks keys with it: the embedded
+// authenticator and the external engine's auth callout.
+func UserKey(nkey string) ([]byte, bool) {
 	raw, err := nkeys.Decode(nkeys.PrefixByteUser, []byte(nkey))
 	if err != nil || len(raw) != voi.PublicKeySize {
 		return nil, false
@@ -150,7 +159,7 @@ func userKey(nkey string) (voi.PublicKey, bool) {
 	if canon, err := nkeys.Encode(nkeys.PrefixByteUser, raw); err != nil || string(canon) != nkey {
 		return nil, false
 	}
-	return voi.PublicKey(raw), true
+	return raw, true
 }
 
 // stdlibVerify is crypto/ed25519's verification rule (cofactorless, S
