@@ -110,7 +110,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 				log.Info("shutting down")
 			case <-d.Done():
 			}
-			return errors.Join(d.Err(), d.Close())
+			return errors.Join(d.Err(), closeWithin(d, log, shutdownBound))
 		},
 	}
 	f := root.Flags()
@@ -163,6 +163,12 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 }
 
 const (
+	// shutdownBound is how long membershipd waits for its own shutdown
+	// (HTTP drained within 5 s, then the goroutines, the engine and the
+	// stores) before it exits anyway; well inside systemd's and
+	// Kubernetes' stop timeouts, so a stuck close never ends in SIGKILL.
+	shutdownBound = 10 * time.Second
+
 	daemonDefaultWindow = 60 * time.Second
 	daemonDefaultDedup  = 2 * time.Minute
 )

@@ -48,9 +48,18 @@ func LaunchBus(t TB, bin, dir string, env []string, args ...string) *Bus {
 
 // Stop sends SIGTERM and waits for the process to exit; one that had to be
 // killed is a test error.
+//
+// membershipd bounds its own shutdown (10 s) and logs where a close that
+// did not finish waited; that line is logged here, for the record, but is
+// not an error of the test: the process did stop.
 func (b *Bus) Stop(t TB) {
 	if err := b.Process.Stop(); err != nil {
 		t.Errorf("%s: %v", b.Dir, err)
+	}
+	for _, l := range strings.Split(b.Output(), "\n") {
+		if strings.Contains(l, "shutdown did not finish") {
+			t.Logf("%s: membershipd cut its shutdown short: %s", b.Dir, l)
+		}
 	}
 }
 

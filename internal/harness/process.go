@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -155,9 +154,37 @@ func (p *Process) Stop() error {
 	case <-p.exited:
 		return nil
 	case <-time.After(stopWait):
-		p.Kill()
-		return errors.New("membershipd did not stop on SIGTERM within 15 s")
+		return fmt.Errorf("membershipd did not stop on SIGTERM within 15 s; where its goroutines were:\n%s", p.dumpAndKill())
 	}
+}
+
+// dumpAndKill asks the Go runtime for every goroutine's stack (SIGQUIT),
+// kills the process once it is written (or after 5 s), and returns the
+// dump: what a hung shutdown waits for.
+func (p *Process) dumpAndKill() string {
+	before := len(p.Output())
+	p.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		p.Kill()
+	}
+	out := p.Output()
+	i := strings.Index(out[before:], "goroutine ")
+	if i < 0 {
+		return "(no goroutine dump was written)"
+	}
+	// The engine's own goroutines are many and idle; ours say what hangs.
+	var ours []string
+	others := 0
+	for _, g := range strings.Split(out[before+i:], "\n\n") {
+		if strings.Contains(g, "github.com/unibus/") {
+			ours = append(ours, g)
+		} else {
+			others++
+		}
+	}
+	return fmt.Sprintf("%s\n(and %d goroutines outside unibus code)", strings.Join(ours, "\n\n"), others)
 }
 
 // Kill stops the process with SIGKILL (a crash: nothing is flushed or
