@@ -91,7 +91,7 @@ func (c *testCluster) start(i int) error {
 		n.Shutdown()
 		return err
 	}
-	if _, err := Serve(nc, n.Server(), n.Quorum, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := Serve(nc, n.Server(), n.Quorum, NewVerifier(n.Server().StoreDir(), 0), slog.New(slog.DiscardHandler)); err != nil {
 		nc.Close()
 		n.Shutdown()
 		return err

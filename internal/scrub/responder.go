@@ -1,9 +1,11 @@
 package scrub
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -26,6 +28,13 @@ type StepdownReply struct {
 // Responder answers StateSubject and StepdownSubject for one node.
 type Responder struct {
 	subs []*nats.Subscription
+
+	srv *server.Server
+	ver *Verifier
+	log *slog.Logger
+
+	mu      sync.Mutex           // one view at a time
+	damaged map[[2]string]uint64 // last damage logged, by account and stream
 }
 
 // Serve answers, on nc (an internal connection to the control account of
@@ -34,10 +43,15 @@ type Responder struct {
 // disabled for every account (natsnode's accounts): this in-process call
 // is the only way to move a stream's leadership, and only the internal
 // identity can ask for it.
-func Serve(nc *nats.Conn, srv *server.Server, quorum func() bool, log *slog.Logger) (*Responder, error) {
-	r := &Responder{}
+//
+// With a Verifier, each answer also verifies the block files of the
+// node's replicas (see View), and a node that finds damage in a replica
+// it leads steps down from leading that stream at once: it would serve
+// the damaged records as missing until the repair rebuilds its copy.
+func Serve(nc *nats.Conn, srv *server.Server, quorum func() bool, ver *Verifier, log *slog.Logger) (*Responder, error) {
+	r := &Responder{srv: srv, ver: ver, log: log, damaged: map[[2]string]uint64{}}
 	state, err := nc.Subscribe(StateSubject, func(m *nats.Msg) {
-		b, err := json.Marshal(LocalView(srv, quorum()))
+		b, err := json.Marshal(r.View(context.Background(), quorum()))
 		if err == nil {
 			_ = m.Respond(b)
 		}
@@ -69,6 +83,46 @@ func Serve(nc *nats.Conn, srv *server.Server, quorum func() bool, log *slog.Logg
 	}
 	r.subs = append(r.subs, step)
 	return r, nil
+}
+
+// View is the node's LocalView. Damage found in a replica is logged when
+// it changes, and a damaged replica this node leads steps down.
+func (r *Responder) View(ctx context.Context, quorum bool) View {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v := LocalView(ctx, r.srv, quorum, r.ver)
+	for _, s := range v.Streams {
+		k := [2]string{s.Account, s.Stream}
+		if s.State.Damaged != r.damaged[k] {
+			if s.State.Damaged > 0 {
+				r.log.Error("scrub: records of this node's replica fail their checksum; the replica is repaired from the majority",
+					"account", s.Account, "stream", s.Stream, "damaged", s.State.Damaged, "seqs", s.DamagedSeqs)
+			} else {
+				r.log.Info("scrub: this node's replica verifies again", "account", s.Account, "stream", s.Stream)
+			}
+			r.damaged[k] = s.State.Damaged
+		}
+		if s.State.Damaged > 0 && s.Leader == r.srv.Name() && r.srv.JetStreamIsStreamLeader(s.Account, s.Stream) {
+			if err := r.srv.JetStreamStepdownStream(s.Account, s.Stream); err != nil {
+				r.log.Error("scrub: cannot step down from leading a damaged replica", "account", s.Account, "stream", s.Stream, "err", err)
+			} else {
+				r.log.Warn("scrub: stepped down from leading a damaged replica", "account", s.Account, "stream", s.Stream)
+			}
+		}
+	}
+	return v
+}
+
+// Damaged is the number of damaged records the last view found in this
+// node's replicas.
+func (r *Responder) Damaged() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var n uint64
+	for _, d := range r.damaged {
+		n += d
+	}
+	return n
 }
 
 // Close stops answering.

@@ -15,13 +15,17 @@
 // agree on, twice, a moment apart (a replica still applying a write
 // differs once). Repair fences and rebuilds such a replica (see Repair).
 //
-// It is not a checksum verifier: a message whose bytes were damaged but
-// whose replica's counts still agree with the others is not seen here
-// (the engine refuses to serve it: "message not found"). See
-// docs/DESIGN.md, "Integrity: check and scrub".
+// Counts alone miss a message whose bytes were damaged while its
+// replica's counts still agree with the others (the engine then skips it
+// silently). So each node also verifies the checksums of its own block
+// files (Verifier) and reports the damaged records in its State: a
+// replica with damage differs from the majority like one with a message
+// missing, and is repaired the same way. See docs/DESIGN.md, "Integrity:
+// check and scrub".
 package scrub
 
 import (
+	"context"
 	"fmt"
 	"sort"
 
@@ -48,10 +52,17 @@ type State struct {
 	Bytes    uint64 `json:"bytes"`
 	FirstSeq uint64 `json:"first_seq"`
 	LastSeq  uint64 `json:"last_seq"`
+	// Damaged counts the replica's records whose checksum fails in its
+	// block files (Verifier): the engine skips them when it reads.
+	Damaged uint64 `json:"damaged,omitempty"`
 }
 
 func (s State) String() string {
-	return fmt.Sprintf("msgs=%d bytes=%d seq=%d..%d", s.Msgs, s.Bytes, s.FirstSeq, s.LastSeq)
+	d := ""
+	if s.Damaged > 0 {
+		d = fmt.Sprintf(" damaged=%d", s.Damaged)
+	}
+	return fmt.Sprintf("msgs=%d bytes=%d seq=%d..%d%s", s.Msgs, s.Bytes, s.FirstSeq, s.LastSeq, d)
 }
 
 // StreamView is one node's replica of one stream.
@@ -61,6 +72,11 @@ type StreamView struct {
 	Replicas int    `json:"replicas"` // configured
 	Leader   string `json:"leader"`   // as this node knows it
 	State    State  `json:"state"`
+	// Unverified says why the block files were not verified (State's
+	// Damaged is then 0): a format the verifier does not read, say.
+	Unverified string `json:"unverified,omitempty"`
+	// DamagedSeqs are some of the damaged records' sequences.
+	DamagedSeqs []uint64 `json:"damaged_seqs,omitempty"`
 }
 
 // View is one node's answer: its name, whether it sees a JetStream quorum,
@@ -74,9 +90,12 @@ type View struct {
 }
 
 // LocalView reads srv's own replicas of every stream of Accounts. quorum
-// is the node's own judgement (natsnode.Node.Quorum).
-func LocalView(srv *server.Server, quorum bool) View {
+// is the node's own judgement (natsnode.Node.Quorum). With a Verifier, it
+// also verifies the block files of each replica on disk (only what
+// changed since the last view).
+func LocalView(ctx context.Context, srv *server.Server, quorum bool, ver *Verifier) View {
 	v := View{Server: srv.Name(), Quorum: quorum}
+	kept := map[[2]string]bool{}
 	if jsz, err := srv.Jsz(&server.JSzOptions{}); err == nil && jsz != nil && jsz.Meta != nil {
 		v.MetaSize = jsz.Meta.Size
 	}
@@ -103,8 +122,19 @@ func LocalView(srv *server.Server, quorum bool) View {
 			if sd.Cluster != nil {
 				sv.Leader = sd.Cluster.Leader
 			}
+			if ver != nil {
+				kept[[2]string{acc, sd.Name}] = true
+				d, err := ver.Stream(ctx, acc, sd.Name)
+				if err != nil {
+					sv.Unverified = err.Error()
+				}
+				sv.State.Damaged, sv.DamagedSeqs = d.Records, d.Seqs
+			}
 			v.Streams = append(v.Streams, sv)
 		}
+	}
+	if ver != nil && v.Err == "" {
+		ver.Forget(kept)
 	}
 	sort.Slice(v.Streams, func(i, j int) bool {
 		a, b := v.Streams[i], v.Streams[j]

@@ -86,6 +86,18 @@ func readAll(t *testing.T, js jetstream.JetStream, name string) []uint64 {
 	return missing
 }
 
+// readThroughEach makes each node in turn the stream's leader and reads
+// every message back through it: after a repair, none may be missing.
+func (c *testCluster) readThroughEach(t *testing.T, js jetstream.JetStream, account, stream string) {
+	t.Helper()
+	for i := range 3 {
+		c.lead(t, js, account, stream, i)
+		if m := readAll(t, js, stream); len(m) != 0 {
+			t.Errorf("with %s leading after the repair, missing %v", c.names[i], m)
+		}
+	}
+}
+
 // lead makes node i the stream's leader (stepping the others down).
 func (c *testCluster) lead(t *testing.T, js jetstream.JetStream, account, stream string, i int) {
 	t.Helper()
@@ -142,12 +154,7 @@ func TestFollowerTruncatedRepaired(t *testing.T) {
 	}
 	t.Logf("repaired in %v: %q", time.Since(start).Round(time.Millisecond), steps)
 	waitAgree(t, conns)
-	for i := range 3 {
-		c.lead(t, jss["CTL"], natsnode.ControlAccount, "CTL", i)
-		if m := readAll(t, jss["CTL"], "CTL"); len(m) != 0 {
-			t.Errorf("with %s leading after the repair, missing %v", c.names[i], m)
-		}
-	}
+	c.readThroughEach(t, jss["CTL"], natsnode.ControlAccount, "CTL")
 }
 
 // A copy truncated, and its node then leads: it serves the lost messages
@@ -184,11 +191,77 @@ func TestLeaderTruncatedRepaired(t *testing.T) {
 		t.Errorf("the divergent leader was not stepped down: %q", steps)
 	}
 	waitAgree(t, conns)
-	for i := range 3 {
-		c.lead(t, jss["BUS"], natsnode.BusAccount, "BUS", i)
-		if m := readAll(t, jss["BUS"], "BUS"); len(m) != 0 {
-			t.Errorf("with %s leading after the repair, missing %v", c.names[i], m)
+	c.readThroughEach(t, jss["BUS"], natsnode.BusAccount, "BUS")
+}
+
+// A follower's copy with one record's bytes flipped while its node was
+// down: its counts still agree with the others', and the engine would
+// skip the record when it reads. Its node's verification finds the
+// record; Check names the replica (and only it) divergent, Repair
+// rebuilds it, and every message is read back whoever leads.
+func TestFlippedReplicaRepaired(t *testing.T) {
+	c, conns, jss := setup(t)
+	ctx := context.Background()
+	c.lead(t, jss["BUS"], natsnode.BusAccount, "BUS", 0)
+	c.Stop(2)
+	c.flipBits(2, natsnode.BusAccount, "BUS", 12) // the last message's payload
+	c.Start(2)
+
+	r, err := Check(ctx, conns.Control, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := r.Divergent()
+	if len(d) != 1 || d[0].Stream != "BUS" || len(d[0].Diverged) != 1 || d[0].Diverged[0].Server != "n3" {
+		t.Fatalf("check after flipping bytes of n3's copy of BUS: %+v", r)
+	}
+	got, agreed := d[0].Diverged[0].State, *d[0].Agreed
+	if got.Damaged != 1 || agreed.Damaged != 0 || got.Msgs != agreed.Msgs || got.LastSeq != agreed.LastSeq {
+		t.Fatalf("divergent replica %s, majority %s: want the same counts and 1 damaged record", got, agreed)
+	}
+	t.Logf("detected: %s", d[0])
+	var steps []string
+	if err := Repair(ctx, conns, d[0], RepairOptions{Step: func(_, s string) { steps = append(steps, s) }}); err != nil {
+		t.Fatalf("repair: %v (steps %q)", err, steps)
+	}
+	t.Logf("repair steps: %q", steps)
+	for _, s := range waitAgree(t, conns).Streams {
+		if s.Agreed.Damaged != 0 {
+			t.Errorf("after the repair %s agrees on %s", s.Stream, s.Agreed)
 		}
+	}
+	c.readThroughEach(t, jss["BUS"], natsnode.BusAccount, "BUS")
+}
+
+// A node that finds damage in a replica it leads steps down from leading
+// it when it next answers a state request, before any repair: an intact
+// replica then serves every message.
+func TestDamagedLeaderStepsDown(t *testing.T) {
+	c, conns, jss := setup(t)
+	ctx := context.Background()
+	c.lead(t, jss["BUS"], natsnode.BusAccount, "BUS", 0)
+	c.Stop(1)
+	c.flipBits(1, natsnode.BusAccount, "BUS", 12)
+	c.Start(1)
+	c.lead(t, jss["BUS"], natsnode.BusAccount, "BUS", 1)
+	if m := readAll(t, jss["BUS"], "BUS"); len(m) != 1 || m[0] != msgs {
+		t.Fatalf("n2 leading its damaged copy serves as missing %v; want [%d]: the damage did not take", m, msgs)
+	}
+	if _, err := Collect(ctx, conns.Control, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	harness.EventuallyNoError(t, time.Minute, func() error {
+		s, err := jss["BUS"].Stream(ctx, "BUS")
+		if err != nil {
+			return err
+		}
+		if l := s.CachedInfo().Cluster.Leader; l == "" || l == "n2" {
+			return fmt.Errorf("leader %q", l)
+		}
+		return nil
+	}, "n2 steps down from leading its damaged copy")
+	if m := readAll(t, jss["BUS"], "BUS"); len(m) != 0 {
+		t.Errorf("after n2 stepped down, missing %v", m)
 	}
 }
 
