@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -58,18 +59,19 @@ type CalloutOptions struct {
 //     (UNIBUS_BUS, UNIBUS_MEMBERS, else UNIBUS_CONTROL) with full
 //     permissions, as the embedded engine does;
 //   - an active user into MembersAccount with natsnode.Permissions;
+//   - the check's probe (Keys.Probe, whichever membershipd's check logs
+//     it in) into MembersAccount with no permissions;
 //
 // and refuses everyone else. Each admission is a user JWT signed by the
 // issuer, for the server's one-time user key, valid for the Lifetime.
 type Callout struct {
 	o        CalloutOptions
 	internal string
+	probe    string // Keys.Probe's public key
 	sub      *nats.Subscription
 	sem      chan struct{}
 	wg       sync.WaitGroup
-
-	mu     sync.Mutex
-	probes map[string]bool // probe nkey → asked about
+	probed   atomic.Bool // this callout was asked about the probe
 }
 
 // StartCallout subscribes nc (logged in as the callout user) to the
@@ -84,7 +86,11 @@ func StartCallout(nc *nats.Conn, o CalloutOptions) (*Callout, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Callout{o: o, internal: o.Keys.Internal.NKey(), sem: make(chan struct{}, maxInFlight), probes: map[string]bool{}}
+	probe, err := o.Keys.Probe.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("callout: probe key: %w", err)
+	}
+	c := &Callout{o: o, internal: o.Keys.Internal.NKey(), probe: probe, sem: make(chan struct{}, maxInFlight)}
 	sub, err := nc.QueueSubscribe(authSubj, CalloutQueue, c.dispatch)
 	if err != nil {
 		return nil, fmt.Errorf("callout: subscribe %s: %w", authSubj, err)
@@ -102,26 +108,6 @@ func StartCallout(nc *nats.Conn, o CalloutOptions) (*Callout, error) {
 func (c *Callout) Close() {
 	c.sub.Unsubscribe()
 	c.wg.Wait()
-}
-
-// addProbe makes the callout admit pub (with no permissions) and record
-// that it was asked; asked reports whether it was.
-func (c *Callout) addProbe(pub string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.probes[pub] = false
-}
-
-func (c *Callout) asked(pub string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.probes[pub]
-}
-
-func (c *Callout) dropProbe(pub string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.probes, pub)
 }
 
 // dispatch answers m in a goroutine of its own (a store lookup must not
@@ -224,13 +210,8 @@ func (c *Callout) decide(r *jwt.AuthorizationRequest) (string, jwt.Permissions, 
 		}
 		return acc, jwtPermissions(natsnode.InternalPermissions()), natsnode.ReasonInternal
 	}
-	c.mu.Lock()
-	_, probe := c.probes[co.Nkey]
-	if probe {
-		c.probes[co.Nkey] = true
-	}
-	c.mu.Unlock()
-	if probe {
+	if co.Nkey == c.probe {
+		c.probed.Store(true)
 		return natsnode.MembersAccount, jwtPermissions(natsnode.Permissions(natsnode.Grant{})), ReasonProbe
 	}
 	g, err := c.grant(co.Nkey)

@@ -100,24 +100,20 @@ func checkAccount(nc *nats.Conn, who, want string) error {
 	return nil
 }
 
-// checkCallout logs in with a fresh key the callout admits with no
+// checkCallout logs in as the probe, which the callout admits with no
 // permissions: a login that succeeds proves that the server asks the
-// callout, in CalloutAccount, and accepts the issuer's answers.
+// callout, in CalloutAccount, and accepts the issuer's answers. Another
+// membershipd's callout (the same credentials, the same queue group) may
+// be the one asked: it admits the probe too.
 func (e *Engine) checkCallout(ctx context.Context) error {
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		return err
-	}
-	pub, _ := kp.PublicKey()
-	e.co.addProbe(pub)
-	defer e.co.dropProbe(pub)
-	nc, err := e.connect(kp, "membershipd-probe", nats.MaxReconnects(0))
+	e.co.probed.Store(false)
+	nc, err := e.connect(e.o.Keys.Probe, "membershipd-probe", nats.MaxReconnects(0))
 	if err == nil {
 		nc.Close()
 		return nil
 	}
 	p := e.o.Keys.Public()
-	if e.co.asked(pub) {
+	if e.co.probed.Load() {
 		return fmt.Errorf("%w: the server asked the callout but refused its answer (%v): authorization.auth_callout.issuer must be %s and auth_callout.xkey %s; %s",
 			ErrNotConfigured, err, p.Issuer, p.XKey, hint)
 	}
@@ -170,17 +166,17 @@ func (e *Engine) checkAccounts(ctx context.Context) error {
 				ErrWrongAccount, natsnode.MembersAccount, natsnode.MembersAccount, hint)
 		}
 	}
-	// The deliveries reach the members account.
+	// The deliveries reach the members account. The two connections may
+	// be on different servers of a cluster, which learns of the
+	// subscription a moment after this one: publish again until a message
+	// arrives.
 	subj := subjects.Deliver(in.SignPub().String(), "startcheck"+nuidish())
 	sub, err := conns[natsnode.MembersAccount].SubscribeSync(subj)
 	if err != nil {
 		return err
 	}
 	conns[natsnode.MembersAccount].Flush()
-	if err := conns[natsnode.BusAccount].Publish(subj, []byte("check")); err != nil {
-		return err
-	}
-	if _, err := sub.NextMsg(3 * time.Second); err != nil {
+	if err := deliveredWithin(conns[natsnode.BusAccount], sub, subj, deliveryWait); err != nil {
 		return fmt.Errorf("%w: a message published in %s on %s did not reach %s: %s must export the stream %s.> to %s, which imports it; %s",
 			ErrWrongAccount, natsnode.BusAccount, subj, natsnode.MembersAccount, natsnode.BusAccount, subjects.DeliverPrefix, natsnode.MembersAccount, hint)
 	}
@@ -191,6 +187,25 @@ func (e *Engine) checkAccounts(ctx context.Context) error {
 			ErrWrongAccount, m.Data, disabledAPISubject, hint)
 	}
 	return nil
+}
+
+// deliveryWait bounds the wait for the deliveries check's message.
+const deliveryWait = 5 * time.Second
+
+// deliveredWithin publishes on subj through pub, again every
+// deliveryRetry, until sub receives a message or wait has passed.
+func deliveredWithin(pub *nats.Conn, sub *nats.Subscription, subj string, wait time.Duration) error {
+	const deliveryRetry = 250 * time.Millisecond
+	deadline := time.Now().Add(wait)
+	for {
+		if err := pub.Publish(subj, []byte("check")); err != nil {
+			return err
+		}
+		_, err := sub.NextMsg(min(deliveryRetry, max(time.Until(deadline), time.Millisecond)))
+		if err == nil || !errors.Is(err, nats.ErrTimeout) || time.Now().After(deadline) {
+			return err
+		}
+	}
 }
 
 // nuidish is a short random token.

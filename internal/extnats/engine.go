@@ -98,7 +98,7 @@ func Dial(ctx context.Context, o Options) (e *Engine, err error) {
 	if err := e.checkAccounts(ctx); err != nil {
 		return nil, err
 	}
-	// Learn how many servers there are, so that kicks wait for them all.
+	// Learn how many servers answer (logged below).
 	if _, err := e.sc.ping(ctx, connzPing, []byte(`{"limit":1}`)); err != nil {
 		return nil, err
 	}

@@ -42,7 +42,11 @@ import (
 //   - XKey decrypts the server's requests and encrypts the responses when
 //     auth_callout.xkey names its public key;
 //   - Internal is membershipd's internal identity, which the callout
-//     admits into the bus, control and members accounts.
+//     admits into the bus, control and members accounts;
+//   - Probe is the user of the check at start (checks.go), which every
+//     callout admits with no permissions: the membershipds in front of
+//     one NATS share the callout's queue group, so another's callout may
+//     answer the check's login.
 //
 // The derivations (HKDF-SHA256 of the seed's 32 raw bytes, one label
 // each) are fixed: changing a label changes the keys a deployed
@@ -53,6 +57,7 @@ type Keys struct {
 	SystemUser  nkeys.KeyPair
 	XKey        nkeys.KeyPair
 	Internal    *identity.Identity
+	Probe       nkeys.KeyPair
 }
 
 // Derivation labels of Keys.
@@ -61,6 +66,7 @@ const (
 	labelSystemUser  = "unibus/external-nats/v1/system-user"
 	labelXKey        = "unibus/external-nats/v1/xkey"
 	labelInternal    = "unibus/external-nats/v1/internal"
+	labelProbe       = "unibus/external-nats/v1/probe"
 )
 
 // ErrCredsMode is returned by LoadKeys for a credentials file that others
@@ -130,6 +136,9 @@ func KeysFromSeed(seed []byte) (*Keys, error) {
 		return nil, err
 	}
 	if k.Internal, err = identity.FromSeed(derive(labelInternal)); err != nil {
+		return nil, err
+	}
+	if k.Probe, err = nkeys.FromRawSeed(nkeys.PrefixByteUser, derive(labelProbe)); err != nil {
 		return nil, err
 	}
 	return k, nil

@@ -31,9 +31,11 @@ import (
 const (
 	// pingTimeout bounds the wait for the first server's answer.
 	pingTimeout = 2 * time.Second
-	// pingIdle is how long after the last answer a ping waits for more
-	// when fewer servers answered than were ever seen at once.
+	// pingIdle is how long after the last answer a ping waits for more.
 	pingIdle = 250 * time.Millisecond
+	// pingLearnIdle is pingIdle for the first ping (Dial's), which learns
+	// how many servers there are: none has been seen yet.
+	pingLearnIdle = time.Second
 	// connzLimit is how many connections one server lists per ping.
 	connzLimit = 4096
 )
@@ -42,7 +44,7 @@ const (
 // connection.
 type sysClient struct {
 	nc      *nats.Conn
-	servers atomic.Int64 // the most servers that ever answered one ping
+	servers atomic.Int64 // the most servers that ever answered one ping (for the logs)
 }
 
 // serverAnswer is one server's answer to a ping.
@@ -51,9 +53,9 @@ type serverAnswer struct {
 	Data                 json.RawMessage
 }
 
-// ping publishes body on subj and gathers the servers' answers: until as
-// many answered as ever did, or pingIdle passed without a new one, or
-// pingTimeout passed without any.
+// ping publishes body on subj and gathers the servers' answers: until
+// pingIdle (pingLearnIdle while none was ever seen) passed without a new
+// one, or pingTimeout passed without any.
 func (s *sysClient) ping(ctx context.Context, subj string, body []byte) ([]serverAnswer, error) {
 	inbox := s.nc.NewRespInbox()
 	sub, err := s.nc.SubscribeSync(inbox)
@@ -71,11 +73,15 @@ func (s *sysClient) ping(ctx context.Context, subj string, body []byte) ([]serve
 	}
 	for {
 		wait := time.Until(deadline)
-		if n := int64(len(out)); n > 0 {
-			if n >= s.servers.Load() {
-				break
+		if len(out) > 0 {
+			// No early end when as many answered as before: a server
+			// that was down then, or joined since, would be left out,
+			// and a kick would miss the connections it holds.
+			idle := pingIdle
+			if s.servers.Load() == 0 {
+				idle = pingLearnIdle
 			}
-			wait = min(wait, pingIdle)
+			wait = min(wait, idle)
 		}
 		if wait <= 0 {
 			break
