@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -88,8 +89,16 @@ func (a *storeAuthorizer) Grant(ctx context.Context, nkey string) (natsnode.Gran
 	return g, nil
 }
 
+// grantFromStore is the user's grant as the store has it. A key the store
+// does not know is an inactive grant, like a revoked user's: a verdict, not
+// a failure, so it is counted as "inactive" and the refused-login throttle
+// counts it (a stranger with fresh keys would otherwise cost a store
+// lookup and a warning per attempt, unthrottled).
 func grantFromStore(ctx context.Context, st store.Store, sp identity.SignPub) (natsnode.Grant, error) {
 	u, err := st.GetUser(ctx, sp.String())
+	if errors.Is(err, store.ErrNotFound) {
+		return natsnode.Grant{}, nil
+	}
 	if err != nil {
 		return natsnode.Grant{}, err
 	}
