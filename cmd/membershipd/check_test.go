@@ -39,12 +39,7 @@ func checkJSON(t *testing.T, c *harness.Cluster, extra ...string) (checkResult, 
 // a stream in node i's JetStream store (the node is stopped).
 func truncateLastBlock(t *testing.T, c *harness.Cluster, i int, account, stream string, n int64) {
 	t.Helper()
-	blks, _ := filepath.Glob(filepath.Join(c.Nodes[i].Dir, "local_files", "jetstream", "jetstream", account, "streams", stream, "msgs", "*.blk"))
-	if len(blks) == 0 {
-		t.Fatalf("%s: no message block of %s", c.Nodes[i].Name, stream)
-	}
-	sort.Strings(blks)
-	last := blks[len(blks)-1]
+	last := lastBlock(t, c, i, account, stream)
 	st, err := os.Stat(last)
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +48,36 @@ func truncateLastBlock(t *testing.T, c *harness.Cluster, i int, account, stream 
 		t.Fatal(err)
 	}
 	t.Logf("%s: %s cut from %d to %d bytes", c.Nodes[i].Name, filepath.Base(last), st.Size(), max(st.Size()-n, 0))
+}
+
+// lastBlock is the path of the last message block of stream in node i's
+// store.
+func lastBlock(t *testing.T, c *harness.Cluster, i int, account, stream string) string {
+	t.Helper()
+	blks, _ := filepath.Glob(filepath.Join(c.Nodes[i].Dir, "local_files", "jetstream", "jetstream", account, "streams", stream, "msgs", "*.blk"))
+	if len(blks) == 0 {
+		t.Fatalf("%s: no message block of %s", c.Nodes[i].Name, stream)
+	}
+	sort.Strings(blks)
+	return blks[len(blks)-1]
+}
+
+// flipMiddle inverts 16 bytes in the middle of the last message block of
+// stream in node i's store (the node is stopped): records whose checksum
+// fails, the replica's counts unchanged.
+func flipMiddle(t *testing.T, c *harness.Cluster, i int, account, stream string) {
+	t.Helper()
+	last := lastBlock(t, c, i, account, stream)
+	b, err := os.ReadFile(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := len(b) / 2; j < len(b)/2+16 && j < len(b); j++ {
+		b[j] ^= 0xff
+	}
+	if err := os.WriteFile(last, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // The integrity check on a real three-node R3 cluster: it reports every
@@ -219,6 +244,56 @@ func TestScrubRepairsOnItsOwn(t *testing.T) {
 		return nil
 	}, "the scrub repairs the truncated replica on its own")
 	t.Logf("the scrub repaired n3's %s %v after the node was back", subjects.SharedStream, time.Since(start).Round(100*time.Millisecond))
+	sd.readBack(ctx, t)
+}
+
+// A node restarted on a replica whose bytes were damaged while it was
+// down finds the damage when it verifies its block files at start, and
+// asks for a scrub at once: the meta leader repairs it long before its
+// next periodic scrub (an hour here).
+func TestScrubRepairsDamageAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three-node cluster")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	sd := seedCluster(ctx, t, "--scrub-interval=1h")
+	c := sd.c
+	harness.EventuallyNoError(t, time.Minute, func() error {
+		if res, r := checkJSON(t, c); r.Code != 0 || len(res.Divergent()) != 0 {
+			return fmt.Errorf("check on a healthy cluster: %+v", r)
+		}
+		return nil
+	}, "every replica agrees before the damage")
+	c.Nodes[2].Bus.Stop(t)
+	flipMiddle(t, c, 2, natsnode.BusAccount, subjects.SharedStream)
+	c.Start(t, 2)
+	c.WaitHealthy(t, 0, 1, 2)
+	start := time.Now()
+	harness.EventuallyNoError(t, 3*time.Minute, func() error {
+		repaired := 0.0
+		for _, n := range c.Nodes {
+			repaired += metricValue(t, n.HTTPURL(), `unibus_scrub_repairs_total{result="ok"}`)
+		}
+		if repaired < 1 {
+			return errors.New("no repair counted yet")
+		}
+		if res, r := checkJSON(t, c, "--wait", "2s"); r.Code != 0 || len(res.Divergent()) != 0 {
+			return fmt.Errorf("check after the scrub: exit %d", r.Code)
+		}
+		return nil
+	}, "the scrub repairs the damaged replica on its own")
+	t.Logf("repaired n3's %s %v after the node was back", subjects.SharedStream, time.Since(start).Round(100*time.Millisecond))
+	asked := false
+	for _, n := range c.Nodes {
+		asked = asked || strings.Contains(n.Bus.Output(), "scrub: asked to run now")
+	}
+	if !asked {
+		t.Error("no node logged a scrub run on request: the repair came from the periodic scrub")
+	}
+	if !strings.Contains(c.Nodes[2].Bus.Output(), "records of this node's replica fail their checksum") {
+		t.Error("n3 did not log the damage it found")
+	}
 	sd.readBack(ctx, t)
 }
 

@@ -14,6 +14,10 @@ import (
 // replica of every stream (Config.ScrubInterval).
 const DefaultScrubInterval = 10 * time.Minute
 
+// scrubNowSpacing is the least time between two scrubs run on request
+// (scrub.NowSubject).
+const scrubNowSpacing = 10 * time.Second
+
 // scrubFirst bounds the wait for the first scrub after start: a node
 // whose files were damaged while it was down is the case the scrub is
 // for, and it is found soonest right after a restart.
@@ -42,6 +46,19 @@ func (d *Daemon) scrubReplicas() {
 	}, func() float64 { return float64(resp.Damaged()) })
 	if err := d.metrics.Registry.Register(damaged); err != nil {
 		log.Warn("scrub: metric not registered", "err", err)
+	}
+	// A node that found damage in its replicas asks for a scrub now.
+	now := make(chan string, 1)
+	nowSub, err := d.cnc.Subscribe(scrub.NowSubject, func(m *nats.Msg) {
+		select {
+		case now <- string(m.Data):
+		default:
+		}
+	})
+	if err != nil {
+		log.Warn("scrub: cannot hear requests for a scrub now; the next runs at its interval", "err", err)
+	} else {
+		defer nowSub.Unsubscribe()
 	}
 	// Verify every block at start: files damaged while the node was down
 	// are found (and a damaged replica it leads steps down) before the
@@ -79,12 +96,21 @@ func (d *Daemon) scrubReplicas() {
 	conns := scrub.Conns{Control: d.cnc, Accounts: map[string]*nats.Conn{natsnode.ControlAccount: d.cnc, natsnode.BusAccount: d.nc}}
 	timer := time.NewTimer(min(interval, scrubFirst))
 	defer timer.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-d.ctx.Done():
 			return
 		case <-timer.C:
+		case who := <-now:
+			if wait := scrubNowSpacing - time.Since(last); wait > 0 {
+				// Not more often than that: the request is served then.
+				timer.Reset(wait)
+				continue
+			}
+			log.Info("scrub: asked to run now: a node found damage in its replicas", "node", who)
 		}
+		last = time.Now()
 		timer.Reset(interval)
 		if !d.node.Quorum() {
 			log.Warn("scrub skipped: no quorum visible")

@@ -29,6 +29,7 @@ type StepdownReply struct {
 type Responder struct {
 	subs []*nats.Subscription
 
+	nc  *nats.Conn
 	srv *server.Server
 	ver *Verifier
 	log *slog.Logger
@@ -49,7 +50,7 @@ type Responder struct {
 // it leads steps down from leading that stream at once: it would serve
 // the damaged records as missing until the repair rebuilds its copy.
 func Serve(nc *nats.Conn, srv *server.Server, quorum func() bool, ver *Verifier, log *slog.Logger) (*Responder, error) {
-	r := &Responder{srv: srv, ver: ver, log: log, damaged: map[[2]string]uint64{}}
+	r := &Responder{nc: nc, srv: srv, ver: ver, log: log, damaged: map[[2]string]uint64{}}
 	state, err := nc.Subscribe(StateSubject, func(m *nats.Msg) {
 		b, err := json.Marshal(r.View(context.Background(), quorum()))
 		if err == nil {
@@ -91,9 +92,11 @@ func (r *Responder) View(ctx context.Context, quorum bool) View {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	v := LocalView(ctx, r.srv, quorum, r.ver)
+	more := false
 	for _, s := range v.Streams {
 		k := [2]string{s.Account, s.Stream}
 		if s.State.Damaged != r.damaged[k] {
+			more = more || s.State.Damaged > r.damaged[k]
 			if s.State.Damaged > 0 {
 				r.log.Error("scrub: records of this node's replica fail their checksum; the replica is repaired from the majority",
 					"account", s.Account, "stream", s.Stream, "damaged", s.State.Damaged, "seqs", s.DamagedSeqs)
@@ -108,6 +111,12 @@ func (r *Responder) View(ctx context.Context, quorum bool) View {
 			} else {
 				r.log.Warn("scrub: stepped down from leading a damaged replica", "account", s.Account, "stream", s.Stream)
 			}
+		}
+	}
+	if more {
+		// Every node's scrub runs now; the meta leader's repairs.
+		if err := r.nc.Publish(NowSubject, []byte(r.srv.Name())); err != nil {
+			r.log.Warn("scrub: cannot ask for a scrub now", "err", err)
 		}
 	}
 	return v

@@ -37,9 +37,14 @@ import (
 // Subjects in the control account (only the internal identity logs in
 // there). Every node answers StateSubject with its View; the node named
 // in a StepdownRequest steps down from leading the stream.
+//
+// A node that finds new damage in its own replicas publishes on
+// NowSubject: every node's periodic scrub runs at once (the meta leader's
+// repairs), instead of at its next interval.
 const (
 	StateSubject    = "_UNIBUS.SCRUB.STATE"
 	StepdownSubject = "_UNIBUS.SCRUB.STEPDOWN"
+	NowSubject      = "_UNIBUS.SCRUB.NOW"
 )
 
 // Accounts are the accounts whose streams are scrubbed, in order.
