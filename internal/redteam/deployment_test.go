@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/unibus/unibus/e2e"
-	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/wire"
 )
 
@@ -32,7 +31,7 @@ func (e *env) deploymentAttacks(rep *Report, add captured) {
 	if err := os.WriteFile(filepath.Join(dirB, "local_files", "admin.id"), seed, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	busB := harness.StartBus(e.t, dirB, "--bus-auth", "enforce", "--tls-cert", e.cert, "--tls-key", e.key)
+	busB, _ := e.startBus(dirB, e.cert, e.key)
 	defer busB.Stop(e.t)
 	depB := e.deploymentOf(busB.HTTPURL)
 	tagB := wire.DeploymentTag(depB)

@@ -1,7 +1,10 @@
 // Package redteam is unibus's attack suite. Its tests start a real
 // membershipd process (--store kv, --bus-auth enforce, TLS certificates
 // from a CA made in the test, random loopback ports; internal/harness
-// builds and starts it) and attack it with real external peers: the
+// builds and starts it) — on its embedded NATS engine (TestRedTeam), or
+// in front of a real nats-server process as its auth callout
+// (TestRedTeamExternal, --nats-url; extnatstest starts the server) —
+// and attack it with real external peers: the
 // official nats CLI logged in with a member's nkey, curl, openssl, the
 // unibus CLI and SDK, and, where those cannot express an attack, a raw
 // nats.go client or a small man in the middle written in Go.
@@ -16,10 +19,11 @@
 // server at all. An observed hole is a failing row, never a skip.
 //
 // The results form a table (attack, tool, expected denial, observed,
-// result), kept in docs/SECURITY-ATTACKS.md: `go test ./internal/redteam`
-// fails when the table differs from that file or when any attack was not
-// denied; `go test ./internal/redteam -update` (or UNIBUS_REDTEAM_UPDATE=1)
-// rewrites it. The tools come from .ci/install-tools; a missing tool fails
+// result) per engine, kept in docs/SECURITY-ATTACKS.md and
+// docs/SECURITY-ATTACKS-EXTERNAL.md: `go test ./internal/redteam` fails
+// when a table differs from its file or when any attack was not denied;
+// `go test ./internal/redteam -update` (or UNIBUS_REDTEAM_UPDATE=1)
+// rewrites them. The tools come from .ci/install-tools; a missing tool fails
 // the suite unless UNIBUS_REDTEAM_OPTIONAL=1.
 //
 // The package's only non-test code is the table (report.go).

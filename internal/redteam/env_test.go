@@ -23,6 +23,7 @@ import (
 
 	"github.com/unibus/unibus/e2e"
 	"github.com/unibus/unibus/identity"
+	"github.com/unibus/unibus/internal/extnats/extnatstest"
 	"github.com/unibus/unibus/internal/harness"
 	"github.com/unibus/unibus/internal/natsnode"
 	"github.com/unibus/unibus/internal/testpki"
@@ -88,21 +89,38 @@ type user struct {
 	hex    string
 }
 
+// engine is the data plane membershipd runs on in a run of the suite.
+type engine string
+
+const (
+	// embeddedEngine: membershipd's own NATS node (TestRedTeam).
+	embeddedEngine engine = "embedded"
+	// externalEngine: membershipd in front of a nats-server process as
+	// its auth callout, --store kv --nats-url --nats-creds --nats-ca
+	// (TestRedTeamExternal).
+	externalEngine engine = "external"
+)
+
 // env is one membershipd under attack, with its users, rooms and
 // certificate authorities.
 type env struct {
-	t     *testing.T
-	tl    tools
-	dir   string
-	bus   *harness.Bus
-	ca    *testpki.CA
-	pool  *tls.Config // trusts the deployment's CA
-	pki   string      // directory of certificates and keys
-	caCrt string      // the CA that signed the server certificate
-	other string      // another CA's certificate
-	home  string      // HOME of the tools (no user configuration, no contexts)
-	cert  string      // the server certificate and key (a second membershipd reuses them)
-	key   string
+	t      *testing.T
+	tl     tools
+	engine engine
+	dir    string
+	bus    *harness.Bus
+	ca     *testpki.CA
+	pool   *tls.Config // trusts the deployment's CA
+	pki    string      // directory of certificates and keys
+	caCrt  string      // the CA that signed the server certificate
+	other  string      // another CA's certificate
+	home   string      // HOME of the tools (no user configuration, no contexts)
+	cert   string      // the server certificate and key (a second membershipd reuses them)
+	key    string
+	// The external nats-server's certificate and key (externalEngine):
+	// from the same CA as cert, for 127.0.0.1.
+	natsCert, natsKey string
+	ext               *extnatstest.Server // the nats-server under bus (externalEngine)
 
 	deployment string // the deployment id /healthz announces
 	tag        string // wire.DeploymentTag(deployment): every request signature carries it
@@ -118,8 +136,8 @@ type env struct {
 	httpc                            *http.Client
 }
 
-// setup starts membershipd (--store kv, --bus-auth enforce, TLS) and
-// makes, with the unibus CLI:
+// setup starts membershipd (--store kv, --bus-auth enforce, TLS) on the
+// engine eng (startBus) and makes, with the unibus CLI:
 //
 //   - room A (shared stream): alice (owner) and dave (member);
 //   - room B (shared stream): bob (owner) and mallory (member);
@@ -129,9 +147,9 @@ type env struct {
 //
 // with one message of its owner's in each, and a keypair that was never
 // registered (ghost).
-func setup(t *testing.T, tl tools) *env {
+func setup(t *testing.T, tl tools, eng engine) *env {
 	t.Helper()
-	e := &env{t: t, tl: tl, dir: t.TempDir(), dedicated: map[string]bool{}, norm: &normalizer{}}
+	e := &env{t: t, tl: tl, engine: eng, dir: t.TempDir(), dedicated: map[string]bool{}, norm: &normalizer{}}
 	e.pki = filepath.Join(e.dir, "pki")
 	e.home = filepath.Join(e.dir, "home")
 	for _, d := range []string{e.pki, e.home} {
@@ -144,7 +162,10 @@ func setup(t *testing.T, tl tools) *env {
 	e.other = testpki.NewCA(t, "someone else's CA").WriteCert(t, e.pki, "other-ca")
 	e.pool = &tls.Config{RootCAs: e.ca.Pool, MinVersion: tls.VersionTLS12}
 	e.cert, e.key = testpki.WriteFiles(t, e.pki, "server", e.ca.Server(t, "membershipd", []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}))
-	e.bus = harness.StartBus(t, e.dir, "--store", "kv", "--bus-auth", "enforce", "--tls-cert", e.cert, "--tls-key", e.key)
+	if eng == externalEngine {
+		e.natsCert, e.natsKey = testpki.WriteFiles(t, e.pki, "nats-server", e.ca.Server(t, "nats-server", []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}))
+	}
+	e.bus, e.ext = e.startBus(e.dir, e.cert, e.key, "--store", "kv")
 	if !strings.HasPrefix(e.bus.HTTPURL, "https://127.0.0.1:") || !strings.HasPrefix(e.bus.NATSURL, "tls://127.0.0.1:") {
 		t.Fatalf("membershipd is not on TLS: %s %s", e.bus.HTTPURL, e.bus.NATSURL)
 	}

@@ -93,7 +93,11 @@ func (r *rawConn) trySubscribe(subject string) (refused bool, s *sink) {
 }
 
 // sink collects what a subscription receives. Flow-control requests are
-// answered (as the SDK does) and, like idle heartbeats, not counted.
+// answered (as the SDK does) and, like idle heartbeats, not counted; nor
+// is membershipd's hint that it deleted a listener (no body, the
+// wire.HdrListenerEnded header and no message id: the SDK's test of it),
+// which it sends on the deleted listener's deliver subject before the API
+// answers but which may arrive after.
 type sink struct {
 	mu     sync.Mutex
 	data   []*nats.Msg
@@ -111,6 +115,9 @@ func (r *rawConn) collect(subject string) (*sink, error) {
 			if m.Reply != "" {
 				_ = m.Respond(nil)
 			}
+			return
+		}
+		if len(m.Data) == 0 && m.Header.Get(wire.HdrListenerEnded) != "" && m.Header.Get(e2e.HdrMsgID) == "" {
 			return
 		}
 		s.data = append(s.data, m)

@@ -11,10 +11,14 @@ import (
 	"testing"
 )
 
-var update = flag.Bool("update", false, "rewrite docs/SECURITY-ATTACKS.md from this run (also UNIBUS_REDTEAM_UPDATE=1)")
+var update = flag.Bool("update", false, "rewrite docs/SECURITY-ATTACKS.md and docs/SECURITY-ATTACKS-EXTERNAL.md from this run (also UNIBUS_REDTEAM_UPDATE=1)")
 
-// attacksFile is the table's home, relative to this package.
-const attacksFile = "../../docs/SECURITY-ATTACKS.md"
+// The tables' homes, relative to this package: the embedded engine's and
+// the external NATS's.
+const (
+	attacksFile         = "../../docs/SECURITY-ATTACKS.md"
+	externalAttacksFile = "../../docs/SECURITY-ATTACKS-EXTERNAL.md"
+)
 
 const preamble = `# Red-team attack results
 
@@ -47,14 +51,66 @@ are required.
 
 `
 
-// TestRedTeam runs every attack, prints the table, fails on any row that
-// did not pass, and compares the table with docs/SECURITY-ATTACKS.md.
+const externalPreamble = `# Red-team attack results: membershipd in front of an external NATS
+
+This table is written by the attack suite in ` + "`internal/redteam/`" + ` (TestRedTeamExternal),
+not by hand: ` + "`go test ./internal/redteam -update`" + ` (or ` + "`UNIBUS_REDTEAM_UPDATE=1`" + `) rewrites
+it, and ` + "`go test ./internal/redteam`" + ` fails when a result differs from it or when any
+attack was not denied. It is the suite of [SECURITY-ATTACKS.md](SECURITY-ATTACKS.md), the
+same attacks and the same judges, run against membershipd in front of an
+external NATS (docs/OPERATIONS.md, "External NATS") instead of its
+embedded engine; that file's preamble says how the attacks are made and
+judged.
+
+Each run starts a real ` + "`nats-server`" + ` process (the version go.mod requires, one
+server, JetStream on, random loopback ports) with unibus's part of the
+configuration (what ` + "`membershipd external-nats config`" + ` prints) for credentials
+made in the test and TLS on its client port from a CA made in the test,
+and a real ` + "`membershipd`" + ` in front of it as its auth callout (` + "`--store kv`" + `,
+` + "`--bus-auth enforce`" + `, ` + "`--nats-url tls://…`" + `, ` + "`--nats-creds`" + `, ` + "`--nats-ca`" + `, TLS on its HTTP side
+from the same CA). Members log in to the nats-server, which asks
+membershipd; the ground truth is membershipd's internal identity
+(derived from the credentials) logged in the same way. The second
+membershipd of H80–H85 and the one with an expired certificate (T20,
+T21, T23) each run in front of a nats-server of their own; the data
+plane's certificate is the nats-server's, so T22 aims at a nats-server
+serving the expired certificate. X01, a row of this table only, checks
+that the data plane attacked was that nats-server and that
+membershipd's callout answered its logins. Every row of
+SECURITY-ATTACKS.md applies: none of them needs what external mode
+leaves out (the per-user connection limit, the refused-login throttle,
+the minority fence, the replica scrub).
+
+Results: **pass** = denied as expected (or, for a control, allowed);
+**FAIL: fail-open** = not denied, or the victim's state changed;
+**FAIL: unexpected denial** = denied in another way than this table says;
+**FAIL: control** = the harness or the server is broken. Zero fail-opens
+are required.
+
+`
+
+// TestRedTeam runs every attack against membershipd's embedded engine,
+// prints the table, fails on any row that did not pass, and compares the
+// table with docs/SECURITY-ATTACKS.md.
 func TestRedTeam(t *testing.T) {
+	runSuite(t, embeddedEngine, attacksFile, preamble)
+}
+
+// TestRedTeamExternal runs the same attacks against membershipd in front
+// of an external nats-server, and compares the table with
+// docs/SECURITY-ATTACKS-EXTERNAL.md.
+func TestRedTeamExternal(t *testing.T) {
+	runSuite(t, externalEngine, externalAttacksFile, externalPreamble)
+}
+
+// runSuite runs every attack on eng, prints the table, fails on any row
+// that did not pass, and compares the table with file (or rewrites it).
+func runSuite(t *testing.T, eng engine, file, preamble string) {
 	if testing.Short() {
 		t.Skip("the attack suite takes about a minute; it runs without -short")
 	}
 	tl := lookTools(t)
-	e := setup(t, tl)
+	e := setup(t, tl, eng)
 	rep := &Report{Normalize: e.norm.Replace}
 	// A copy of the env per group, bound to the group's *testing.T.
 	on := func(t *testing.T) *env { c := *e; c.t = t; return &c }
@@ -90,6 +146,9 @@ func TestRedTeam(t *testing.T) {
 		t.Run("http", func(t *testing.T) { t.Parallel(); on(t).httpAttacks(rep) })
 		t.Run("tls", func(t *testing.T) { t.Parallel(); on(t).tlsAttacks(rep) })
 	})
+	if eng == externalEngine {
+		rep.Add(e.engineControl())
+	}
 
 	table := rep.Markdown(preamble)
 	t.Logf("attack table:\n%s", table)
@@ -100,10 +159,10 @@ func TestRedTeam(t *testing.T) {
 		return
 	}
 	if partialRun() {
-		t.Logf("a subset of the suite ran (-run with a subtest pattern): %s not compared", attacksFile)
+		t.Logf("a subset of the suite ran (-run with a subtest pattern): %s not compared", file)
 		return
 	}
-	path := filepath.FromSlash(attacksFile)
+	path := filepath.FromSlash(file)
 	if *update || os.Getenv("UNIBUS_REDTEAM_UPDATE") == "1" {
 		if err := os.WriteFile(path, []byte(table), 0o644); err != nil {
 			t.Fatal(err)

@@ -168,6 +168,11 @@ func (e *env) removalAttacks(rep *Report) {
 	gotSDK, gotInbox, gotDeliveries := d2-d1, daveInbox.count()-in1-own, daveDeliveries.count()-dl1
 	st, _ := e.api(e.dave, "GET", "/v1/rooms/"+e.roomA+"/keys?epoch=2", nil, nil)
 	leaked := gotSDK+gotInbox+gotDeliveries > 0 || st == http.StatusOK
+	if leaked {
+		for _, m := range append(daveInbox.msgs()[in1:], daveDeliveries.msgs()[dl1:]...) {
+			e.t.Logf("N88: dave received after the removal: subject %s, headers %v, %d bytes", m.Subject, m.Header, len(m.Data))
+		}
+	}
 	add("N88", "after the removal, anything sent to room A reaches dave by any path: his SDK listener, his inbox, his deliver subjects, a key of epoch 2",
 		"the SDK; nats.go (raw client); curl", "nothing reaches him",
 		verdict(!leaked && alice2, leaked), fmt.Sprintf("received: SDK %d, inbox %d (besides the relay's refusal of his own N85: %d), deliveries %d; epoch 2 key: %d; alice received both",

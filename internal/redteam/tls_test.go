@@ -81,14 +81,21 @@ func (e *env) tlsAttacks(rep *Report) {
 }
 
 // expiredCert starts a second membershipd whose certificate, from the
-// same CA, expired an hour ago: every client must refuse it.
+// same CA, expired an hour ago: every client must refuse it. In front of
+// an external NATS the data plane's certificate is the nats-server's, not
+// membershipd's: the data-plane rows then aim at a nats-server with the
+// expired certificate.
 func (e *env) expiredCert(add func(id, attack, tool, expect string, ok bool, failV Verdict, observed string)) {
 	dir := e.t.TempDir()
 	cert, key := testpki.WriteFiles(e.t, e.pki, "expired", e.ca.Expired(e.t, "membershipd", []net.IP{net.ParseIP("127.0.0.1")}))
-	bus := harness.StartBus(e.t, dir, "--bus-auth", "enforce", "--tls-cert", cert, "--tls-key", key)
+	bus, _ := e.startBus(dir, cert, key)
 	defer bus.Stop(e.t)
+	natsURL := bus.NATSURL
+	if e.engine == externalEngine {
+		_, natsURL, _ = e.startNATSServer(e.t.TempDir(), cert, key)
+	}
 	httpHost := strings.TrimPrefix(bus.HTTPURL, "https://")
-	norm := strings.NewReplacer(httpHost, "<http>", strings.TrimPrefix(bus.NATSURL, "tls://"), "<nats>")
+	norm := strings.NewReplacer(httpHost, "<http>", strings.TrimPrefix(natsURL, "tls://"), "<nats>")
 
 	c := e.curl("GET", bus.HTTPURL+"/healthz", nil, nil)
 	add("T20", "server certificate expired an hour ago (control plane)", "curl --cacert", "curl refuses (exit 60: certificate has expired)",
@@ -100,13 +107,13 @@ func (e *env) expiredCert(add func(id, attack, tool, expect string, ok bool, fai
 		r.code != 0 && m != nil && strings.HasPrefix(m[1], "10:"), failOpenIf(r.code == 0), "verify error "+orNone(firstGroup(m)))
 
 	admin := filepath.Join(dir, "local_files", "admin.id")
-	r = e.run(20*time.Second, nil, e.tl.nats, "--no-context", "-s", bus.NATSURL, "--tlsca", e.caCrt, "--nkey", admin,
+	r = e.run(20*time.Second, nil, e.tl.nats, "--no-context", "-s", natsURL, "--tlsca", e.caCrt, "--nkey", admin,
 		"--timeout", "2s", "pub", "unibus.x", "x")
 	add("T22", "server certificate expired an hour ago (data plane)", "nats --tlsca", "x509: certificate has expired",
 		r.code != 0 && strings.Contains(r.all(), "certificate has expired"), failOpenIf(r.code == 0),
 		norm.Replace(firstMatch(r.all(), "certificate has expired or is not yet valid", "Published")))
 
-	u := harness.Run(e.t, dir, []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + bus.NATSURL, "UNIBUS_CA=" + e.caCrt, "UNIBUS_IDENTITY=" + admin},
+	u := harness.Run(e.t, dir, []string{"UNIBUS_SERVER=" + bus.HTTPURL, "UNIBUS_NATS=" + natsURL, "UNIBUS_CA=" + e.caCrt, "UNIBUS_IDENTITY=" + admin},
 		"", "unibus", "whoami")
 	add("T23", "server certificate expired an hour ago (the unibus CLI)", "unibus --ca", "refused: certificate has expired",
 		u.Code != 0 && strings.Contains(u.Stderr, "certificate has expired"), failOpenIf(u.Code == 0),
