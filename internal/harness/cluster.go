@@ -231,19 +231,31 @@ func (c *Cluster) InternalConn(t TB, i int, account string) *nats.Conn {
 // bus-account connection from InternalConn) for its connections in the bus
 // account.
 func Where(nc *nats.Conn, nkey string) ([]string, error) {
+	req := map[string]any{"user": nkey, "auth": true, "state": 0}
+	return WhereConnected(nc, "$SYS.REQ.ACCOUNT.PING.CONNZ", req, nkey, 0, time.Second)
+}
+
+// WhereConnected publishes the connection request req (a CONNZ filter) on
+// subject through nc and returns the names of the servers whose answer
+// lists a connection authorized as nkey. It reads answers until max have
+// come (0: no limit) or none came for wait.
+func WhereConnected(nc *nats.Conn, subject string, req any, nkey string, max int, wait time.Duration) ([]string, error) {
 	inbox := nc.NewRespInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	req, _ := json.Marshal(map[string]any{"user": nkey, "auth": true, "state": 0})
-	if err := nc.PublishRequest("$SYS.REQ.ACCOUNT.PING.CONNZ", inbox, req); err != nil {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := nc.PublishRequest(subject, inbox, body); err != nil {
 		return nil, err
 	}
 	var where []string
-	for {
-		m, err := sub.NextMsg(time.Second)
+	for n := 0; max == 0 || n < max; n++ {
+		m, err := sub.NextMsg(wait)
 		if err != nil {
 			break
 		}
