@@ -350,6 +350,7 @@ func TestStartChecksNameTheConfigurationNeeded(t *testing.T) {
 		{"no unibus configuration", "", extnats.ErrNotConfigured, "accounts." + extnats.CalloutAccount + ".users"},
 		{"wrong issuer", strings.Replace(full, keys.Public().Issuer, other.Issuer, 1), extnats.ErrNotConfigured, "auth_callout.issuer must be " + keys.Public().Issuer},
 		{"no delivery import", strings.Replace(full, "{ stream: { account: UNIBUS_BUS", "# { stream: { account: UNIBUS_BUS", 1), extnats.ErrWrongAccount, "must export the stream unibus.dlv.>"},
+		{"no JetStream in the control account", strings.Replace(full, "UNIBUS_CONTROL: { jetstream: enabled }", "UNIBUS_CONTROL: { }", 1), extnats.ErrWrongAccount, "'jetstream: enabled' in accounts.UNIBUS_CONTROL"},
 		{"stream delete not disabled", strings.Replace(full, `"$JS.API.STREAM.DELETE.*"`, `"$JS.API.STREAM.NOTDELETE.*"`, 1), extnats.ErrWrongAccount, "$JS.API.STREAM.DELETE.*"},
 	}
 	for _, c := range cases {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/unibus/unibus/internal/natsnode"
+	"github.com/unibus/unibus/internal/store/jsretry"
 	"github.com/unibus/unibus/subjects"
 )
 
@@ -146,15 +147,8 @@ func (e *Engine) checkAccounts(ctx context.Context) error {
 		}
 	}
 	for _, acc := range []string{natsnode.ControlAccount, natsnode.BusAccount} {
-		js, err := jetstream.New(conns[acc])
-		if err == nil {
-			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = js.AccountInfo(actx)
-			cancel()
-		}
-		if err != nil {
-			return fmt.Errorf("%w: account %s has no JetStream (%v): enable jetstream on the server and 'jetstream: enabled' in accounts.%s; %s",
-				ErrWrongAccount, acc, err, acc, hint)
+		if err := e.jetStreamReady(ctx, conns[acc], acc); err != nil {
+			return err
 		}
 	}
 	if js, err := jetstream.New(conns[natsnode.MembersAccount]); err == nil {
@@ -187,6 +181,38 @@ func (e *Engine) checkAccounts(ctx context.Context) error {
 			ErrWrongAccount, m.Data, disabledAPISubject, hint)
 	}
 	return nil
+}
+
+// jetStreamWait bounds the wait for JetStream to answer in an account: a
+// cluster started a moment ago has no meta leader yet.
+const jetStreamWait = 90 * time.Second
+
+// jetStreamReady checks that JetStream answers in acc. "Not enabled" is a
+// configuration error at once; any other failure (no meta leader yet, a
+// timeout) is retried until jetStreamWait has passed, so that membershipd
+// started with a cold cluster waits for it instead of blaming the
+// configuration.
+func (e *Engine) jetStreamReady(ctx context.Context, nc *nats.Conn, acc string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	notEnabled := func(err error) error {
+		return fmt.Errorf("%w: account %s has no JetStream (%v): enable jetstream on the server and 'jetstream: enabled' in accounts.%s; %s",
+			ErrWrongAccount, acc, err, acc, hint)
+	}
+	deadline := time.Now().Add(jetStreamWait)
+	return jsretry.Until(ctx, "JetStream in account "+acc, deadline, e.log, func(err error) error {
+		return fmt.Errorf("%w (a cluster without a meta leader: start a quorum of its servers)", err)
+	}, func() error {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		_, err := js.AccountInfo(actx)
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, jetstream.ErrJetStreamNotEnabled) {
+			return &jsretry.Permanent{Err: notEnabled(err)}
+		}
+		return err
+	})
 }
 
 // deliveryWait bounds the wait for the deliveries check's message.
