@@ -138,9 +138,9 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 		stale, published, err := c.sendSealed(ctx, js, room, topic, first, ids, data, todo, force)
 		if err != nil {
 			if reseal == 0 && !published {
-				// Nothing left this client (the room's state could not
-				// be read, say): its numbers are not a gap in its
-				// sequence when it sends again.
+				// Nothing was stored (nothing left this client, or the
+				// relay refused every attempt outright): its numbers are
+				// not a gap in its sequence when it sends again.
 				c.sender.release(room, first, len(data))
 			}
 			return nil, err
@@ -153,7 +153,8 @@ func (c *Client) SendBatch(ctx context.Context, room, topic string, data [][]byt
 // sendSealed seals the messages todo under the room's current epoch,
 // publishes them and waits for every acknowledgement, retrying what may
 // pass by itself. It returns the messages the relay refused as sealed for
-// a stale epoch, and whether it published anything at all.
+// a stale epoch, and whether it published anything that may have been
+// stored (false when every attempt was refused by the relay outright).
 func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, topic string, first uint64, ids []string, data [][]byte, todo []int, force bool) (stale []int, published bool, err error) {
 	st, err := c.state(ctx, room, force)
 	if err != nil {
@@ -215,6 +216,11 @@ func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, t
 		published = true
 		futures, failed = publishAsync(js, msgs[ch.lo:ch.hi], futures, failed)
 	}
+	// acked: some message was stored; uncertain: some attempt's outcome is
+	// unknown (a timeout, a lost connection). Without either, every
+	// attempt was refused by the relay before it published anything, and
+	// the caller may give the sequence numbers back.
+	acked, uncertain := false, false
 	pending, started := msgs, time.Now()
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt > 0 {
@@ -224,12 +230,14 @@ func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, t
 		for _, f := range futures {
 			select {
 			case <-f.Ok():
+				acked = true
 			case err := <-f.Err():
 				if isRelayCode(err, wire.RelayStaleEpoch) {
 					stale = append(stale, index[f.Msg()])
 					continue
 				}
 				lastErr = err
+				uncertain = uncertain || !refusedOutright(err)
 				failed = append(failed, f.Msg())
 			case <-ctx.Done():
 				return nil, published, ctx.Err()
@@ -239,7 +247,7 @@ func (c *Client) sendSealed(ctx context.Context, js jetstream.JetStream, room, t
 			break
 		}
 		if attempt >= 20 || time.Since(started) > publishRetryFor || (lastErr != nil && !retryable(lastErr)) {
-			return nil, published, fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), sendError(lastErr))
+			return nil, published && (acked || uncertain), fmt.Errorf("publish to room %s: %d of %d messages not acknowledged: %w", room, len(failed), len(data), sendError(lastErr))
 		}
 		select {
 		case <-ctx.Done():
@@ -267,6 +275,19 @@ var ErrDiskFull = errors.New("the server's disk is full; the message was not sto
 // until their room's age limit removes them; blobs and rooms for ever. An
 // operator can raise the quota.
 var ErrQuotaExceeded = errors.New("over this user's quota; nothing was stored")
+
+// refusedOutright reports whether err is a relay refusal made before the
+// relay published anything: the message was certainly not stored. (Its
+// "unavailable" may follow a failed write, so it is not one.)
+func refusedOutright(err error) bool {
+	for _, code := range []uint16{wire.RelayBadSubject, wire.RelayBadEnvelope, wire.RelayNotMember, wire.RelayRevoked,
+		wire.RelayStaleEpoch, wire.RelayClockSkew, wire.RelayOldProtocol, wire.RelayDiskFull, wire.RelayQuotaExceeded} {
+		if isRelayCode(err, code) {
+			return true
+		}
+	}
+	return false
+}
 
 // isRelayCode reports whether err is the relay's refusal with this code.
 func isRelayCode(err error, code uint16) bool {
