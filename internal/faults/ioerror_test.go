@@ -1,8 +1,10 @@
 package faults
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -150,6 +152,7 @@ func writeErrors(t *testing.T, bin, st string, trial int) (Result, bool) {
 	bus.Kill()
 
 	disk.remount(t)
+	onDisk := recordsOnDisk(t, filepath.Join(data, "jetstream"), a)
 	started := time.Now()
 	bus = launch(t, bin, work, args)
 	harness.EventuallyNoError(t, 2*time.Minute, func() error {
@@ -160,6 +163,50 @@ func writeErrors(t *testing.T, bin, st string, trial int) (Result, bool) {
 	}, "healthy after the restart")
 	r.RecoverSec = time.Since(started).Seconds()
 	verify(ctx, t, cfg(), room, a, &r)
+	if r.After != nil && r.After.LostMsgs > 0 {
+		// Where a lost message went: its record reached the disk (a block
+		// file holds its id after the remount) and the restarted server
+		// dropped it, or it never reached the disk.
+		var where []string
+		for _, m := range a.msgsAfter {
+			if on, ok := onDisk[m]; ok {
+				where = append(where, fmt.Sprintf("%s (%s) on disk after the remount: %v", m, a.msgIDs[m], on))
+			}
+		}
+		r.Note = strings.TrimPrefix(r.Note+"; ", "; ") + "acknowledged after the fault: " + strings.Join(where, ", ")
+	}
 	bus.Stop(t)
 	return r, unhealthy
+}
+
+// recordsOnDisk reports, for each message acknowledged after the fault,
+// whether a block file under dir (the JetStream store, the file system
+// just remounted) holds its message id: whether its record reached the
+// disk.
+func recordsOnDisk(t *testing.T, dir string, a acked) map[string]bool {
+	t.Helper()
+	var blocks [][]byte
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !strings.HasSuffix(path, ".blk") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		blocks = append(blocks, b)
+		return err
+	})
+	if err != nil {
+		t.Logf("reading the block files after the remount: %v", err)
+	}
+	on := map[string]bool{}
+	for _, m := range a.msgsAfter {
+		id := a.msgIDs[m]
+		on[m] = false
+		for _, b := range blocks {
+			if id != "" && bytes.Contains(b, []byte(id)) {
+				on[m] = true
+				break
+			}
+		}
+	}
+	return on
 }

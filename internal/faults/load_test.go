@@ -25,6 +25,7 @@ type acked struct {
 	failed                            map[string]int
 	sinceFault                        map[string]time.Duration // of each operation acknowledged after the fault
 	byPhase                           map[string]string        // acknowledged in each phase after the fault ("12 msgs, 3 users, 0 rooms")
+	msgIDs                            map[string]string        // each acknowledged message's id (Nats-Msg-Id), by its text
 }
 
 // load creates a room, then sends messages one at a time, adds users and
@@ -55,7 +56,7 @@ func loadAround(ctx context.Context, t *testing.T, cfg client.Config, before tim
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	a := acked{failed: map[string]int{}, sinceFault: map[string]time.Duration{}}
+	a := acked{failed: map[string]int{}, sinceFault: map[string]time.Duration{}, msgIDs: map[string]string{}}
 	var faultAt time.Time // under mu; zero until the fault
 	type count struct{ msgs, users, rooms int }
 	phase, phases, perPhase := "", []string{}, map[string]*count{} // under mu
@@ -101,7 +102,12 @@ func loadAround(ctx context.Context, t *testing.T, cfg client.Config, before tim
 	wg.Add(3)
 	go op("message", func(ctx context.Context, i int) (string, error) {
 		text := fmt.Sprintf("m-%06d", i)
-		_, err := admin.Send(ctx, room.ID, "", []byte(text))
+		id, err := admin.Send(ctx, room.ID, "", []byte(text))
+		if err == nil {
+			mu.Lock()
+			a.msgIDs[text] = id
+			mu.Unlock()
+		}
 		return text, err
 	}, &a.msgs, &a.msgsAfter, func(c *count) *int { return &c.msgs })
 	go op("user", func(ctx context.Context, i int) (string, error) {
