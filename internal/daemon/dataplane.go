@@ -37,7 +37,7 @@ func (d *Daemon) startDataPlane() error {
 	d.relay, err = dataplane.StartRelay(dataplane.RelayOptions{
 		Members: d.mnc, Bus: d.js, Directory: d.dir, MaxSkew: d.cfg.Window,
 		Logger: d.log.With("component", "relay"), OnResult: d.metrics.OnRelay, DiskLow: d.DiskLow,
-		Quota: d.quotas.msgs,
+		Quota: d.quotas.msgs, Durable: d.ackBarrier(),
 	})
 	if err != nil {
 		return err

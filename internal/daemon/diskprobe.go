@@ -67,3 +67,23 @@ func writeProbe(dir string) error {
 func diskFailed(err error) bool {
 	return errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EROFS)
 }
+
+// ackBarrier is the relay's Durable with --js-sync always on the embedded
+// engine: a write and sync of the JetStream store's file system, after
+// the messages were stored and before their acknowledgements go out.
+// JetStream syncs each message before it acknowledges it, but a disk
+// that fails in that instant was seen to acknowledge messages that were
+// gone after a remount (docs/RELIABILITY.md, "A disk that fails
+// writes"); a sync that starts after them and succeeds shows the file
+// system still keeps what it was given. nil otherwise: with an interval
+// policy nothing is synced before the acknowledgement anyway; in a
+// cluster a message is acknowledged once a quorum of nodes holds it, so
+// one node's disk failing loses nothing; and an external NATS's disks are
+// not this node's.
+func (d *Daemon) ackBarrier() func() error {
+	if d.node == nil || d.cfg.JSSync != JSSyncAlways || d.cfg.clustered() {
+		return nil
+	}
+	dir := d.cfg.NATSStore
+	return func() error { return writeProbe(dir) }
+}

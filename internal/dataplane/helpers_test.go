@@ -87,7 +87,10 @@ type plane struct {
 	ctx       context.Context
 }
 
-func startPlane(t *testing.T) *plane {
+func startPlane(t *testing.T) *plane { t.Helper(); return startPlaneWith(t, nil) }
+
+// startPlaneWith is startPlane with the relay's options edited by edit.
+func startPlaneWith(t *testing.T, edit func(*RelayOptions)) *plane {
 	t.Helper()
 	p := &plane{src: newSource()}
 	p.node = testnode.StartWith(t, "", grants{p.src})
@@ -102,7 +105,11 @@ func startPlane(t *testing.T) *plane {
 		t.Fatal(err)
 	}
 	p.dir = NewDirectory(p.src, 0, nil)
-	if p.relay, err = StartRelay(RelayOptions{Members: p.node.Members(t), Bus: p.bus, Directory: p.dir}); err != nil {
+	o := RelayOptions{Members: p.node.Members(t), Bus: p.bus, Directory: p.dir}
+	if edit != nil {
+		edit(&o)
+	}
+	if p.relay, err = StartRelay(o); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.relay.Close() })

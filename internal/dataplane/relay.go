@@ -80,6 +80,14 @@ type RelayOptions struct {
 	// OnResult, if set, is called once per message with "ok" or the
 	// refusal's reason; it must not block.
 	OnResult func(reason string)
+	// Durable, if set, is called before stored messages' acknowledgements
+	// are passed on, once for every batch of them that arrived meanwhile:
+	// it writes and syncs the file system that holds the streams. An
+	// error turns the batch's acknowledgements into "outcome unknown"
+	// (503, wire.RelayUnavailable): JetStream's own sync said yes, but the
+	// disk failed as they were stored, and a disk that fails then may not
+	// keep them (the fault suite saw such acknowledged messages gone).
+	Durable func() error
 }
 
 // Relay copies members' messages from their ingress into the room streams.
@@ -87,8 +95,16 @@ type Relay struct {
 	o       RelayOptions
 	sub     *nats.Subscription
 	pending chan inFlight
+	stored  chan storedAck // acknowledgements waiting for Durable
 	wg      sync.WaitGroup
 	closed  sync.Once
+}
+
+// storedAck is a stored message's acknowledgement, to pass on once the
+// disk is known to hold it.
+type storedAck struct {
+	reply string
+	ack   wire.PubAck
 }
 
 type inFlight struct {
@@ -145,6 +161,11 @@ func StartRelay(o RelayOptions) (*Relay, error) {
 	}
 	r.sub = sub
 	r.wg.Add(1)
+	if o.Durable != nil {
+		r.stored = make(chan storedAck, relayInFlight)
+		r.wg.Add(1)
+		go r.confirm()
+	}
 	go r.answer()
 	return r, nil
 }
@@ -349,9 +370,13 @@ func uintHeader(h nats.Header, k string) (uint64, bool) {
 	return v, err == nil
 }
 
-// answer sends each publish's outcome, in the order they were made.
+// answer sends each publish's outcome, in the order they were made
+// (acknowledgements through confirm, when Durable is set).
 func (r *Relay) answer() {
 	defer r.wg.Done()
+	if r.stored != nil {
+		defer close(r.stored)
+	}
 	for p := range r.pending {
 		timer := time.NewTimer(time.Until(p.deadline))
 		select {
@@ -359,7 +384,12 @@ func (r *Relay) answer() {
 			if r.o.Quota != nil && !ack.Duplicate {
 				r.o.Quota.Charge(p.charge.sender, p.charge.bytes, p.charge.until)
 			}
-			r.respond(p.reply, wire.PubAck{Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate})
+			a := wire.PubAck{Stream: ack.Stream, Seq: ack.Sequence, Duplicate: ack.Duplicate}
+			if r.stored != nil {
+				r.stored <- storedAck{reply: p.reply, ack: a}
+			} else {
+				r.respond(p.reply, a)
+			}
 		case err := <-p.ack.Err():
 			r.respond(p.reply, wire.PubAck{Error: streamError(err)})
 		case <-timer.C:
@@ -368,6 +398,39 @@ func (r *Relay) answer() {
 				Description: "relay: the room stream did not acknowledge in time; retry with the same message id"}})
 		}
 		timer.Stop()
+	}
+}
+
+// confirm passes acknowledgements on in batches: all that arrived while
+// the previous batch's Durable ran, after one Durable of their own (which
+// starts after every one of them was stored).
+func (r *Relay) confirm() {
+	defer r.wg.Done()
+	for first := range r.stored {
+		batch := []storedAck{first}
+	more:
+		for {
+			select {
+			case a, ok := <-r.stored:
+				if !ok {
+					break more
+				}
+				batch = append(batch, a)
+			default:
+				break more
+			}
+		}
+		if err := r.o.Durable(); err != nil {
+			r.o.Logger.Error("relay: the disk failed as messages were stored: their senders are told the outcome is unknown", "messages", len(batch), "err", err)
+			for _, a := range batch {
+				r.respond(a.reply, wire.PubAck{Error: &wire.RelayError{Code: 503, ErrCode: wire.RelayUnavailable,
+					Description: "relay: the server's disk failed as the message was stored; whether it is kept is unknown: retry with the same message id"}})
+			}
+			continue
+		}
+		for _, a := range batch {
+			r.respond(a.reply, a.ack)
+		}
 	}
 }
 

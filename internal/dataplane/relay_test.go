@@ -3,6 +3,8 @@ package dataplane
 import (
 	"errors"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -295,5 +297,48 @@ func TestRelayAnswersWhenTheStreamDoesNot(t *testing.T) {
 	}
 	if m, err := swallow.NextMsg(time.Second); err != nil || m.Header.Get(jetstream.ExpectedStreamHeader) != subjects.Stream(r.ID) {
 		t.Fatalf("the relay did not pass the message on to the stream's subject: %v", err)
+	}
+}
+
+// With Durable set, a stored message's acknowledgement is passed on only
+// once Durable has succeeded after it; when Durable fails (the disk
+// failed as the message was stored) the sender is told the outcome is
+// unknown, 503 with the relay's "unavailable", though the stream
+// acknowledged it.
+func TestRelayAcknowledgesOnlyWhatTheDiskKeeps(t *testing.T) {
+	var failing atomic.Bool
+	var calls atomic.Int64
+	p := startPlaneWith(t, func(o *RelayOptions) {
+		o.Durable = func() error {
+			calls.Add(1)
+			if failing.Load() {
+				return syscall.EIO
+			}
+			return nil
+		}
+	})
+	alice := p.newUser(t, true)
+	r := p.room(alice)
+	p.src.setRoom(r)
+	h, payload := envelope(alice, 1, 1, time.Now())
+	if ack, err := alice.send(t, r.ID, "chat", h, payload); err != nil || ack.Sequence != 1 {
+		t.Fatalf("with the disk keeping what it is given: %+v %v", ack, err)
+	}
+	if calls.Load() < 1 {
+		t.Fatal("the acknowledgement went out without Durable")
+	}
+	failing.Store(true)
+	h, payload = envelope(alice, 1, 2, time.Now())
+	_, err := alice.send(t, r.ID, "chat", h, payload)
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || uint16(apiErr.ErrorCode) != wire.RelayUnavailable || apiErr.Code != 503 {
+		t.Fatalf("with the disk failing after the store: %v, want 503 relay code %d", err, wire.RelayUnavailable)
+	}
+	s, err := p.bus.Stream(p.ctx, subjects.SharedStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetMsg(p.ctx, 2); err != nil {
+		t.Fatalf("the stream does not hold the message whose outcome was called unknown: %v", err)
 	}
 }
