@@ -35,13 +35,24 @@ func setup(t *testing.T) (*testCluster, Conns, map[string]jetstream.JetStream) {
 		}
 		jss[name] = js
 		harness.EventuallyNoError(t, time.Minute, func() error {
-			_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}, Replicas: 3})
+			// Each attempt bounded: a request the meta layer drops
+			// while it settles is never answered, and one call
+			// waiting on it would use the whole minute.
+			actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+			defer acancel()
+			_, err := js.CreateStream(actx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}, Replicas: 3})
 			return err
 		}, "create %s", name)
 		for i := range msgs {
-			if _, err := js.Publish(ctx, fmt.Sprintf("%s.%d", name, i), fmt.Appendf(nil, "message %d of %s", i, name)); err != nil {
-				t.Fatal(err)
-			}
+			harness.EventuallyNoError(t, time.Minute, func() error {
+				// Bounded and retried like the creation; the message id
+				// makes a retry of a stored message a duplicate.
+				actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+				defer acancel()
+				_, err := js.Publish(actx, fmt.Sprintf("%s.%d", name, i), fmt.Appendf(nil, "message %d of %s", i, name),
+					jetstream.WithMsgID(fmt.Sprintf("%s-%d", name, i)))
+				return err
+			}, "publish message %d of %s", i, name)
 		}
 	}
 	waitAgree(t, conns)
