@@ -219,31 +219,8 @@ func TestScrubRepairsOnItsOwn(t *testing.T) {
 	defer cancel()
 	sd := seedCluster(ctx, t, "--scrub-interval=3s")
 	c := sd.c
-	harness.EventuallyNoError(t, time.Minute, func() error {
-		if res, r := checkJSON(t, c); r.Code != 0 || len(res.Divergent()) != 0 {
-			return fmt.Errorf("check on a healthy cluster: %+v", r)
-		}
-		return nil
-	}, "every replica agrees before the damage")
-	c.Nodes[2].Bus.Stop(t)
-	truncateLastBlock(t, c, 2, natsnode.BusAccount, subjects.SharedStream, 1500)
-	c.Start(t, 2)
-	c.WaitHealthy(t, 0, 1, 2)
-	start := time.Now()
-	harness.EventuallyNoError(t, 3*time.Minute, func() error {
-		repaired := 0.0
-		for _, n := range c.Nodes {
-			repaired += metricValue(t, n.HTTPURL(), `unibus_scrub_repairs_total{result="ok"}`)
-		}
-		if repaired < 1 {
-			return errors.New("no repair counted yet")
-		}
-		if res, r := checkJSON(t, c, "--wait", "2s"); r.Code != 0 || len(res.Divergent()) != 0 {
-			return fmt.Errorf("check after the scrub: exit %d", r.Code)
-		}
-		return nil
-	}, "the scrub repairs the truncated replica on its own")
-	t.Logf("the scrub repaired n3's %s %v after the node was back", subjects.SharedStream, time.Since(start).Round(100*time.Millisecond))
+	took := repairsOnItsOwn(t, c, func() { truncateLastBlock(t, c, 2, natsnode.BusAccount, subjects.SharedStream, 1500) })
+	t.Logf("the scrub repaired n3's %s %v after the node was back", subjects.SharedStream, took)
 	sd.readBack(ctx, t)
 }
 
@@ -259,6 +236,27 @@ func TestScrubRepairsDamageAtOnce(t *testing.T) {
 	defer cancel()
 	sd := seedCluster(ctx, t, "--scrub-interval=1h")
 	c := sd.c
+	took := repairsOnItsOwn(t, c, func() { flipMiddle(t, c, 2, natsnode.BusAccount, subjects.SharedStream) })
+	t.Logf("repaired n3's %s %v after the node was back", subjects.SharedStream, took)
+	asked := false
+	for _, n := range c.Nodes {
+		asked = asked || strings.Contains(n.Bus.Output(), "scrub: asked to run now")
+	}
+	if !asked {
+		t.Error("no node logged a scrub run on request: the repair came from the periodic scrub")
+	}
+	if !strings.Contains(c.Nodes[2].Bus.Output(), "records of this node's replica fail their checksum") {
+		t.Error("n3 did not log the damage it found")
+	}
+	sd.readBack(ctx, t)
+}
+
+// repairsOnItsOwn waits until every replica agrees, stops n3, damages its
+// files (damage), starts it again and waits until the periodic scrub has
+// repaired it (a repair counted, the check clean); it returns how long
+// after n3 was healthy again.
+func repairsOnItsOwn(t *testing.T, c *harness.Cluster, damage func()) time.Duration {
+	t.Helper()
 	harness.EventuallyNoError(t, time.Minute, func() error {
 		if res, r := checkJSON(t, c); r.Code != 0 || len(res.Divergent()) != 0 {
 			return fmt.Errorf("check on a healthy cluster: %+v", r)
@@ -266,7 +264,7 @@ func TestScrubRepairsDamageAtOnce(t *testing.T) {
 		return nil
 	}, "every replica agrees before the damage")
 	c.Nodes[2].Bus.Stop(t)
-	flipMiddle(t, c, 2, natsnode.BusAccount, subjects.SharedStream)
+	damage()
 	c.Start(t, 2)
 	c.WaitHealthy(t, 0, 1, 2)
 	start := time.Now()
@@ -283,18 +281,7 @@ func TestScrubRepairsDamageAtOnce(t *testing.T) {
 		}
 		return nil
 	}, "the scrub repairs the damaged replica on its own")
-	t.Logf("repaired n3's %s %v after the node was back", subjects.SharedStream, time.Since(start).Round(100*time.Millisecond))
-	asked := false
-	for _, n := range c.Nodes {
-		asked = asked || strings.Contains(n.Bus.Output(), "scrub: asked to run now")
-	}
-	if !asked {
-		t.Error("no node logged a scrub run on request: the repair came from the periodic scrub")
-	}
-	if !strings.Contains(c.Nodes[2].Bus.Output(), "records of this node's replica fail their checksum") {
-		t.Error("n3 did not log the damage it found")
-	}
-	sd.readBack(ctx, t)
+	return time.Since(start).Round(100 * time.Millisecond)
 }
 
 // metricValue reads one sample from a node's /metrics (0 when absent).

@@ -258,20 +258,7 @@ func testRemovedMember(t *testing.T, kind storeKind) {
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
 	bobID, bob := b.user(t, "bob")
-	carolID, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.admin.AddUser(ctx, "carol", carolID.SignPub().String(), "member"); err != nil {
-		t.Fatal(err)
-	}
-	cfg := b.clientConfig(carolID)
-	cfg.RoomCacheTTL = time.Hour // a long-lived sender: its room state predates the removal
-	carol, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(carol.Close)
+	_, carol := b.staleUser(t, "carol") // a long-lived sender: its room state predates the removal
 	room, err := alice.CreateRoom(ctx, "team")
 	if err != nil {
 		t.Fatal(err)

@@ -71,9 +71,14 @@ func (b *bus) clientConfig(id *identity.Identity) client.Config {
 
 func (b *bus) dial(t testing.TB, id *identity.Identity) *client.Client {
 	t.Helper()
+	return b.dialWith(t, b.clientConfig(id))
+}
+
+func (b *bus) dialWith(t testing.TB, cfg client.Config) *client.Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, b.clientConfig(id))
+	c, err := client.Dial(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +98,23 @@ func (b *bus) user(t testing.TB, handle string) (*identity.Identity, *client.Cli
 		t.Fatal(err)
 	}
 	return id, b.dial(t, id)
+}
+
+// staleUser is user, but its client keeps a room's state for an hour: a
+// long-lived sender whose room state predates a later removal or
+// rotation, so that the relay, not the client, meets the change.
+func (b *bus) staleUser(t testing.TB, handle string) (*identity.Identity, *client.Client) {
+	t.Helper()
+	id, err := identity.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.admin.AddUser(context.Background(), handle, id.SignPub().String(), "member"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := b.clientConfig(id)
+	cfg.RoomCacheTTL = time.Hour
+	return id, b.dialWith(t, cfg)
 }
 
 // storeKind is a control-plane backend the daemon tests run against.

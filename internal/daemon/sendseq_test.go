@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/unibus/unibus/client"
-	"github.com/unibus/unibus/identity"
 	"github.com/unibus/unibus/internal/harness"
 )
 
@@ -20,20 +19,7 @@ func TestRefusedSendLeavesNoGap(t *testing.T) {
 	b := startBus(t)
 	ctx := ctxT(t)
 	_, alice := b.user(t, "alice")
-	carolID, err := identity.Generate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.admin.AddUser(ctx, "carol", carolID.SignPub().String(), "member"); err != nil {
-		t.Fatal(err)
-	}
-	cfg := b.clientConfig(carolID)
-	cfg.RoomCacheTTL = time.Hour // its room state predates the removal: the relay is what refuses
-	carol, err := client.Dial(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(carol.Close)
+	_, carol := b.staleUser(t, "carol") // its room state predates the removal: the relay is what refuses
 	room, err := alice.CreateRoom(ctx, "team")
 	if err != nil {
 		t.Fatal(err)
